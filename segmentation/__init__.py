@@ -1,0 +1,37 @@
+"""Superpixel segmentation with Graph LSTM: images, superpixel graphs, datasets."""
+
+from segmentation.features import (
+    FEATURE_NAMES,
+    majority_labels,
+    superpixel_centroids,
+    superpixel_features,
+)
+from segmentation.images import (
+    IGNORE_INDEX,
+    VOC_PALETTE,
+    read_image,
+    read_mask,
+    write_image,
+    write_mask_png,
+)
+from segmentation.pooling import pool, unpool
+from segmentation.rag import region_adjacency
+from segmentation.superpixels import relabel_contiguous, slic_superpixels
+
+__all__ = [
+    "FEATURE_NAMES",
+    "IGNORE_INDEX",
+    "VOC_PALETTE",
+    "majority_labels",
+    "pool",
+    "read_image",
+    "read_mask",
+    "region_adjacency",
+    "relabel_contiguous",
+    "slic_superpixels",
+    "superpixel_centroids",
+    "superpixel_features",
+    "unpool",
+    "write_image",
+    "write_mask_png",
+]

@@ -1,0 +1,137 @@
+"""Mean pooling to superpixel nodes and unpooling back to pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from segmentation.pooling import pool, unpool
+from segmentation.superpixels import relabel_contiguous
+
+
+def random_label_maps(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    maps = [
+        relabel_contiguous(rng.integers(0, 3 + 2 * b, size=(height, width))) for b in range(batch)
+    ]
+    return torch.from_numpy(np.stack(maps))
+
+
+def pool_reference(features: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image loops: node means in batch order and the mean image."""
+    nodes, mean_image = [], np.zeros_like(features)
+    for b in range(features.shape[0]):
+        for k in range(labels[b].max() + 1):
+            inside = labels[b] == k
+            mean = features[b][:, inside].mean(axis=1)
+            nodes.append(mean)
+            mean_image[b][:, inside] = mean[:, None]
+    return np.array(nodes), mean_image
+
+
+def test_pool_and_unpool_match_loop_reference():
+    features = torch.randn(3, 4, 6, 7, dtype=torch.float64)
+    labels = random_label_maps(3, 6, 7)
+    nodes = pool(features, labels)
+    expected_nodes, expected_image = pool_reference(features.numpy(), labels.numpy())
+    assert nodes.shape == (sum(int(m.max()) + 1 for m in labels), 4)
+    np.testing.assert_allclose(nodes.numpy(), expected_nodes, rtol=1e-12, atol=1e-12)
+    image = unpool(nodes, labels)
+    assert image.shape == features.shape and image.is_contiguous()
+    np.testing.assert_allclose(image.numpy(), expected_image, rtol=1e-12, atol=1e-12)
+
+
+def test_batch_offsets_follow_pyg_batch():
+    from torch_geometric.data import Batch, Data
+
+    labels = random_label_maps(3, 5, 5, seed=1)
+    features = torch.randn(3, 2, 5, 5)
+    counts = [int(m.max()) + 1 for m in labels]
+    graphs = [Data(x=pool(features[b : b + 1], labels[b]), num_nodes=n) for b, n in
+              enumerate(counts)]
+    batch = Batch.from_data_list(graphs)
+    torch.testing.assert_close(pool(features, labels), batch.x)
+    torch.testing.assert_close(pool(features, labels, num_nodes=batch.ptr.diff()), batch.x)
+
+
+def test_float32_and_single_map():
+    features = torch.randn(2, 3, 4, 5)
+    labels = random_label_maps(1, 4, 5)[0]
+    nodes = pool(features, labels)
+    assert nodes.dtype == torch.float32
+    per_image = int(labels.max()) + 1
+    assert nodes.shape == (2 * per_image, 3)
+    torch.testing.assert_close(nodes[:per_image], pool(features[:1], labels[None]))
+    torch.testing.assert_close(nodes[per_image:], pool(features[1:], labels[None]))
+    torch.testing.assert_close(unpool(nodes, labels), unpool(nodes, labels.expand(2, -1, -1)))
+    torch.testing.assert_close(unpool(nodes, labels, num_nodes=[per_image] * 2),
+                               unpool(nodes, labels))
+
+
+def test_num_nodes_larger_than_labels_gives_zero_rows():
+    features = torch.randn(2, 2, 3, 3)
+    labels = random_label_maps(2, 3, 3)
+    counts = [int(m.max()) + 3 for m in labels]
+    nodes = pool(features, labels, num_nodes=counts)
+    assert nodes.shape == (sum(counts), 2)
+    first = counts[0]
+    assert torch.all(nodes[first - 2 : first] == 0) and torch.all(nodes[-2:] == 0)
+    # Unpooling with the same counts picks the right rows back out.
+    torch.testing.assert_close(unpool(nodes, labels, num_nodes=counts),
+                               unpool(pool(features, labels), labels))
+
+
+def test_gradcheck_float64():
+    features = torch.randn(2, 2, 3, 4, dtype=torch.float64, requires_grad=True)
+    labels = random_label_maps(2, 3, 4, seed=2)
+    assert torch.autograd.gradcheck(lambda f: pool(f, labels), (features,))
+    nodes = torch.randn(int(labels[0].max()) + int(labels[1].max()) + 2, 3,
+                        dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: unpool(v, labels), (nodes,))
+
+
+def test_pool_gradient_is_inverse_segment_size():
+    features = torch.randn(1, 1, 4, 4, requires_grad=True)
+    labels = torch.tensor([[[0, 0, 1, 1], [0, 2, 2, 1], [3, 3, 3, 3], [3, 3, 3, 3]]])
+    pool(features, labels).sum().backward()
+    sizes = torch.bincount(labels.reshape(-1)).float()
+    torch.testing.assert_close(features.grad[0, 0], 1.0 / sizes[labels[0]])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    features = torch.randn(2, 3, 8, 9)
+    labels = random_label_maps(2, 8, 9)
+    nodes = pool(features.cuda(), labels.cuda())
+    assert nodes.is_cuda
+    torch.testing.assert_close(nodes.cpu(), pool(features, labels))
+    torch.testing.assert_close(unpool(nodes, labels.cuda()).cpu(),
+                               unpool(pool(features, labels), labels))
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda f, s: pool(f[0], s), ValueError, r"features must have shape \[B, C, H, W\]"),
+        (lambda f, s: pool(f.long(), s), TypeError, "features must have a floating dtype"),
+        (lambda f, s: pool(f.numpy(), s), TypeError, "features must be a torch.Tensor"),
+        (lambda f, s: pool(f, s.float()), TypeError, "superpixels must have an integer dtype"),
+        (lambda f, s: pool(f, s[:, :-1]), ValueError, "superpixels has shape"),
+        (lambda f, s: pool(f, s[:1]), ValueError, "superpixels has shape"),
+        (lambda f, s: pool(f, s[None]), ValueError, r"superpixels must have shape \[B, H, W\]"),
+        (lambda f, s: pool(f, s - 1), ValueError, "non-negative"),
+        (lambda f, s: pool(f, s, num_nodes=[5]), ValueError, "one count per image"),
+        (lambda f, s: pool(f, s, num_nodes=[1, 1]), ValueError, "num_nodes"),
+        (lambda f, s: pool(f, s, num_nodes=[1.5, 2.0]), TypeError, "num_nodes"),
+        (lambda f, s: unpool(pool(f, s)[:-1], s), ValueError, "node_values has"),
+        (lambda f, s: unpool(pool(f, s)[0], s), ValueError, "node_values must have shape"),
+        (lambda f, s: unpool(pool(f, s)[:-1], s[0]), ValueError, "not a positive multiple"),
+        (lambda f, s: unpool(pool(f, s), s.float()), TypeError, "superpixels"),
+    ],
+)
+def test_rejects_bad_input(call, error, match):
+    features = torch.randn(2, 3, 4, 5)
+    labels = random_label_maps(2, 4, 5)
+    with pytest.raises(error, match=match):
+        call(features, labels)
