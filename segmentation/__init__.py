@@ -17,11 +17,14 @@ from segmentation.images import (
 from segmentation.pooling import pool, unpool
 from segmentation.rag import region_adjacency
 from segmentation.superpixels import relabel_contiguous, slic_superpixels
+from segmentation.transforms import SuperpixelData, SuperpixelGraph
 
 __all__ = [
     "FEATURE_NAMES",
     "IGNORE_INDEX",
     "VOC_PALETTE",
+    "SuperpixelData",
+    "SuperpixelGraph",
     "majority_labels",
     "pool",
     "read_image",
