@@ -1,0 +1,184 @@
+r"""The level-by-level inner loop of the Graph LSTM, with a hand-written backward.
+
+Everything that does not depend on the *new* states of other nodes (input and
+previous-state projections, forget gates, the contribution of unvisited
+neighbours) is computed for all nodes at once by :class:`graphlstm.GraphLSTM`.
+What is left is the recurrence over visited neighbours, which this module runs
+one level at a time, in the level-sorted node layout of a
+:class:`~graphlstm.schedule.Schedule` (level ``l`` is rows ``ptr[l]:ptr[l+1]``,
+and every visited neighbour of it lies in rows ``< ptr[l]``).
+
+For a node :math:`i` of level :math:`l`, with visited in-edges :math:`e = (j \to i)`:
+
+.. math::
+    [\bar h_i \,;\, \bar m_i] &= \sum_e G_e \odot [h'_j \,;\, m'_j] \\
+    z_i &= B_i + W_n \bar h_i \qquad (\text{rows } u, o, 2c) \\
+    m'_i &= M_i + \bar m_i + \sigma(z^u_i) \odot (2 \sigma(z^{2c}_i) - 1) \\
+    h'_i &= \tanh(\sigma(z^o_i) \odot m'_i)
+
+where :math:`G_e = [1/d_i \,;\, \bar g^f_{ij} / d_i]` folds the mean into the
+edge weights. Per level that is one gather, one product, one ``index_add_``,
+one GEMM and four elementwise kernels writing into preallocated buffers.
+
+Autograd would record every level and, writing into a shared buffer, copy the
+whole state gradient once per level. The backward here instead walks the
+levels in reverse, propagating only through visited edges (the gradient of a
+node is complete once every later level has been processed), and computes all
+per-node factors and all parameter gradients in whole-graph operations before
+and after the loop. Saved tensors are ``O(N·H + E·H)``, independent of the
+number of levels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+class _GraphLSTMRecurrence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, base_z, base_m, edge_weight, weight_n, ptr, visited_ptr, src, dst_local):
+        n, hidden = base_m.shape
+        sizes = [b - a for a, b in zip(ptr[:-1], ptr[1:], strict=True)]
+        edge_sizes = [b - a for a, b in zip(visited_ptr[:-1], visited_ptr[1:], strict=True)]
+        # [h | m] of every node, rows in level order; level l reads rows < ptr[l].
+        state = base_m.new_empty(n, 2 * hidden)
+        # sigma of the gate pre-activations [u | o | 2c]: tanh(c) = 2 sigma(2c) - 1, and
+        # one sigmoid over 3H columns costs less than a sigmoid plus a tanh.
+        gates = base_m.new_empty(n, 3 * hidden)
+        # Aggregated visited neighbours [h_bar | M + m_bar]: the m-half starts as M
+        # so that index_add_ lands the memory sum where it is needed.
+        agg = base_m.new_zeros(n, 2 * hidden)
+        agg[:, hidden:] = base_m
+        weight_t = weight_n.t()
+        h2 = 2 * hidden
+        # Per-level views made by one split per column block, so that the loop
+        # below does no Python slicing: it is the whole cost of the layer.
+        levels = zip(
+            [b > a for a, b in zip(visited_ptr[:-1], visited_ptr[1:], strict=True)],
+            base_z.split(sizes),
+            gates.split(sizes),
+            gates[:, :hidden].split(sizes),
+            gates[:, hidden:h2].split(sizes),
+            gates[:, h2:].split(sizes),
+            state[:, :hidden].split(sizes),
+            state[:, hidden:].split(sizes),
+            agg.split(sizes),
+            agg[:, :hidden].split(sizes),
+            agg[:, hidden:].split(sizes),
+            src.split(edge_sizes),
+            dst_local.split(edge_sizes),
+            edge_weight.split(edge_sizes),
+            strict=True,
+        )
+        for has_edges, z, g, u, o, s_c, h_new, m_new, ag, ag_h, ag_m, src_l, dst_l, w in levels:
+            if has_edges:
+                msg = state.index_select(0, src_l).mul_(w)
+                ag.index_add_(0, dst_l, msg)
+                z = torch.addmm(z, ag_h, weight_t)
+            torch.sigmoid(z, out=g)
+            # m' = M + m_bar + u * (2 s_c - 1), and h' = tanh(o * m'), in place.
+            torch.sub(ag_m, u, out=m_new)
+            m_new.addcmul_(u, s_c, value=2.0)
+            torch.mul(o, m_new, out=h_new).tanh_()
+        ctx.save_for_backward(state, gates, agg[:, :hidden], edge_weight, weight_n, src, dst_local)
+        ctx.ptr, ctx.visited_ptr = ptr, visited_ptr
+        return state
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_state):
+        state, gates, agg_h, edge_weight, weight_n, src, dst_local = ctx.saved_tensors
+        ptr, visited_ptr = ctx.ptr, ctx.visited_ptr
+        hidden = state.size(1) // 2
+        h, m = state[:, :hidden], state[:, hidden:]
+        u, o, s_c = gates[:, :hidden], gates[:, hidden : 2 * hidden], gates[:, 2 * hidden :]
+        c = 2.0 * s_c - 1.0
+
+        # Whole-graph derivative factors: dL/dm'_total = dL/dm' + dL/dh' * k_m and
+        # dL/dz = [dL/dm'_total, dL/dh', dL/dm'_total] * k_z (columns u, o, 2c).
+        dtanh = 1.0 - h * h
+        k_m = dtanh * o
+        k_z = torch.cat(
+            [c * u * (1.0 - u), dtanh * m * o * (1.0 - o), 2.0 * u * s_c * (1.0 - s_c)], 1
+        )
+
+        grad_state = grad_state.clone()
+        # [dL/dh_bar | dL/dm_bar] of every node; only levels with visited edges fill it
+        # in the loop, the rest is recomputed for all nodes at once afterwards.
+        grad_agg = state.new_empty(state.shape)
+        for level in range(len(ptr) - 2, 0, -1):
+            ea, eb = visited_ptr[level], visited_ptr[level + 1]
+            if eb == ea:
+                continue
+            a, b = ptr[level], ptr[level + 1]
+            gh, gm = grad_state[a:b, :hidden], grad_state[a:b, hidden:]
+            g_agg = grad_agg[a:b]
+            gm_total = torch.addcmul(gm, gh, k_m[a:b], out=g_agg[:, hidden:])
+            gz = torch.cat([gm_total, gh, gm_total], 1).mul_(k_z[a:b])
+            torch.mm(gz, weight_n, out=g_agg[:, :hidden])
+            g_msg = g_agg.index_select(0, dst_local[ea:eb]).mul_(edge_weight[ea:eb])
+            grad_state.index_add_(0, src[ea:eb], g_msg)
+
+        # Every row of grad_state is now complete: finish all nodes at once.
+        gh, gm = grad_state[:, :hidden], grad_state[:, hidden:]
+        gm_total = torch.addcmul(gm, gh, k_m)
+        gz = torch.cat([gm_total, gh, gm_total], 1).mul_(k_z)
+        grad_weight_n = gz.t() @ agg_h if ctx.needs_input_grad[3] else None
+        grad_edge_weight = None
+        if ctx.needs_input_grad[2]:
+            g_agg = torch.cat([gz @ weight_n, gm_total], 1)
+            dst = dst_local + _level_starts(ptr, visited_ptr, dst_local.device)
+            grad_edge_weight = g_agg.index_select(0, dst) * state.index_select(0, src)
+        return gz, gm_total, grad_edge_weight, grad_weight_n, None, None, None, None
+
+
+def _level_starts(ptr: list, visited_ptr: list, device) -> Tensor:
+    """For every visited edge, the first row of its target's level."""
+    counts = torch.tensor(visited_ptr, device=device).diff()
+    return torch.repeat_interleave(torch.tensor(ptr[:-1], device=device), counts)
+
+
+def graph_lstm_recurrence(
+    base_z: Tensor,
+    base_m: Tensor,
+    edge_weight: Tensor,
+    weight_n: Tensor,
+    ptr: list,
+    visited_ptr: list,
+    src: Tensor,
+    dst_local: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Run the Graph LSTM recurrence over visited edges, level by level.
+
+    All node tensors are in the level-sorted layout of a schedule.
+
+    Parameters
+    ----------
+    base_z : Tensor ``[N, 3H]``
+        Pre-activations of the gates ``u, o`` and *twice* that of ``c``, without the
+        visited-neighbour term (the recurrence takes ``tanh(c) = 2 sigma(2c) - 1``).
+    base_m : Tensor ``[N, H]``
+        Memory without the visited-neighbour and input terms.
+    edge_weight : Tensor ``[E_v, 2H]``
+        Per visited edge, the weights ``[1/d_i ; g^f_ij / d_i]`` of ``[h'_j ; m'_j]``.
+    weight_n : Tensor ``[3H, H]``
+        Weight of the neighbour projection ``lin_n``, rows ``u, o, 2c``.
+    ptr, visited_ptr : list of int
+        Level offsets of the nodes and of the visited edges.
+    src : LongTensor ``[E_v]``
+        Level-sorted position of the source of each visited edge.
+    dst_local : LongTensor ``[E_v]``
+        Position of its target relative to the first node of the target's level.
+
+    Returns
+    -------
+    h, m : Tensor ``[N, H]``
+        New hidden state and memory of every node (level-sorted layout).
+    """
+    state = _GraphLSTMRecurrence.apply(
+        base_z, base_m, edge_weight, weight_n, ptr, visited_ptr, src, dst_local
+    )
+    hidden = base_m.size(1)
+    return state[:, :hidden], state[:, hidden:]

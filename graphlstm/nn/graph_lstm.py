@@ -1,0 +1,267 @@
+"""The Graph LSTM layer of Liang et al., "Semantic Object Parsing with Graph LSTM" (ECCV 2016)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch_geometric.nn import MessagePassing
+from torch_geometric.nn.dense.linear import Linear, is_uninitialized_parameter
+
+from graphlstm._validation import check_edge_index, check_node_features, check_tensor
+from graphlstm.functional import graph_lstm_recurrence
+from graphlstm.schedule import Schedule, build_schedule
+
+__all__ = ["GraphLSTM"]
+
+
+class GraphLSTM(MessagePassing):
+    r"""The Graph LSTM layer from `"Semantic Object Parsing with Graph LSTM"
+    <https://arxiv.org/abs/1603.07063>`_ (Liang et al., ECCV 2016).
+
+    Every node is updated once, in an update order (a permutation, or per-node
+    scores with the highest first). Node :math:`i` sees its input
+    :math:`\mathbf{x}_i`, its previous state :math:`(\mathbf{h}_i, \mathbf{m}_i)`
+    and its :math:`d_i` in-neighbours :math:`j \in \mathcal{N}(i)`, whose state
+    :math:`(\hat{\mathbf{h}}_j, \hat{\mathbf{m}}_j)` is the **new** one if
+    :math:`j` was updated before :math:`i` and the **previous** one otherwise:
+
+    .. math::
+        \bar{\mathbf{h}}_i &= \frac{1}{d_i} \sum_{j \in \mathcal{N}(i)} \hat{\mathbf{h}}_j \\
+        \mathbf{g}^u_i &= \sigma(\mathbf{W}^u \mathbf{x}_i + \mathbf{U}^u \mathbf{h}_i
+            + \mathbf{U}^{un} \bar{\mathbf{h}}_i + \mathbf{b}^u) \\
+        \bar{\mathbf{g}}^f_{ij} &= \sigma(\mathbf{W}^f \mathbf{x}_i
+            + \mathbf{U}^{fn} \mathbf{h}_j + \mathbf{b}^f) \\
+        \mathbf{g}^f_i &= \sigma(\mathbf{W}^f \mathbf{x}_i + \mathbf{U}^f \mathbf{h}_i
+            + \mathbf{b}^f) \\
+        \mathbf{g}^o_i &= \sigma(\mathbf{W}^o \mathbf{x}_i + \mathbf{U}^o \mathbf{h}_i
+            + \mathbf{U}^{on} \bar{\mathbf{h}}_i + \mathbf{b}^o) \\
+        \mathbf{g}^c_i &= \tanh(\mathbf{W}^c \mathbf{x}_i + \mathbf{U}^c \mathbf{h}_i
+            + \mathbf{U}^{cn} \bar{\mathbf{h}}_i + \mathbf{b}^c) \\
+        \mathbf{m}'_i &= \frac{1}{d_i} \sum_{j \in \mathcal{N}(i)}
+            \bar{\mathbf{g}}^f_{ij} \odot \hat{\mathbf{m}}_j
+            + \mathbf{g}^f_i \odot \mathbf{m}_i + \mathbf{g}^u_i \odot \mathbf{g}^c_i \\
+        \mathbf{h}'_i &= \tanh(\mathbf{g}^o_i \odot \mathbf{m}'_i)
+
+    where the neighbour forget gate :math:`\bar{\mathbf{g}}^f_{ij}` reads the
+    **previous** :math:`\mathbf{h}_j`, and a node without in-neighbours has
+    :math:`\bar{\mathbf{h}}_i = 0` and no neighbour memory term.
+
+    Edges follow PyG: ``edge_index[0]`` sends to ``edge_index[1]``; an
+    undirected graph holds both directions. Self-loops are ignored (a node is
+    neither before nor after itself); duplicate edges count with their
+    multiplicity in :math:`d_i` and in both sums, like ``aggr="mean"``.
+
+    The result equals the sequential per-node pass exactly, but is computed
+    level by level (see :mod:`graphlstm.schedule`): the cost of the recurrent
+    part grows with the number of levels, not of nodes. The unvisited
+    neighbours' contribution (previous states, known up front) is one
+    :meth:`propagate` over the unvisited edges; the visited ones run in the
+    lean inner loop of :mod:`graphlstm.functional`, with a hand-written
+    backward whose memory is :math:`O(N \cdot H)`.
+
+    Parameters
+    ----------
+    in_channels : int
+        Size ``F`` of each node's input, or ``-1`` to infer it on the first call.
+    hidden_channels : int
+        Size ``H`` of the hidden state and memory.
+    bias : bool, optional
+        If ``False``, ``lin_x`` has no bias. (default: ``True``)
+    **kwargs : optional
+        Additional arguments of :class:`torch_geometric.nn.conv.MessagePassing`.
+
+    Attributes
+    ----------
+    lin_x : Linear ``F -> 4H``, with bias
+        Rows ``[W^u; W^f; W^o; W^c]`` and bias ``[b^u; b^f; b^o; b^c]``.
+    lin_h : Linear ``H -> 4H``, no bias
+        Rows ``[U^u; U^f; U^o; U^c]`` (the node's own previous state).
+    lin_n : Linear ``H -> 3H``, no bias
+        Rows ``[U^{un}; U^{on}; U^{cn}]`` (the neighbour mean).
+    lin_fn : Linear ``H -> H``, no bias
+        ``U^{fn}`` (the neighbour forget gates).
+
+    All weights are ``[out, in]`` as in :class:`torch.nn.Linear`.
+
+    Shapes
+    ------
+    - **input:** node features :math:`(N, F)`, edge indices :math:`(2, E)`,
+      optional order :math:`(N)` (a permutation) *or* score :math:`(N)`,
+      optional state ``(h, m)`` each :math:`(N, H)`, optional ``schedule``.
+    - **output:** ``out`` :math:`(N, H)` (the new ``h`` of every node) and the
+      new state ``(h, m)``, each :math:`(N, H)`, as ``out, (h, m)`` in the
+      convention of :class:`torch.nn.LSTM`.
+    """
+
+    def __init__(self, in_channels: int, hidden_channels: int, bias: bool = True, **kwargs):
+        kwargs.setdefault("aggr", "add")
+        super().__init__(**kwargs)
+        if not isinstance(hidden_channels, int) or hidden_channels < 1:
+            raise ValueError(f"'hidden_channels' must be a positive int, got {hidden_channels!r}")
+        if not isinstance(in_channels, int) or (in_channels < 1 and in_channels != -1):
+            raise ValueError(f"'in_channels' must be a positive int or -1, got {in_channels!r}")
+        self.in_channels = in_channels
+        self.hidden_channels = hidden_channels
+        h = hidden_channels
+        self.lin_x = Linear(in_channels, 4 * h, bias=bias)
+        self.lin_h = Linear(h, 4 * h, bias=False)
+        self.lin_n = Linear(h, 3 * h, bias=False)
+        self.lin_fn = Linear(h, h, bias=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        self.lin_x.reset_parameters()
+        self.lin_h.reset_parameters()
+        self.lin_n.reset_parameters()
+        self.lin_fn.reset_parameters()
+
+    def schedule(
+        self,
+        edge_index: Tensor,
+        num_nodes: int,
+        order: Tensor | None = None,
+        score: Tensor | None = None,
+    ) -> Schedule:
+        """The :class:`~graphlstm.schedule.Schedule` this layer would use; pass it
+        back as ``schedule=`` to share it across layers and steps."""
+        return build_schedule(edge_index, num_nodes, order=order, score=score)
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        order: Tensor | None = None,
+        score: Tensor | None = None,
+        state: tuple[Tensor, Tensor] | None = None,
+        schedule: Schedule | None = None,
+    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Update every node once in the given order.
+
+        Parameters
+        ----------
+        x : Tensor ``[N, F]``
+        edge_index : LongTensor ``[2, E]``
+        order : LongTensor ``[N]``, optional
+            Permutation: ``order[k]`` is updated ``k``-th.
+        score : Tensor ``[N]``, optional
+            Per-node scores, higher first, ties by the smaller index
+            (for instance the confidence of each superpixel).
+        state : tuple of Tensor ``([N, H], [N, H])``, optional
+            Previous ``(h, m)``; zeros if omitted.
+        schedule : Schedule, optional
+            A precomputed schedule of ``edge_index`` and the order (then
+            ``order`` and ``score`` must be omitted). Default: the index order
+            if neither is given.
+
+        Returns
+        -------
+        out, (h, m)
+            ``out`` is ``h``; all ``[N, H]``.
+        """
+        x = check_node_features(x, None, None, "x")
+        if self.in_channels != -1 and x.size(1) != self.in_channels:
+            raise ValueError(
+                f"'x' must have {self.in_channels} channels (in_channels), got {x.size(1)}"
+            )
+        num_nodes, hidden = x.size(0), self.hidden_channels
+        if schedule is None:
+            schedule = build_schedule(edge_index, num_nodes, order=order, score=score)
+        else:
+            if not isinstance(schedule, Schedule):
+                raise TypeError(
+                    f"'schedule' must be a graphlstm Schedule, got {type(schedule).__name__}"
+                )
+            if order is not None or score is not None:
+                raise ValueError("give either 'schedule' or 'order'/'score', not both")
+            check_tensor(edge_index, "edge_index")
+            if edge_index.dim() != 2 or edge_index.size(0) != 2:
+                check_edge_index(edge_index, num_nodes)
+            schedule.check_graph(num_nodes, edge_index)
+        if schedule.device != x.device:
+            schedule = schedule.to(x.device)
+
+        h0 = m0 = None
+        if state is not None:
+            if not isinstance(state, (tuple, list)) or len(state) != 2:
+                raise TypeError("'state' must be a tuple (h, m) of two [N, H] tensors")
+            h0 = check_node_features(state[0], num_nodes, hidden, "state[0] (h)")
+            m0 = check_node_features(state[1], num_nodes, hidden, "state[1] (m)")
+
+        if is_uninitialized_parameter(self.lin_x.weight):
+            self.lin_x.initialize_parameters(None, x)
+            self.in_channels = x.size(1)
+        # Gates are computed in the row order u, o, c (contiguous for the inner
+        # loop), with the c rows doubled: the loop takes tanh(c) = 2 sigma(2c) - 1.
+        # Slicing the small weights is cheaper than slicing [N, 4H] activations.
+        wx, bx = self.lin_x.weight, self.lin_x.bias
+        rows_u, rows_f = slice(0, hidden), slice(hidden, 2 * hidden)
+        rows_o, rows_c = slice(2 * hidden, 3 * hidden), slice(3 * hidden, 4 * hidden)
+
+        def uoc(w: Tensor) -> Tensor:
+            return torch.cat([w[rows_u], w[rows_o], 2.0 * w[rows_c]], dim=0)
+
+        # Work in the level-sorted layout: the inner loop reads contiguous rows.
+        perm = schedule.perm
+        x = x.index_select(0, perm)
+        base_z = F.linear(x, uoc(wx), None if bx is None else uoc(bx))
+        input_forget = F.linear(x, wx[rows_f], None if bx is None else bx[rows_f])
+        weight_n = torch.cat(
+            [self.lin_n.weight[: 2 * hidden], 2.0 * self.lin_n.weight[2 * hidden :]], dim=0
+        )
+        inv_deg = schedule.in_degree.index_select(0, perm).to(x.dtype)
+        inv_deg = inv_deg.clamp(min=1.0).reciprocal().unsqueeze(1)
+        src, dst = schedule.visited_src_pos, schedule.visited_dst_pos
+
+        if h0 is None:
+            base_m = x.new_zeros(num_nodes, hidden)
+            # With no previous state, a neighbour forget gate depends on i alone.
+            edge_gate = torch.sigmoid(input_forget).index_select(0, dst)
+        else:
+            h0, m0 = h0.index_select(0, perm), m0.index_select(0, perm)
+            wh = self.lin_h.weight
+            base_z = base_z + F.linear(h0, uoc(wh))
+            self_forget = torch.sigmoid(input_forget + F.linear(h0, wh[rows_f]))
+            neighbour_forget = self.lin_fn(h0)  # U^fn h_j, the previous h_j
+            # Unvisited neighbours are read in their previous state, known before
+            # the recurrence starts: one whole-graph message passing.
+            agg = self.propagate(
+                schedule.unvisited_edge_index_pos,
+                h=h0,
+                m=m0,
+                xf=input_forget,
+                fn=neighbour_forget,
+                size=(num_nodes, num_nodes),
+            )
+            agg = agg * inv_deg
+            base_z = base_z + F.linear(agg[:, :hidden], weight_n)
+            base_m = torch.addcmul(agg[:, hidden:], self_forget, m0)
+            edge_gate = torch.sigmoid(
+                input_forget.index_select(0, dst) + neighbour_forget.index_select(0, src)
+            )
+
+        # Visited edges: weights [1/d_i ; g^f_ij / d_i] of the new [h_j ; m_j].
+        w = inv_deg.index_select(0, dst)
+        edge_weight = torch.cat([w.expand(-1, hidden), edge_gate * w], dim=1)
+
+        h_sorted, m_sorted = graph_lstm_recurrence(
+            base_z,
+            base_m,
+            edge_weight,
+            weight_n,
+            schedule.ptr,
+            schedule.visited_ptr,
+            src,
+            schedule.visited_dst_local,
+        )
+        hm = torch.cat([h_sorted, m_sorted], dim=1).index_select(0, schedule.pos)
+        h, m = hm[:, :hidden], hm[:, hidden:]
+        return h, (h, m)
+
+    def message(self, h_j: Tensor, m_j: Tensor, xf_i: Tensor, fn_j: Tensor) -> Tensor:
+        # [h_j ; g^f_ij * m_j] for a neighbour j still in its previous state.
+        return torch.cat([h_j, torch.sigmoid(xf_i + fn_j) * m_j], dim=-1)
+
+    def __repr__(self) -> str:
+        return f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels})"

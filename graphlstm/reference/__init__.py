@@ -1,0 +1,9 @@
+"""Plain per-node and per-cell loops written straight from the SPEC.
+
+They define what the fast layers must compute and are used by the tests and
+the benchmarks; the layers never call them.
+"""
+
+from graphlstm.reference.graph_lstm import graph_lstm_loop, graph_lstm_reference
+
+__all__ = ["graph_lstm_loop", "graph_lstm_reference"]
