@@ -128,9 +128,7 @@ def check_image(
         )
     height, width = image.shape[:2]
     if height * width < 2:
-        raise ValueError(
-            f"{name} must have at least 2 pixels, got spatial size {height}×{width}"
-        )
+        raise ValueError(f"{name} must have at least 2 pixels, got spatial size {height}×{width}")
     if image.dtype != np.uint8:
         if not np.isfinite(image).all():
             raise ValueError(f"{name} contains NaN or infinite values")

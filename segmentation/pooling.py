@@ -21,8 +21,10 @@ __all__ = ["pool", "unpool"]
 def _check_superpixels(superpixels: torch.Tensor, name: str = "superpixels") -> torch.Tensor:
     if not isinstance(superpixels, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(superpixels).__name__}")
-    if superpixels.dtype.is_floating_point or superpixels.dtype.is_complex or (
-        superpixels.dtype == torch.bool
+    if (
+        superpixels.dtype.is_floating_point
+        or superpixels.dtype.is_complex
+        or (superpixels.dtype == torch.bool)
     ):
         raise TypeError(f"{name} must have an integer dtype (int64), got {superpixels.dtype}")
     if superpixels.dim() not in (2, 3):

@@ -48,8 +48,9 @@ def test_batch_offsets_follow_pyg_batch():
     labels = random_label_maps(3, 5, 5, seed=1)
     features = torch.randn(3, 2, 5, 5)
     counts = [int(m.max()) + 1 for m in labels]
-    graphs = [Data(x=pool(features[b : b + 1], labels[b]), num_nodes=n) for b, n in
-              enumerate(counts)]
+    graphs = [
+        Data(x=pool(features[b : b + 1], labels[b]), num_nodes=n) for b, n in enumerate(counts)
+    ]
     batch = Batch.from_data_list(graphs)
     torch.testing.assert_close(pool(features, labels), batch.x)
     torch.testing.assert_close(pool(features, labels, num_nodes=batch.ptr.diff()), batch.x)
@@ -65,8 +66,9 @@ def test_float32_and_single_map():
     torch.testing.assert_close(nodes[:per_image], pool(features[:1], labels[None]))
     torch.testing.assert_close(nodes[per_image:], pool(features[1:], labels[None]))
     torch.testing.assert_close(unpool(nodes, labels), unpool(nodes, labels.expand(2, -1, -1)))
-    torch.testing.assert_close(unpool(nodes, labels, num_nodes=[per_image] * 2),
-                               unpool(nodes, labels))
+    torch.testing.assert_close(
+        unpool(nodes, labels, num_nodes=[per_image] * 2), unpool(nodes, labels)
+    )
 
 
 def test_num_nodes_larger_than_labels_gives_zero_rows():
@@ -78,16 +80,18 @@ def test_num_nodes_larger_than_labels_gives_zero_rows():
     first = counts[0]
     assert torch.all(nodes[first - 2 : first] == 0) and torch.all(nodes[-2:] == 0)
     # Unpooling with the same counts picks the right rows back out.
-    torch.testing.assert_close(unpool(nodes, labels, num_nodes=counts),
-                               unpool(pool(features, labels), labels))
+    torch.testing.assert_close(
+        unpool(nodes, labels, num_nodes=counts), unpool(pool(features, labels), labels)
+    )
 
 
 def test_gradcheck_float64():
     features = torch.randn(2, 2, 3, 4, dtype=torch.float64, requires_grad=True)
     labels = random_label_maps(2, 3, 4, seed=2)
     assert torch.autograd.gradcheck(lambda f: pool(f, labels), (features,))
-    nodes = torch.randn(int(labels[0].max()) + int(labels[1].max()) + 2, 3,
-                        dtype=torch.float64, requires_grad=True)
+    nodes = torch.randn(
+        int(labels[0].max()) + int(labels[1].max()) + 2, 3, dtype=torch.float64, requires_grad=True
+    )
     assert torch.autograd.gradcheck(lambda v: unpool(v, labels), (nodes,))
 
 
@@ -106,8 +110,9 @@ def test_cuda_matches_cpu():
     nodes = pool(features.cuda(), labels.cuda())
     assert nodes.is_cuda
     torch.testing.assert_close(nodes.cpu(), pool(features, labels))
-    torch.testing.assert_close(unpool(nodes, labels.cuda()).cpu(),
-                               unpool(pool(features, labels), labels))
+    torch.testing.assert_close(
+        unpool(nodes, labels.cuda()).cpu(), unpool(pool(features, labels), labels)
+    )
 
 
 @pytest.mark.parametrize(

@@ -77,9 +77,7 @@ def test_slic_grayscale(camera48):
     labels = slic_superpixels(camera48, n_segments=30)
     assert labels.shape == camera48.shape
     assert_contiguous(labels)
-    np.testing.assert_array_equal(
-        slic_superpixels(camera48[..., None], n_segments=30), labels
-    )
+    np.testing.assert_array_equal(slic_superpixels(camera48[..., None], n_segments=30), labels)
 
 
 def test_slic_n_segments_equal_to_pixel_count():
@@ -118,12 +116,20 @@ def test_slic_relabels_gaps(monkeypatch, astronaut64):
         (np.zeros((4, 4), np.uint8), {"n_segments": 17}, ValueError, "n_segments=17"),
         (np.zeros((4, 4), np.uint8), {"n_segments": 2.5}, TypeError, "n_segments"),
         (np.zeros((4, 4), np.uint8), {"n_segments": True}, TypeError, "n_segments"),
-        (np.zeros((4, 4), np.uint8), {"n_segments": 2, "compactness": 0}, ValueError,
-         "compactness"),
+        (
+            np.zeros((4, 4), np.uint8),
+            {"n_segments": 2, "compactness": 0},
+            ValueError,
+            "compactness",
+        ),
         (np.zeros((4, 4), np.uint8), {"n_segments": 2, "sigma": -1}, ValueError, "sigma"),
         (np.zeros((4, 4), np.uint8), {"n_segments": 2, "sigma": np.nan}, ValueError, "sigma"),
-        (np.zeros((4, 4), np.uint8), {"n_segments": 2, "max_num_iter": 0}, ValueError,
-         "max_num_iter"),
+        (
+            np.zeros((4, 4), np.uint8),
+            {"n_segments": 2, "max_num_iter": 0},
+            ValueError,
+            "max_num_iter",
+        ),
         (np.zeros((4, 4, 3), np.uint8), {"channel_axis": None}, ValueError, "channel_axis"),
         (np.zeros((4, 4, 3), np.uint8), {"channel_axis": 3}, ValueError, "channel_axis"),
     ],

@@ -97,9 +97,7 @@ def test_mean_colour_features_without_add_features():
     image = small_image(3)
     graph = SuperpixelGraph(n_segments=SEGMENTS, add_features=False)(image)
     labels = graph.superpixels[0].numpy()
-    expected = np.array(
-        [image[labels == k].mean(axis=0) / 255 for k in range(graph.num_nodes)]
-    )
+    expected = np.array([image[labels == k].mean(axis=0) / 255 for k in range(graph.num_nodes)])
     assert graph.x.shape == (graph.num_nodes, 3)
     np.testing.assert_allclose(graph.x.numpy(), expected, rtol=1e-5, atol=1e-6)
 
@@ -107,8 +105,9 @@ def test_mean_colour_features_without_add_features():
 def test_data_input_with_mask_and_extras():
     image = small_image(4)
     mask = random_mask(image.shape[:2])
-    source = Data(image=torch.from_numpy(image).permute(2, 0, 1), mask=torch.from_numpy(mask),
-                  name="scene-4")
+    source = Data(
+        image=torch.from_numpy(image).permute(2, 0, 1), mask=torch.from_numpy(mask), name="scene-4"
+    )
     graph = SuperpixelGraph(n_segments=SEGMENTS)(source)
     assert graph.name == "scene-4"
     assert graph.mask.dtype == torch.int64 and graph.mask.shape == (1, *mask.shape)
@@ -138,8 +137,12 @@ def test_batching_keeps_pixel_maps_per_image():
         assert torch.equal(batch.superpixels[b], graph.superpixels[0])
         assert torch.equal(batch.get_example(b).edge_index, graph.edge_index)
     offsets = batch.ptr[:-1]
-    assert torch.equal(batch.edge_index, torch.cat(
-        [g.edge_index + o for g, o in zip(graphs, offsets.tolist(), strict=True)], dim=1))
+    assert torch.equal(
+        batch.edge_index,
+        torch.cat(
+            [g.edge_index + o for g, o in zip(graphs, offsets.tolist(), strict=True)], dim=1
+        ),
+    )
     # Mean colour features are exactly the pooled image.
     pooled = pool(batch.image, batch.superpixels, num_nodes=batch.ptr.diff())
     torch.testing.assert_close(pooled, batch.x)
@@ -148,8 +151,10 @@ def test_batching_keeps_pixel_maps_per_image():
 def test_dataloader_with_workers_and_shared_cache(tmp_path):
     images = [small_image(i, size=(24, 24)) for i in range(4)]
     transform_ = SuperpixelGraph(n_segments=12, cache_dir=tmp_path / "cache")
-    expected = [SuperpixelGraph(n_segments=12)(
-        Data(image=torch.from_numpy(im).permute(2, 0, 1))) for im in images]
+    expected = [
+        SuperpixelGraph(n_segments=12)(Data(image=torch.from_numpy(im).permute(2, 0, 1)))
+        for im in images
+    ]
     loader = DataLoader(ImageList(images, transform_), batch_size=2, num_workers=2)
     for _ in range(2):  # the second epoch reads the graphs the workers cached
         batches = list(loader)
@@ -227,8 +232,14 @@ def test_rejects_cache_dir_that_is_a_file(tmp_path):
         (lambda im: Data(x=torch.zeros(3, 2)), ValueError, "data.image"),
         (lambda im: im[:4, :4], ValueError, "n_segments=30"),
         (lambda im: (im, np.zeros((3, 3), np.uint8)), ValueError, "mask has shape"),
-        (lambda im: Data(image=torch.from_numpy(im).permute(2, 0, 1),
-                         mask=torch.zeros(3, 3, dtype=torch.long)), ValueError, "data.mask"),
+        (
+            lambda im: Data(
+                image=torch.from_numpy(im).permute(2, 0, 1),
+                mask=torch.zeros(3, 3, dtype=torch.long),
+            ),
+            ValueError,
+            "data.mask",
+        ),
         (lambda im: (im, im[..., 0], im), ValueError, r"\(image, mask\) pair"),
         (lambda im: im.astype(np.float64), ValueError, r"\[0, 1\]"),
         (lambda im: "image.png", TypeError, "image must be a numpy array"),
