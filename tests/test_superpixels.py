@@ -264,3 +264,22 @@ def test_majority_labels_match_loop_reference():
     assert result.tolist() == expected
     with pytest.raises(ValueError, match="num_classes=2"):
         majority_labels(mask, labels, num_classes=2)
+
+
+def test_bench_script_runs_on_a_small_image(capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_superpixels.py"
+    spec = importlib.util.spec_from_file_location("bench_superpixels", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:
+        assert module.main(["--size", "48", "--n-segments", "30", "--repeats", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "ratio graph+features/SLIC" in out and "48x48" in out
+    with pytest.raises(SystemExit):
+        module.main(["--size", "4", "--n-segments", "17"])
