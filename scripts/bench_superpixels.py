@@ -42,8 +42,14 @@ def median_time(function: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        # One line, no usage block: the project's scripts report errors this way.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (512)")
     parser.add_argument("--n-segments", type=int, default=1000, help="SLIC segments (1000)")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per step (7)")
