@@ -53,7 +53,10 @@ class ImageList(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, index):
-        return self.transform(Data(image=torch.from_numpy(self.images[index]).permute(2, 0, 1)))
+        graph = self.transform(Data(image=torch.from_numpy(self.images[index]).permute(2, 0, 1)))
+        info = torch.utils.data.get_worker_info()
+        graph.worker = -1 if info is None else info.id
+        return graph
 
 
 def test_graph_contents_match_the_building_blocks():
@@ -159,6 +162,7 @@ def test_dataloader_with_workers_and_shared_cache(tmp_path):
     for _ in range(2):  # the second epoch reads the graphs the workers cached
         batches = list(loader)
         assert len(batches) == 2
+        assert sorted(int(w) for batch in batches for w in batch.worker) == [0, 0, 1, 1]
         got = [g for batch in batches for g in batch.to_data_list()]
         for graph, reference in zip(got, expected, strict=True):
             for key in ("x", "pos", "edge_index", "edge_attr", "superpixels", "image"):
