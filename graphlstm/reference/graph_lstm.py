@@ -120,8 +120,9 @@ def graph_lstm_loop(
     h, m = h_old.clone(), m_old.clone()
     neighbours = [torch.tensor(nb, dtype=torch.long, device=x.device)
                   for nb in _in_neighbours(edge_index.cpu(), n)]
-    pre = layer.lin_x(x) + layer.lin_h(h_old)  # u, f, o, c
-    input_forget = layer.lin_x(x)[:, hidden : 2 * hidden]
+    input_part = layer.lin_x(x)  # rows u, f, o, c
+    input_forget = input_part[:, hidden : 2 * hidden]
+    pre = input_part + layer.lin_h(h_old)
     fn_old = layer.lin_fn(h_old)
     wn = layer.lin_n.weight
     for i in order.tolist():

@@ -1,0 +1,74 @@
+#!/usr/bin/env python
+"""Benchmarks: Graph LSTM on SLIC graphs, MD-LSTM and Grid LSTM on images.
+
+Examples::
+
+    python scripts/benchmark.py graph-lstm            # ~1,000 and ~4,000 superpixels
+    python scripts/benchmark.py graph-lstm --quick    # ~1,000 superpixels, hidden 64
+    python scripts/benchmark.py md-lstm grid-lstm
+    python scripts/benchmark.py levels --out levels.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _cli import run_main  # noqa: E402
+
+CASES = ("graph-lstm", "md-lstm", "grid-lstm", "levels")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("cases", nargs="*", default=["graph-lstm"], metavar="CASE",
+                        help=f"what to measure: {', '.join(CASES)} or all (default: graph-lstm)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: shared machines stall OpenMP)")
+    parser.add_argument("--repeats", type=int, default=10, help="timed repeats (median)")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller graph-lstm run: ~1,000 superpixels, hidden 64")
+    parser.add_argument("--out", default="levels.png", help="PNG written by the levels case")
+    args = parser.parse_args(argv)
+    cases = list(CASES) if "all" in args.cases else args.cases
+    unknown = [c for c in cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case {unknown[0]!r}; choose from {', '.join(CASES)} or all")
+    if args.threads < 1 or args.repeats < 1:
+        parser.error("--threads and --repeats must be positive")
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
+          f"load average {load:.2f} (figures are only meaningful on an idle machine)")
+    for case in cases:
+        if case == "graph-lstm":
+            from segmentation.benchmarks import bench_graph_lstm
+
+            if args.quick:
+                bench_graph_lstm(sizes=(1000,), hiddens=(64,), repeats=args.repeats)
+            else:
+                bench_graph_lstm(repeats=args.repeats)
+        elif case == "md-lstm":
+            from _bench_lattice import bench_md_lstm
+
+            bench_md_lstm(args.repeats, args.threads)
+        elif case == "grid-lstm":
+            from _bench_lattice import bench_grid_lstm
+
+            bench_grid_lstm(args.repeats, args.threads)
+        elif case == "levels":
+            from segmentation.visualize import plot_levels_vs_superpixels
+
+            path = plot_levels_vs_superpixels(args.out)
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

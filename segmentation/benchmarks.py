@@ -1,0 +1,150 @@
+"""Benchmarks of the Graph LSTM layer on SLIC graphs of a scikit-image sample image.
+
+Used by ``scripts/benchmark.py``; every figure is a median over repeats, and the
+level-by-level layer and the per-node loop run side by side in the same process.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch_geometric.data import Batch, Data
+
+from graphlstm import GraphLSTM, build_schedule
+from graphlstm.reference import graph_lstm_loop
+from segmentation.orders import score_from_image, smooth_random_field
+from segmentation.rag import region_adjacency
+from segmentation.superpixels import slic_superpixels
+
+__all__ = ["SampleGraph", "sample_graph", "median_time", "saved_tensor_bytes", "bench_graph_lstm"]
+
+
+@dataclass
+class SampleGraph:
+    labels: np.ndarray
+    edge_index: Tensor
+    score: Tensor
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.labels.max()) + 1
+
+
+def sample_graph(n_segments: int, seed: int = 0, sigma: float = 0.1) -> SampleGraph:
+    """SLIC region adjacency graph of ``skimage.data.astronaut()``, with a confidence
+    score per superpixel: a smooth random field averaged over each superpixel."""
+    from skimage import data
+
+    image = data.astronaut()
+    labels = slic_superpixels(image, n_segments=n_segments, compactness=10.0)
+    edge_index, _ = region_adjacency(labels)
+    score = score_from_image(smooth_random_field(labels.shape, sigma, seed), labels)
+    return SampleGraph(labels, edge_index, score)
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def saved_tensor_bytes(fn: Callable[[], Tensor]) -> int:
+    """Bytes of the distinct storages autograd saves for backward while ``fn`` runs:
+    the memory a forward+backward holds beyond its inputs and outputs."""
+    storages: dict[int, int] = {}
+
+    def pack(t: Tensor):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(storages.values())
+
+
+def _forward_times(layer, x, edge_index, schedule, repeats) -> tuple[float, float]:
+    """Median seconds of a no-grad forward and of a forward+backward."""
+
+    def forward():
+        with torch.no_grad():
+            return layer(x, edge_index, schedule=schedule)
+
+    def forward_backward():
+        out, (_, m) = layer(x.requires_grad_(), edge_index, schedule=schedule)
+        (out.sum() + m.sum()).backward()
+
+    return median_time(forward, repeats), median_time(forward_backward, repeats)
+
+
+def bench_graph_lstm(
+    sizes=(1000, 4000), hiddens=(64, 256), repeats: int = 10, batch: int = 8,
+    loop_repeats: int = 3, print_fn=print,
+) -> list[dict]:
+    """Forward and forward+backward of :class:`GraphLSTM` against the per-node loop."""
+    rows = []
+    for n_segments in sizes:
+        g = sample_graph(n_segments)
+        n = g.num_nodes
+        schedule = build_schedule(g.edge_index, n, score=g.score)
+        graphs = [sample_graph(n_segments, seed=s) if s else g for s in range(batch)]
+        big = Batch.from_data_list(
+            [Data(edge_index=h.edge_index, num_nodes=h.num_nodes, score=h.score) for h in graphs]
+        )
+        batch_schedule = build_schedule(big.edge_index, big.num_nodes, score=big.score)
+        print_fn(
+            f"\nSLIC graph of astronaut, n_segments={n_segments}: {n} nodes, "
+            f"{g.edge_index.size(1)} edges, {schedule.num_levels} levels; batch of {batch}: "
+            f"{big.num_nodes} nodes, {batch_schedule.num_levels} levels"
+        )
+        for hidden in hiddens:
+            torch.manual_seed(0)
+            layer = GraphLSTM(hidden, hidden)
+            x = torch.randn(n, hidden)
+            t_fwd, t_fb = _forward_times(layer, x, g.edge_index, schedule, repeats)
+            t_bfwd, t_bfb = _forward_times(
+                layer, torch.randn(big.num_nodes, hidden), big.edge_index, batch_schedule, repeats
+            )
+            ei, order = g.edge_index, schedule.order
+            t_loop = median_time(
+                lambda layer=layer, x=x, ei=ei, order=order: graph_lstm_loop(layer, x, ei, order),
+                loop_repeats, warmup=1,
+            )
+            saved = saved_tensor_bytes(
+                lambda layer=layer, x=x, ei=ei, s=schedule: layer(x.requires_grad_(), ei,
+                                                                  schedule=s)[0]
+            )
+            row = dict(
+                n_segments=n_segments, nodes=n, edges=g.edge_index.size(1),
+                levels=schedule.num_levels, hidden=hidden, forward_ms=t_fwd * 1e3,
+                forward_backward_ms=t_fb * 1e3, loop_ms=t_loop * 1e3, speedup=t_loop / t_fwd,
+                saved_bytes=saved, batch_forward_ms=t_bfwd * 1e3,
+                batch_forward_backward_ms=t_bfb * 1e3,
+            )
+            rows.append(row)
+            print_fn(
+                f"  H={hidden:<4d} forward {row['forward_ms']:8.2f} ms   "
+                f"fwd+bwd {row['forward_backward_ms']:8.2f} ms   "
+                f"per-node loop {row['loop_ms']:8.1f} ms   speed-up x{row['speedup']:.1f}   "
+                f"saved for backward {saved / 2**20:6.2f} MiB "
+                f"({saved / (n * hidden):.0f} B per node per hidden unit)"
+            )
+            print_fn(
+                f"         batch of {batch}: forward {row['batch_forward_ms']:8.2f} ms   "
+                f"fwd+bwd {row['batch_forward_backward_ms']:8.2f} ms   "
+                f"(x{batch * t_fwd / t_bfwd:.1f} vs {batch} separate forwards)"
+            )
+    return rows
