@@ -269,6 +269,8 @@ def generate_scene(seed: Any, size: tuple[int, int] = (96, 96)) -> tuple[np.ndar
         cells = rng.permutation(4)[: int(rng.integers(1, 4))]
         for cell in cells:
             win_w, win_h = _panel_size(rng, scale)
+            # A no-op for the sizes drawn above (cells fit 9 px panels); only a
+            # guard so that a window can never leave its wall.
             win_w, win_h = min(win_w, cell_w - inner), min(win_h, cell_h - inner)
             cx0 = x0 + inner + (cell % 2) * cell_w
             cy0 = y0 + inner + (cell // 2) * cell_h
