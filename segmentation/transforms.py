@@ -338,7 +338,9 @@ def _looks_like_mask(value: Any, size: tuple[int, int]) -> bool:
 
 def _image_tensor(image: np.ndarray) -> torch.Tensor:
     """Channels-last uint8/float array -> float32 [1, C, H, W] in [0, 1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image))
+    # torch cannot share read-only memory (e.g. np.asarray of a PIL image): copy it then.
+    image = np.ascontiguousarray(image) if image.flags.writeable else np.array(image, order="C")
+    tensor = torch.from_numpy(image)
     tensor = tensor.float() / 255.0 if image.dtype == np.uint8 else tensor.float()
     if tensor.dim() == 2:
         tensor = tensor.unsqueeze(-1)

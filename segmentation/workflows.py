@@ -1,0 +1,194 @@
+"""What the scripts do, as library functions: load data, evaluate, segment files."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from segmentation.datasets import SYNTHETIC_CLASSES, SyntheticScenes, VOCSegmentation
+from segmentation.images import VOC_PALETTE, read_image, write_mask_png
+from segmentation.training import build_graphs, evaluate, load_checkpoint, model_from_checkpoint
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "evaluate_checkpoint",
+    "format_scores",
+    "list_images",
+    "load_training_data",
+    "segment_files",
+]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+# Validation scenes are drawn from a stream of seeds far from the training ones.
+_SYNTHETIC_VAL_OFFSET = 1_000_003
+
+
+def load_training_data(
+    data: str | None = None,
+    synthetic: int | None = None,
+    synthetic_val: int | None = None,
+    seed: int = 0,
+    train_split: str = "train",
+    val_split: str = "val",
+    n_segments: int = 150,
+    compactness: float = 10.0,
+    image_size: int | None = None,
+    cache_dir: str | None = None,
+    progress: bool = False,
+) -> tuple[list, list, list[str]]:
+    """Superpixel graphs of the training and validation images, and the class names.
+
+    Exactly one of ``data`` (a VOC-layout folder) and ``synthetic`` (a number
+    of procedural scenes) must be given.
+    """
+    if (data is None) == (synthetic is None):
+        raise ValueError("give exactly one of 'data' (a folder) and 'synthetic' (a count)")
+    if synthetic is not None:
+        n_val = synthetic_val or max(8, synthetic // 4)
+        train_samples = SyntheticScenes(synthetic, seed=seed)
+        val_samples = SyntheticScenes(n_val, seed=seed + _SYNTHETIC_VAL_OFFSET)
+        class_names = list(SYNTHETIC_CLASSES)
+    else:
+        train_samples = VOCSegmentation(data, split=train_split)
+        val_samples = VOCSegmentation(data, split=val_split,
+                                      num_classes=train_samples.num_classes)
+        class_names = list(train_samples.class_names)
+    kwargs = dict(n_segments=n_segments, compactness=compactness, image_size=image_size,
+                  cache_dir=cache_dir, progress=progress)
+    return build_graphs(train_samples, **kwargs), build_graphs(val_samples, **kwargs), class_names
+
+
+def evaluate_checkpoint(
+    data: str,
+    checkpoint: str,
+    split: str = "val",
+    device: str = "cpu",
+    batch_size: int = 8,
+    image_size: int | None = None,
+    cache_dir: str | None = None,
+) -> dict:
+    """Scores of a checkpoint on a VOC-layout split (see :func:`evaluate`)."""
+    payload = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(payload, device)
+    config = model.config
+    class_names = payload.get("class_names")
+    dataset = VOCSegmentation(data, split=split, num_classes=config.num_classes)
+    if class_names is None or len(class_names) != config.num_classes:
+        class_names = dataset.class_names
+    if len(dataset) == 0:
+        raise ValueError(f"split {split!r} of {data!r} lists no images")
+    graphs = build_graphs(dataset, config.n_segments, config.compactness, image_size, cache_dir)
+    scores = evaluate(model, graphs, batch_size, device, class_names)
+    scores["images"] = len(graphs)
+    return scores
+
+
+def format_scores(scores: dict, as_json: bool = False) -> str:
+    """A table (or one JSON object) of ``miou``, ``per_class_iou``, ``pixel_accuracy``."""
+    if as_json:
+        return json.dumps({k: scores[k] for k in ("miou", "per_class_iou", "pixel_accuracy")})
+    lines = [f"{'class':<20s} {'IoU':>7s}", "-" * 28]
+    for name, iou in scores["per_class_iou"].items():
+        lines.append(f"{name:<20s} {'n/a' if iou is None else f'{100 * iou:6.2f}':>7s}")
+    lines += ["-" * 28, f"{'mean IoU':<20s} {100 * scores['miou']:7.2f}",
+              f"{'pixel accuracy':<20s} {100 * scores['pixel_accuracy']:7.2f}"]
+    return "\n".join(lines)
+
+
+def list_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Image files named directly or found (non-recursively) in named folders."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ValueError(
+                    f"folder {str(p)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})"
+                )
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ValueError(f"image {str(p)!r} does not exist")
+    stems = [f.stem for f in files]
+    if len(set(stems)) != len(stems):
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise ValueError(f"two input images share the name {dup!r}; their outputs would clash")
+    return files
+
+
+def segment_files(
+    checkpoint: str, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
+    device: str = "cpu", alpha: float = 0.5,
+) -> list[tuple[Path, Path]]:
+    """Write ``NAME_labels.png`` (palette PNG) and ``NAME_overlay.png`` for every image.
+
+    Every image is read (and so checked) before anything is written, and every
+    file is written atomically: an error leaves no partial output behind.
+    """
+    from PIL import Image
+
+    from segmentation.images import atomic_write
+    from segmentation.pipeline import load_segmenter, overlay
+
+    segmenter = load_segmenter(checkpoint, device)
+    files = list_images(images)
+    pictures = [(f, read_image(f)) for f in files]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path, image in pictures:
+        pred = segmenter.predict(image)
+        label_path = out_dir / f"{path.stem}_labels.png"
+        overlay_path = out_dir / f"{path.stem}_overlay.png"
+        blended = overlay(image, pred.labels, VOC_PALETTE, alpha, pred.superpixels)
+        write_mask_png(label_path, pred.labels)
+        atomic_write(overlay_path, lambda f, b=blended: Image.fromarray(b).save(f, format="PNG"))
+        written.append((label_path, overlay_path))
+    return written
+
+
+def run_demo(out_dir: str | os.PathLike = "demo_out", scenes: int = 160, epochs: int = 8,
+             seed: int = 0, log=print) -> dict:
+    """The main job on its embedded default: procedural scenes, no user data.
+
+    Trains the Graph LSTM model briefly on ``scenes`` procedural scenes, writes
+    held-out scenes in the VOC layout, evaluates the best checkpoint on them,
+    segments a few, and draws the update order of one. Returns the scores.
+    """
+    from segmentation.datasets import write_synthetic_voc
+    from segmentation.model import ModelConfig
+    from segmentation.training import TrainConfig, train
+
+    out_dir = Path(out_dir)
+    run_dir, data_dir, seg_dir = out_dir / "run", out_dir / "scenes", out_dir / "segmented"
+    log(f"1/4 superpixel graphs of {scenes} procedural training scenes")
+    train_graphs, val_graphs, class_names = load_training_data(synthetic=scenes, seed=seed)
+    log(f"2/4 training the Graph LSTM model for {epochs} epochs -> {run_dir}")
+    config = ModelConfig(num_classes=len(class_names))
+    train(config, TrainConfig(epochs=epochs, seed=seed), train_graphs, val_graphs, run_dir,
+          class_names, progress=False, log=lambda line: log("    " + line))
+    checkpoint = run_dir / "best.pt"
+    log(f"3/4 evaluating on held-out scenes written to {data_dir}")
+    write_synthetic_voc(data_dir, 0, 32, seed=seed + 2 * _SYNTHETIC_VAL_OFFSET)
+    scores = evaluate_checkpoint(str(data_dir), str(checkpoint), split="val")
+    log(format_scores(scores))
+    images = sorted((data_dir / "JPEGImages").iterdir())[:4]
+    written = segment_files(str(checkpoint), images, seg_dir)
+    log(f"4/4 segmented {len(written)} scenes -> {seg_dir}")
+    try:
+        from segmentation.visualize import plot_update_order
+    except ImportError:  # pictures of the order need the visualisation module
+        return scores
+    from segmentation.pipeline import load_segmenter
+
+    image = read_image(images[0])
+    pred = load_segmenter(checkpoint).predict(image)
+    order_path = out_dir / "update_order.png"
+    plot_update_order(image, pred.superpixels, pred.schedule, confidence=pred.confidence,
+                      path=order_path)
+    log(f"    update order of {images[0].name}: {order_path}")
+    return scores
