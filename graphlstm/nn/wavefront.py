@@ -496,6 +496,10 @@ class LatticeCell(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.hidden_channels}, num_dims={self.num_dims}"
 
+    def __repr__(self) -> str:
+        # One line, as PyG convolutions: the parameter layout is in the docstring.
+        return f"{self.__class__.__name__}({self.extra_repr()})"
+
 
 def _check_sizes(sizes, batch: int, spatial: tuple[int, ...], device) -> Tensor:
     if not isinstance(sizes, Tensor):
