@@ -16,6 +16,8 @@ probability of that label), and the nodes are updated most confident first.
 Both Graph LSTM layers share the superpixel graph and the schedule, pass their
 state on, and have residual connections. ``graph_layers=0`` gives the same
 pipeline without the Graph LSTM: the baseline that shows what context adds.
+The first layer starts from a zero state, so its ``lin_h`` and ``lin_fn``
+receive no gradient (pass ``find_unused_parameters=True`` to DDP).
 """
 
 from __future__ import annotations

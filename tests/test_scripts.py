@@ -1,0 +1,186 @@
+"""End to end: train -> checkpoint -> evaluate -> segment on a tiny generated VOC folder."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segmentation.datasets import write_synthetic_voc
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+TINY = ["--n-segments", "12", "--width", "4", "--hidden", "4", "--batch-size", "4",
+        "--no-progress", "--threads", "1"]
+
+
+def load_script(name):
+    sys.path.insert(0, str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(name, argv):
+    """Run a script's main() in-process through the same error handling as the CLI."""
+    module = load_script(name)
+    from _cli import run_main
+
+    try:
+        return run_main(lambda: module.main(argv))
+    except SystemExit as stop:  # argparse
+        return stop.code
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("voc")
+    write_synthetic_voc(root, 8, 4, size=(32, 32), seed=0)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    assert run("train", ["--data", str(data), "--epochs", "2", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_loadable_checkpoints(trained):
+    assert sorted(p.name for p in trained.iterdir()) == ["best.pt", "last.pt"]
+    payload = torch.load(trained / "last.pt", weights_only=True)
+    assert payload["epoch"] == 1 and len(payload["history"]) == 2
+    assert payload["model_config"]["n_segments"] == 12
+    assert payload["class_names"][0] == "background"
+
+
+def test_evaluate_json_matches_the_table(data, trained, capsys):
+    ckpt = str(trained / "best.pt")
+    assert run("evaluate", ["--data", str(data), "--checkpoint", ckpt, "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert set(scores) == {"miou", "per_class_iou", "pixel_accuracy"}
+    assert 0.0 <= scores["pixel_accuracy"] <= 1.0
+    ious = [v for v in scores["per_class_iou"].values() if v is not None]
+    assert scores["miou"] == pytest.approx(np.mean(ious))
+    assert run("evaluate", ["--data", str(data), "--checkpoint", ckpt]) == 0
+    table = capsys.readouterr().out
+    assert f"{100 * scores['miou']:.2f}" in table and "pixel accuracy" in table
+
+
+def test_segment_folder_writes_labels_and_overlays(data, trained, tmp_path):
+    out = tmp_path / "seg"
+    ckpt = str(trained / "best.pt")
+    assert run("segment", ["--checkpoint", ckpt, str(data / "JPEGImages"), "--out", str(out)]) == 0
+    names = sorted(p.name for p in (data / "JPEGImages").iterdir())
+    assert len(list(out.iterdir())) == 2 * len(names)
+    label = Image.open(out / f"{Path(names[0]).stem}_labels.png")
+    assert label.mode == "P" and label.size == (32, 32)
+    assert np.asarray(label).max() < 6
+    overlay = Image.open(out / f"{Path(names[0]).stem}_overlay.png")
+    assert overlay.mode == "RGB" and overlay.size == (32, 32)
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(data, trained, tmp_path):
+    out = tmp_path / "resumed"
+    assert run("train", ["--data", str(data), "--epochs", "1", "--out", str(out), *TINY]) == 0
+    assert run("train", ["--data", str(data), "--epochs", "2", "--out", str(out), "--resume",
+                         *TINY]) == 0
+    a = torch.load(trained / "last.pt", weights_only=True)
+    b = torch.load(out / "last.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 1
+    for key, value in a["model_state"].items():
+        assert torch.equal(value, b["model_state"][key]), key
+    assert a["history"] == b["history"]
+
+
+def corrupt_copy(data, tmp_path):
+    root = tmp_path / "bad"
+    import shutil
+
+    shutil.copytree(data, root)
+    return root
+
+
+@pytest.mark.parametrize("case", ["missing folder", "corrupt image", "mask size",
+                                  "unknown order", "bad epochs"])
+def test_train_bad_input_is_one_line(case, data, tmp_path, capsys):
+    root, extra = corrupt_copy(data, tmp_path), []
+    first = sorted((root / "JPEGImages").iterdir())[0]
+    if case == "missing folder":
+        root = tmp_path / "nowhere"
+    elif case == "corrupt image":
+        first.write_bytes(b"not an image at all")
+    elif case == "mask size":
+        mask = root / "SegmentationClass" / (first.stem + ".png")
+        Image.fromarray(np.zeros((20, 20), np.uint8)).save(mask)
+    elif case == "unknown order":
+        extra = ["--order", "bfs"]
+    elif case == "bad epochs":
+        extra = ["--epochs", "0"]
+    out = tmp_path / "run"
+    argv = ["--data", str(root), "--out", str(out), "--epochs", "1", *TINY, *extra]
+    code = run("train", argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1 and "error" in err and "Traceback" not in err
+    expected = {"missing folder": "nowhere", "corrupt image": first.name, "mask size": "must match",
+                "unknown order": "--order", "bad epochs": "--epochs"}[case]
+    assert expected in err
+    assert not out.exists() or not any(out.iterdir())  # no checkpoint, half-written or not
+
+
+@pytest.mark.parametrize("case", ["missing", "not a checkpoint", "truncated"])
+def test_wrong_checkpoint_is_one_line(case, data, trained, tmp_path, capsys):
+    ckpt = tmp_path / "model.pt"
+    if case == "not a checkpoint":
+        torch.save({"weights": torch.zeros(3)}, ckpt)
+    elif case == "truncated":
+        ckpt.write_bytes((trained / "best.pt").read_bytes()[:200])
+    for script, argv in [("evaluate", ["--data", str(data)]),
+                         ("segment", [str(data / "JPEGImages"), "--out", str(tmp_path / "o")])]:
+        assert run(script, [*argv, "--checkpoint", str(ckpt)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "model.pt" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_segment_corrupt_image_writes_nothing(data, trained, tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    good = sorted((data / "JPEGImages").iterdir())[0]
+    (images / good.name).write_bytes(good.read_bytes())
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    out = tmp_path / "seg"
+    assert run("segment", ["--checkpoint", str(trained / "best.pt"), str(images),
+                           "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "broken.png" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_subprocess_help_and_error():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for name in ("train", "evaluate", "segment", "demo", "benchmark"):
+        done = subprocess.run([sys.executable, str(SCRIPTS / f"{name}.py"), "--help"],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert done.returncode == 0 and "usage" in done.stdout
+    done = subprocess.run([sys.executable, str(SCRIPTS / "evaluate.py"), "--data", "/nonexistent",
+                           "--checkpoint", "/nonexistent.pt"], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "nonexistent.pt" in done.stderr
+
+
+def test_checkpoint_write_failure_leaves_nothing(tmp_path):
+    from segmentation.training import save_checkpoint
+
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickling raises
+        save_checkpoint(tmp_path / "best.pt", {"model": lambda: None})
+    assert list(tmp_path.iterdir()) == []
