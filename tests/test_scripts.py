@@ -130,8 +130,9 @@ def test_train_bad_input_is_one_line(case, data, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code != 0
     assert len(err.splitlines()) == 1 and "error" in err and "Traceback" not in err
-    expected = {"missing folder": "nowhere", "corrupt image": first.name, "mask size": "must match",
-                "unknown order": "--order", "bad epochs": "--epochs"}[case]
+    expected = {"missing folder": "nowhere", "corrupt image": first.name,
+                "mask size": "must match", "unknown order": "--order",
+                "bad epochs": "--epochs"}[case]
     assert expected in err
     assert not out.exists() or not any(out.iterdir())  # no checkpoint, half-written or not
 
