@@ -11,19 +11,18 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _cli import run_main  # noqa: E402
+from _cli import ArgumentParser, run_main  # noqa: E402
 
 CASES = ("graph-lstm", "md-lstm", "grid-lstm", "levels")
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("cases", nargs="*", default=["graph-lstm"], metavar="CASE",
                         help=f"what to measure: {', '.join(CASES)} or all (default: graph-lstm)")
     parser.add_argument("--threads", type=int, default=1,

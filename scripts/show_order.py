@@ -33,18 +33,11 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _cli import CLIError, run_main  # noqa: E402
+from _cli import ArgumentParser, CLIError, run_main  # noqa: E402
 
 ORDERS = ("confidence", "random", "raster", "score")
 FIGURES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 ANIMATIONS = (".gif", ".mp4")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (like every other error of the script)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def _parse_lattice(text: str) -> tuple[int, int]:
@@ -85,7 +78,7 @@ def _parse_orders(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog=os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "show_order.py",
         description=__doc__.split("\n")[0],
         epilog=__doc__.split("\n", 2)[2].replace("``", "'").replace("::", ":"),

@@ -185,3 +185,12 @@ def test_checkpoint_write_failure_leaves_nothing(tmp_path):
     with pytest.raises(Exception):  # noqa: B017 - whatever pickling raises
         save_checkpoint(tmp_path / "best.pt", {"model": lambda: None})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path):
+    from segmentation.images import atomic_write
+
+    path = atomic_write(tmp_path / "out.bin", lambda f: f.write(b"x"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
