@@ -6,6 +6,7 @@ Examples::
     python scripts/benchmark.py graph-lstm            # ~1,000 and ~4,000 superpixels
     python scripts/benchmark.py graph-lstm --quick    # ~1,000 superpixels, hidden 64
     python scripts/benchmark.py md-lstm grid-lstm
+    python scripts/benchmark.py inference             # one 321x321 image, SLIC + network
     python scripts/benchmark.py levels --out levels.png
 """
 
@@ -18,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _cli import ArgumentParser, run_main  # noqa: E402
 
-CASES = ("graph-lstm", "md-lstm", "grid-lstm", "levels")
+CASES = ("graph-lstm", "md-lstm", "grid-lstm", "inference", "levels")
 
 
 def main(argv=None) -> int:
@@ -61,6 +62,10 @@ def main(argv=None) -> int:
             from _bench_lattice import bench_grid_lstm
 
             bench_grid_lstm(args.repeats, args.threads)
+        elif case == "inference":
+            from segmentation.benchmarks import bench_inference
+
+            bench_inference(repeats=max(3, args.repeats // 2))
         elif case == "levels":
             from segmentation.visualize import plot_levels_vs_superpixels
 

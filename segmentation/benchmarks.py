@@ -148,3 +148,28 @@ def bench_graph_lstm(
                 f"(x{batch * t_fwd / t_bfwd:.1f} vs {batch} separate forwards)"
             )
     return rows
+
+
+def bench_inference(size: int = 321, n_segments_list=(150, 1000), repeats: int = 5,
+                    print_fn=print) -> list[dict]:
+    """Median time to segment one ``size``×``size`` image: SLIC + graph + network."""
+    from skimage import data
+    from skimage.transform import resize
+
+    from segmentation.model import GraphLSTMSegmenter, ModelConfig
+    from segmentation.pipeline import Segmenter
+
+    image = (resize(data.astronaut(), (size, size), anti_aliasing=True) * 255).astype(np.uint8)
+    rows = []
+    for n_segments in n_segments_list:
+        torch.manual_seed(0)
+        model = GraphLSTMSegmenter(ModelConfig(num_classes=21, n_segments=n_segments))
+        segmenter = Segmenter(model)
+        total = median_time(lambda s=segmenter: s.predict(image), repeats, warmup=1)
+        slic = median_time(lambda n=n_segments: slic_superpixels(image, n_segments=n),
+                           repeats, warmup=1)
+        rows.append(dict(size=size, n_segments=n_segments, total_ms=total * 1e3,
+                         slic_ms=slic * 1e3))
+        print_fn(f"\n{size}x{size} image, n_segments={n_segments} (default model, 21 classes): "
+                 f"{total * 1e3:.0f} ms per image, of which SLIC {slic * 1e3:.0f} ms")
+    return rows
