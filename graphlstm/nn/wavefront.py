@@ -4,12 +4,13 @@ A lattice cell updates node :math:`i` from its input :math:`x_i` and the
 states of its predecessors, one sum per edge type (dimension) :math:`d`:
 
 .. math::
-    a_i = W [x_i ; \hat h_{i,1} ; \dots ; \hat h_{i,D}] + b, \qquad
+    a_i = W [x_i ; 1 ; \hat h_{i,1} ; \dots ; \hat h_{i,D}], \qquad
     \hat h_{i,d} = \sum_{j \to i \text{ visited, of type } d} h'_j
 
-followed by elementwise gate work (the *kernel* of each cell). The recurrence
-runs in **steps**: the nodes of a step are independent and read only nodes
-of earlier steps. Two plans supply the steps:
+(the bias is the weight of the constant channel), followed by elementwise
+gate work: the *kernel* of each cell. The recurrence runs in **steps**: the
+nodes of a step are independent and read only nodes of earlier steps. Two
+plans supply the steps:
 
 * :class:`GraphPlan`: the levels of a :class:`~graphlstm.schedule.Schedule`
   on any typed graph (predecessors summed per type by ``index_add_``, so
@@ -17,19 +18,18 @@ of earlier steps. Two plans supply the steps:
 * :class:`DensePlan`: the anti-diagonals (equal coordinate sum) of a batch
   of D-dimensional grids, for several scan directions at once. Each
   direction scans forwards in its own frame (only the index tables differ),
-  and directions and samples are stacked so that a step is **one**
-  ``baddbmm`` for all of them, with per-direction weights.
+  and directions and samples are stacked so that a step is **one** ``bmm``
+  for all of them, with per-direction weights.
 
 Both run through one :class:`torch.autograd.Function` with a hand-written,
-exact backward (checked by ``gradcheck``). Per step the forward gathers the
-predecessor states, multiplies ``[x ; h_1 ; ... ; h_D]`` by the stacked
-weights in one GEMM, and writes the new states into a buffer laid out as the
-output (so nothing is reordered at the end). Nothing per step is kept: the
-backward recomputes each step's gates from the saved states (one GEMM) while
-it sweeps the steps in reverse, which keeps the memory at the states
-themselves, and accumulates the weight gradient step by step. Autograd over
-the step loop would record every step and, writing into a shared state
-buffer, copy the whole state gradient once per step.
+exact backward (checked by ``gradcheck``). State buffers are step-sorted, so
+a step writes a contiguous slice and only the predecessor reads are gathers;
+one gather at the end puts the states in output order. When a backward will
+run, the forward keeps each step's activated gates (as ``torch.nn.LSTM``
+does); the backward sweeps the steps in reverse, pulls the state gradients
+that the successors owe, and accumulates the weight gradient step by step.
+(Autograd over the step loop would record every step and, writing into a
+shared state buffer, copy the whole state gradient once per step.)
 
 A state buffer row holds ``R*H`` numbers per (node, sample): ``R = 1`` for
 MD-LSTM / MD-RNN, ``R = D`` for Grid LSTM (one ``(h_d, m_d)`` pair per
@@ -39,6 +39,7 @@ that border cells read: zeros, or the initial state of a 1-D sequence.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 
@@ -62,7 +63,7 @@ def _tanh_(t: Tensor) -> Tensor:
 
 
 def _tanh(t: Tensor) -> Tensor:
-    return _tanh_(t.mul(1))
+    return torch.mul(t, 2).sigmoid_().mul_(2).sub_(1)
 
 
 # --------------------------------------------------------------------------
@@ -267,19 +268,17 @@ class DensePlan:
         # Predecessor state rows (in units of H) of every (g, position, b, d).
         pred = torch.where(qc > 0, pos[(cells[:, None] - strides).clamp_min(0)], N)  # [N, D]
         gidx = (gg * self.rows + pred[:, None, :] * B + bb[:, None]) * R
-        gidx = gidx + (dd if R > 1 else 0)  # [G, N, B, D]
-        self.gidx = [gidx[:, ptr[t] : ptr[t + 1]].reshape(-1) for t in range(self.num_steps)]
+        self.gidx = _by_step(gidx + (dd if R > 1 else 0), ptr)
         # Successor rows in the next step's store [G, n', B, D], or its final zero row.
         last = torch.tensor(shape, device=device) - 1
         succ = torch.where(qc < last, pos[(cells[:, None] + strides).clamp_max(N - 1)], -1)
-        self.succ = []
-        for t in range(self.num_steps - 1):
-            n_next = ptr[t + 2] - ptr[t + 1]
-            sc = succ[ptr[t] : ptr[t + 1]]  # [n, D]
-            loc = (gg * n_next + (sc - ptr[t + 1])[:, None, :]) * B + bb[:, None]
-            loc = loc * D + dd  # [G, n, B, D]
-            zero = G * n_next * B * D
-            self.succ.append(torch.where((sc >= 0)[:, None, :], loc, zero).reshape(-1))
+        sizes_t = torch.tensor(ptr, device=device).diff()
+        step_of = torch.repeat_interleave(torch.arange(self.num_steps, device=device), sizes_t)
+        nxt = (step_of + 1).clamp_max(self.num_steps - 1)
+        n_next = sizes_t[nxt][:, None, None]  # [N, 1, 1]
+        local = (succ - torch.tensor(ptr, device=device)[nxt][:, None])[:, None, :]
+        loc = ((gg * n_next + local) * B + bb[:, None]) * D + dd  # [G, N, B, D]
+        self.succ = _by_step(torch.where(succ[:, None, :] >= 0, loc, G * n_next * B * D), ptr)
 
         # Frame maps; `ext` is each sample's own extent (the full shape without sizes).
         flips = torch.tensor(
@@ -320,12 +319,33 @@ class DensePlan:
         if t + 1 >= self.num_steps:
             return None
         got = store[t + 1].index_select(0, self.succ[t])
-        if self.R == 1:
+        if self.R == 1 and self.D > 1:
             got = got.view(-1, self.D, got.size(1)).sum(1)
         return got
 
     def first_store(self, store: dict) -> Tensor:
         return store[0][:-1]
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_plan(shape, directions, batch, slots, device) -> DensePlan:
+    # Building the index tables of a 64x64 batch costs ~15% of a forward;
+    # training sees the same shape again and again. Plans are never mutated.
+    return DensePlan(shape, directions, batch, None, slots, device)
+
+
+def _by_step(table: Tensor, ptr: list) -> list[Tensor]:
+    """Per step ``t``, the flattened ``[G, n_t, ...]`` block of a ``[G, N, ...]`` table.
+
+    One reorder and a split into views, instead of a copy per step.
+    """
+    G, N = table.shape[:2]
+    sizes = torch.tensor(ptr, device=table.device).diff()
+    step_of = torch.repeat_interleave(torch.arange(sizes.numel(), device=table.device), sizes)
+    ar = torch.arange(N, device=table.device)
+    key = step_of * (G * N) + torch.arange(G, device=table.device)[:, None] * N + ar
+    flat = table.reshape(G * N, -1).index_select(0, key.view(-1).argsort()).view(-1)
+    return list(flat.split((sizes * (flat.numel() // N)).tolist()))
 
 
 def _inverse(idx: Tensor, rows: int) -> Tensor:
@@ -402,7 +422,7 @@ class _Scan(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, kernel, plan, xs, W, h0, c0):
+    def forward(ctx, kernel, plan, keep_gates, xs, W, h0, c0):
         G, R, D, H = plan.G, plan.R, plan.D, kernel.H
         mem = kernel.has_memory
         h_buf = xs.new_empty(G, plan.rows, R * H)
@@ -413,6 +433,9 @@ class _Scan(torch.autograd.Function):
             if mem:
                 c_buf[:, plan.rows - nb :] = c0
         h_flat, c_flat = h_buf.view(-1, H), c_buf.view(-1, H)
+        # The activated gates of every step, kept for the backward (as torch.nn.LSTM
+        # keeps its gates) only when one will run.
+        ctx.gates = [] if keep_gates and kernel.needs_gates else None
         for t in range(plan.num_steps):
             r0, r1 = plan.step_rows(t)
             m = r1 - r0
@@ -420,6 +443,8 @@ class _Scan(torch.autograd.Function):
             kernel.activate(a)
             cp = plan.gather(c_flat, t, m).view(G, m, D, H) if mem else None
             kernel.combine(a, cp, h_buf[:, r0:r1], c_buf[:, r0:r1] if mem else None)
+            if ctx.gates is not None:
+                ctx.gates.append(a)
         ctx.kernel, ctx.plan = kernel, plan
         ctx.save_for_backward(xs, W, h_buf, c_buf)
         if not mem:
@@ -443,10 +468,7 @@ class _Scan(torch.autograd.Function):
             r0, r1 = plan.step_rows(t)
             m = r1 - r0
             hx = _inputs(plan, t, m, xs[:, r0:r1], h_flat, D * H)
-            a = None
-            if kernel.needs_gates:
-                a = torch.bmm(hx, W)
-                kernel.activate(a)
+            a = ctx.gates[t] if kernel.needs_gates else None
             dh = _grad(gh, r0, r1, plan.pull(store_h, t, m), G, m, R * H, W)
             cp = dc = dcp = None
             if mem:
@@ -460,12 +482,12 @@ class _Scan(torch.autograd.Function):
             torch.bmm(da, wt_x, out=dxs[:, r0:r1])
             dW.baddbmm_(hx.transpose(1, 2), da)
         dh0 = dc0 = None
-        if plan.boundary is not None and ctx.needs_input_grad[4]:
+        if plan.boundary is not None and ctx.needs_input_grad[5]:
             # Initial states are only accepted for 1-D scans, where the first
             # step alone reads the boundary.
             dh0 = plan.first_store(store_h).view(G, -1, H)
             dc0 = plan.first_store(store_c).view(G, -1, H) if mem else None
-        return None, None, dxs, dW, dh0, dc0
+        return None, None, None, dxs, dW, dh0, dc0
 
 
 def _inputs(plan, t: int, m: int, xs: Tensor, h_flat: Tensor, dh: int) -> Tensor:
@@ -496,7 +518,10 @@ def scan(kernel, plan, xs: Tensor, W: Tensor, h0=None, c0=None):
         h0 = W.new_zeros(plan.G, nb, width)
     if c0 is None:
         c0 = W.new_zeros(plan.G, nb, width) if kernel.has_memory else W.new_empty(0)
-    return _Scan.apply(kernel, plan, xs, W, h0, c0)
+    backward_ahead = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (xs, W, h0, c0)
+    )
+    return _Scan.apply(kernel, plan, backward_ahead, xs, W, h0, c0)
 
 
 def augment(x: Tensor, cells) -> tuple[Tensor, Tensor]:
@@ -701,7 +726,10 @@ class LatticeLayers(nn.Module):
         first = self.cells[0][0]
         width, G = first.out_channels, self.num_directions
         N = math.prod(spatial)
-        plan = DensePlan(spatial, self.directions, B, sizes, first.slots, x.device)
+        if sizes is None:
+            plan = _cached_plan(spatial, self.directions, B, first.slots, x.device)
+        else:
+            plan = DensePlan(spatial, self.directions, B, sizes, first.slots, x.device)
         finals_h, finals_c = [], []
         # Between layers the activations stay [B*N, channels], the layout the
         # plan gathers inputs from.
