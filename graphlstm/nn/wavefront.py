@@ -625,7 +625,7 @@ class LatticeCell(nn.Module):
         x1, W = augment(x, [self])
         h, c = scan(self.kernel, plan, x1.index_select(0, schedule.perm).unsqueeze(0), W)
         h = h[0].index_select(0, schedule.pos)
-        c = c[0].index_select(0, schedule.pos) if c.numel() else None
+        c = c[0].index_select(0, schedule.pos) if self.kernel.has_memory else None
         return h, c
 
     def extra_repr(self) -> str:
@@ -744,7 +744,7 @@ class LatticeLayers(nn.Module):
             h_buf, c_buf = scan(row[0].kernel, plan, xs, W, hl, cl)
             h_flat = h_buf.view(-1, width)
             finals_h.append(h_flat.index_select(0, plan.last).view(G, B, width))
-            if c_buf.numel():
+            if row[0].kernel.has_memory:
                 c_last = c_buf.view(-1, width).index_select(0, plan.last)
                 finals_c.append(c_last.view(G, B, width))
             states = _RowGather.apply(h_flat, plan.out_idx, plan.out_inv, 1, plan.boundary)
