@@ -251,7 +251,10 @@ _LAYER_DOC = r"""
     sum (in each direction's frame) are updated together, one batched GEMM
     for all directions and samples per step, ``sum(n_d - 1) + 1`` sequential
     steps (``H + W - 1`` for an image). It gives the numbers of the graph path
-    (the cells on :func:`~graphlstm.lattice_graph` in raster order).
+    (the cells on :func:`~graphlstm.lattice_graph` in raster order). With
+    autograd on, the activated gates of every cell and direction are kept for
+    the backward (as ``torch.nn.LSTM`` keeps its gates); under ``no_grad``
+    only the states are stored.
 
     **Batches of different sizes.** Pad every sample at the *end* of each
     dimension (bottom/right) to a common shape and pass ``sizes``
