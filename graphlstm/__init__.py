@@ -1,14 +1,37 @@
 """graphlstm: Graph LSTM, MD-LSTM and Grid LSTM for PyTorch Geometric.
 
 - :mod:`graphlstm.schedule`: update order -> levels of independent nodes.
-- :mod:`graphlstm.functional`: the level-by-level inner loops.
-- :mod:`graphlstm.nn`: the layers (one per module).
+- :mod:`graphlstm.functional`: the Graph LSTM level loop.
+- :mod:`graphlstm.lattice`: lattice graphs and scan directions.
+- :mod:`graphlstm.nn`: the layers and cells (one per module) and the wavefront engine.
 - :mod:`graphlstm.reference`: plain sequential loops that define the semantics.
 """
 
-from graphlstm.nn import GraphLSTM
+from graphlstm.lattice import lattice_graph, lattice_order
+from graphlstm.nn import (
+    MDLSTM,
+    MDRNN,
+    GraphLSTM,
+    GridLSTM,
+    GridLSTMCell,
+    MDLSTMCell,
+    MDRNNCell,
+)
 from graphlstm.schedule import Schedule, build_schedule, order_from_score
 
 __version__ = "0.1.0"
 
-__all__ = ["GraphLSTM", "Schedule", "build_schedule", "order_from_score"]
+__all__ = [
+    "GraphLSTM",
+    "GridLSTM",
+    "GridLSTMCell",
+    "MDLSTM",
+    "MDLSTMCell",
+    "MDRNN",
+    "MDRNNCell",
+    "Schedule",
+    "build_schedule",
+    "lattice_graph",
+    "lattice_order",
+    "order_from_score",
+]

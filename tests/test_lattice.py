@@ -12,15 +12,6 @@ from graphlstm.schedule import build_schedule
 SHAPES = [(5,), (1,), (3, 4), (1, 3), (2, 3, 4)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors gain nothing from threads, and on a shared machine an
-    # intra-op thread pool waiting for a busy core makes tests 20x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _expected(shape, direction):
     """Edges and order by brute force over coordinate tuples."""

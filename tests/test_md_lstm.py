@@ -16,15 +16,6 @@ D64 = torch.float64
 TOL = dict(atol=1e-10, rtol=0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors gain nothing from threads, and on a shared machine an
-    # intra-op thread pool waiting for a busy core makes tests 20x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _flat(out):
     """Flatten nested (tensor, (tensor, ...)) results for gradcheck."""

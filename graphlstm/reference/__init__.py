@@ -5,5 +5,20 @@ the benchmarks; the layers never call them.
 """
 
 from graphlstm.reference.graph_lstm import graph_lstm_loop, graph_lstm_reference
+from graphlstm.reference.lattice import (
+    graph_scan_reference,
+    grid_lstm_step,
+    lattice_scan_reference,
+    md_lstm_step,
+    md_rnn_step,
+)
 
-__all__ = ["graph_lstm_loop", "graph_lstm_reference"]
+__all__ = [
+    "graph_lstm_loop",
+    "graph_lstm_reference",
+    "graph_scan_reference",
+    "grid_lstm_step",
+    "lattice_scan_reference",
+    "md_lstm_step",
+    "md_rnn_step",
+]
