@@ -38,19 +38,23 @@ from torch.autograd.function import once_differentiable
 
 class _GraphLSTMRecurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, base_z, base_m, edge_weight, weight_n, ptr, visited_ptr, src, dst_local):
-        n, hidden = base_m.shape
+    def forward(ctx, base_z, base_m, weight, weight_n, ptr, visited_ptr, src, dst_local,
+                per_node):
+        n, hidden = base_z.size(0), weight_n.size(1)
         sizes = [b - a for a, b in zip(ptr[:-1], ptr[1:], strict=True)]
         edge_sizes = [b - a for a, b in zip(visited_ptr[:-1], visited_ptr[1:], strict=True)]
         # [h | m] of every node, rows in level order; level l reads rows < ptr[l].
-        state = base_m.new_empty(n, 2 * hidden)
+        state = base_z.new_empty(n, 2 * hidden)
         # sigma of the gate pre-activations [u | o | 2c]: tanh(c) = 2 sigma(2c) - 1, and
         # one sigmoid over 3H columns costs less than a sigmoid plus a tanh.
-        gates = base_m.new_empty(n, 3 * hidden)
+        gates = base_z.new_empty(n, 3 * hidden)
         # Aggregated visited neighbours [h_bar | M + m_bar]: the m-half starts as M
-        # so that index_add_ lands the memory sum where it is needed.
-        agg = base_m.new_zeros(n, 2 * hidden)
-        agg[:, hidden:] = base_m
+        # so that the neighbour sum lands where it is needed.
+        agg = base_z.new_zeros(n, 2 * hidden)
+        if base_m is not None:
+            agg[:, hidden:] = base_m
+        # Per-node weights: the unweighted neighbour sums, weighted after summing.
+        sums = base_z.new_zeros(n, 2 * hidden) if per_node else None
         weight_t = weight_n.t()
         h2 = 2 * hidden
         # Per-level views made by one split per column block, so that the loop
@@ -67,30 +71,38 @@ class _GraphLSTMRecurrence(torch.autograd.Function):
             agg.split(sizes),
             agg[:, :hidden].split(sizes),
             agg[:, hidden:].split(sizes),
+            sums.split(sizes) if per_node else [None] * len(sizes),
             src.split(edge_sizes),
             dst_local.split(edge_sizes),
-            edge_weight.split(edge_sizes),
+            weight.split(sizes if per_node else edge_sizes),
             strict=True,
         )
-        for has_edges, z, g, u, o, s_c, h_new, m_new, ag, ag_h, ag_m, src_l, dst_l, w in levels:
+        for has_edges, z, g, u, o, s_c, h_new, m_new, ag, ag_h, ag_m, sm, src_l, dst_l, w in (
+            levels
+        ):
             if has_edges:
-                msg = state.index_select(0, src_l).mul_(w)
-                ag.index_add_(0, dst_l, msg)
+                msg = state.index_select(0, src_l)
+                if per_node:
+                    sm.index_add_(0, dst_l, msg)
+                    ag.addcmul_(w, sm)
+                else:
+                    ag.index_add_(0, dst_l, msg.mul_(w))
                 z = torch.addmm(z, ag_h, weight_t)
             torch.sigmoid(z, out=g)
             # m' = M + m_bar + u * (2 s_c - 1), and h' = tanh(o * m'), in place.
             torch.sub(ag_m, u, out=m_new)
             m_new.addcmul_(u, s_c, value=2.0)
             torch.mul(o, m_new, out=h_new).tanh_()
-        ctx.save_for_backward(state, gates, agg[:, :hidden], edge_weight, weight_n, src, dst_local)
-        ctx.ptr, ctx.visited_ptr = ptr, visited_ptr
+        ctx.save_for_backward(state, gates, agg[:, :hidden], weight, weight_n, src, dst_local,
+                              sums)
+        ctx.ptr, ctx.visited_ptr, ctx.per_node = ptr, visited_ptr, per_node
         return state
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_state):
-        state, gates, agg_h, edge_weight, weight_n, src, dst_local = ctx.saved_tensors
-        ptr, visited_ptr = ctx.ptr, ctx.visited_ptr
+        state, gates, agg_h, weight, weight_n, src, dst_local, sums = ctx.saved_tensors
+        ptr, visited_ptr, per_node = ctx.ptr, ctx.visited_ptr, ctx.per_node
         hidden = state.size(1) // 2
         h, m = state[:, :hidden], state[:, hidden:]
         u, o, s_c = gates[:, :hidden], gates[:, hidden : 2 * hidden], gates[:, 2 * hidden :]
@@ -118,7 +130,10 @@ class _GraphLSTMRecurrence(torch.autograd.Function):
             gm_total = torch.addcmul(gm, gh, k_m[a:b], out=g_agg[:, hidden:])
             gz = torch.cat([gm_total, gh, gm_total], 1).mul_(k_z[a:b])
             torch.mm(gz, weight_n, out=g_agg[:, :hidden])
-            g_msg = g_agg.index_select(0, dst_local[ea:eb]).mul_(edge_weight[ea:eb])
+            if per_node:
+                g_msg = (g_agg * weight[a:b]).index_select(0, dst_local[ea:eb])
+            else:
+                g_msg = g_agg.index_select(0, dst_local[ea:eb]).mul_(weight[ea:eb])
             grad_state.index_add_(0, src[ea:eb], g_msg)
 
         # Every row of grad_state is now complete: finish all nodes at once.
@@ -126,12 +141,16 @@ class _GraphLSTMRecurrence(torch.autograd.Function):
         gm_total = torch.addcmul(gm, gh, k_m)
         gz = torch.cat([gm_total, gh, gm_total], 1).mul_(k_z)
         grad_weight_n = gz.t() @ agg_h if ctx.needs_input_grad[3] else None
-        grad_edge_weight = None
+        grad_weight = None
         if ctx.needs_input_grad[2]:
             g_agg = torch.cat([gz @ weight_n, gm_total], 1)
-            dst = dst_local + _level_starts(ptr, visited_ptr, dst_local.device)
-            grad_edge_weight = g_agg.index_select(0, dst) * state.index_select(0, src)
-        return gz, gm_total, grad_edge_weight, grad_weight_n, None, None, None, None
+            if per_node:
+                grad_weight = g_agg * sums
+            else:
+                dst = dst_local + _level_starts(ptr, visited_ptr, dst_local.device)
+                grad_weight = g_agg.index_select(0, dst) * state.index_select(0, src)
+        grad_base_m = gm_total if ctx.needs_input_grad[1] else None
+        return gz, grad_base_m, grad_weight, grad_weight_n, None, None, None, None, None
 
 
 def _level_starts(ptr: list, visited_ptr: list, device) -> Tensor:
@@ -142,14 +161,15 @@ def _level_starts(ptr: list, visited_ptr: list, device) -> Tensor:
 
 def graph_lstm_recurrence(
     base_z: Tensor,
-    base_m: Tensor,
-    edge_weight: Tensor,
+    base_m: Tensor | None,
+    weight: Tensor,
     weight_n: Tensor,
     ptr: list,
     visited_ptr: list,
     src: Tensor,
     dst_local: Tensor,
-) -> tuple[Tensor, Tensor]:
+    per_node: bool = False,
+) -> Tensor:
     """Run the Graph LSTM recurrence over visited edges, level by level.
 
     All node tensors are in the level-sorted layout of a schedule.
@@ -159,10 +179,14 @@ def graph_lstm_recurrence(
     base_z : Tensor ``[N, 3H]``
         Pre-activations of the gates ``u, o`` and *twice* that of ``c``, without the
         visited-neighbour term (the recurrence takes ``tanh(c) = 2 sigma(2c) - 1``).
-    base_m : Tensor ``[N, H]``
-        Memory without the visited-neighbour and input terms.
-    edge_weight : Tensor ``[E_v, 2H]``
-        Per visited edge, the weights ``[1/d_i ; g^f_ij / d_i]`` of ``[h'_j ; m'_j]``.
+    base_m : Tensor ``[N, H]`` or None
+        Memory without the visited-neighbour and input terms (``None``: zeros).
+    weight : Tensor ``[E_v, 2H]``, or ``[N, 2H]`` with ``per_node=True``
+        Per visited edge ``j -> i``, the weights ``[1/d_i ; g^f_ij / d_i]`` of
+        ``[h'_j ; m'_j]``; or, when they depend on the target ``i`` alone (as
+        with no previous state, where ``g^f_ij = g^f_i``), per node: then the
+        neighbours are summed first and weighted once per node, and no
+        per-edge tensor is ever made.
     weight_n : Tensor ``[3H, H]``
         Weight of the neighbour projection ``lin_n``, rows ``u, o, 2c``.
     ptr, visited_ptr : list of int
@@ -174,11 +198,10 @@ def graph_lstm_recurrence(
 
     Returns
     -------
-    h, m : Tensor ``[N, H]``
-        New hidden state and memory of every node (level-sorted layout).
+    state : Tensor ``[N, 2H]``
+        ``[h' | m']``, the new hidden state and memory of every node
+        (level-sorted layout).
     """
-    state = _GraphLSTMRecurrence.apply(
-        base_z, base_m, edge_weight, weight_n, ptr, visited_ptr, src, dst_local
+    return _GraphLSTMRecurrence.apply(
+        base_z, base_m, weight, weight_n, ptr, visited_ptr, src, dst_local, per_node
     )
-    hidden = base_m.size(1)
-    return state[:, :hidden], state[:, hidden:]

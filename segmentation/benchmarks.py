@@ -60,6 +60,30 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> floa
     return statistics.median(times)
 
 
+def paired_median_times(
+    fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int, repeats_b: int
+) -> tuple[float, float]:
+    """Median seconds of ``fn_a`` and ``fn_b``, measured interleaved.
+
+    On a shared machine the speed drifts over seconds; alternating the two
+    keeps their ratio honest.
+    """
+    fn_a()
+    fn_b()
+    times_a, times_b = [], []
+    per_b = max(1, repeats // max(1, repeats_b))
+    for i in range(max(repeats, repeats_b)):
+        if i < repeats:
+            start = time.perf_counter()
+            fn_a()
+            times_a.append(time.perf_counter() - start)
+        if i < repeats_b * per_b and i % per_b == 0:
+            start = time.perf_counter()
+            fn_b()
+            times_b.append(time.perf_counter() - start)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
 def saved_tensor_bytes(fn: Callable[[], Tensor]) -> int:
     """Bytes of the distinct storages autograd saves for backward while ``fn`` runs:
     the memory a forward+backward holds beyond its inputs and outputs."""
@@ -76,23 +100,39 @@ def saved_tensor_bytes(fn: Callable[[], Tensor]) -> int:
     return sum(storages.values())
 
 
-def _forward_times(layer, x, edge_index, schedule, repeats) -> tuple[float, float]:
-    """Median seconds of a no-grad forward and of a forward+backward."""
+def _no_grad_forward(layer, x, edge_index, schedule):
+    with torch.no_grad():
+        return layer(x, edge_index, schedule=schedule)
 
-    def forward():
-        with torch.no_grad():
-            return layer(x, edge_index, schedule=schedule)
 
-    def forward_backward():
-        out, (_, m) = layer(x.requires_grad_(), edge_index, schedule=schedule)
-        (out.sum() + m.sum()).backward()
+def _forward_backward(layer, x, edge_index, schedule) -> None:
+    out, (_, m) = layer(x.requires_grad_(), edge_index, schedule=schedule)
+    (out.sum() + m.sum()).backward()
 
-    return median_time(forward, repeats), median_time(forward_backward, repeats)
+
+def _time_layer(layer, x, edge_index, schedule, batch_edge_index, batch_schedule, repeats,
+                loop_repeats) -> tuple[float, ...]:
+    """Forward (interleaved with the per-node loop), loop, forward+backward, and the
+    batch's forward and forward+backward: median seconds."""
+    t_fwd, t_loop = paired_median_times(
+        lambda: _no_grad_forward(layer, x, edge_index, schedule),
+        lambda: graph_lstm_loop(layer, x, edge_index, schedule.order),
+        repeats, loop_repeats,
+    )
+    t_fb = median_time(lambda: _forward_backward(layer, x, edge_index, schedule), repeats)
+    xb = torch.randn(batch_schedule.num_nodes, x.size(1))
+    t_bfwd = median_time(
+        lambda: _no_grad_forward(layer, xb, batch_edge_index, batch_schedule), repeats
+    )
+    t_bfb = median_time(
+        lambda: _forward_backward(layer, xb, batch_edge_index, batch_schedule), repeats
+    )
+    return t_fwd, t_loop, t_fb, t_bfwd, t_bfb
 
 
 def bench_graph_lstm(
     sizes=(1000, 4000), hiddens=(64, 256), repeats: int = 10, batch: int = 8,
-    loop_repeats: int = 3, print_fn=print,
+    loop_repeats: int = 5, print_fn=print,
 ) -> list[dict]:
     """Forward and forward+backward of :class:`GraphLSTM` against the per-node loop."""
     rows = []
@@ -114,15 +154,11 @@ def bench_graph_lstm(
             torch.manual_seed(0)
             layer = GraphLSTM(hidden, hidden)
             x = torch.randn(n, hidden)
-            t_fwd, t_fb = _forward_times(layer, x, g.edge_index, schedule, repeats)
-            t_bfwd, t_bfb = _forward_times(
-                layer, torch.randn(big.num_nodes, hidden), big.edge_index, batch_schedule, repeats
+            t_fwd, t_loop, t_fb, t_bfwd, t_bfb = _time_layer(
+                layer, x, g.edge_index, schedule, big.edge_index, batch_schedule,
+                repeats, loop_repeats,
             )
-            ei, order = g.edge_index, schedule.order
-            t_loop = median_time(
-                lambda layer=layer, x=x, ei=ei, order=order: graph_lstm_loop(layer, x, ei, order),
-                loop_repeats, warmup=1,
-            )
+            ei = g.edge_index
             saved = saved_tensor_bytes(
                 lambda layer=layer, x=x, ei=ei, s=schedule: layer(x.requires_grad_(), ei,
                                                                   schedule=s)[0]

@@ -133,12 +133,16 @@ def test_gradcheck(with_state):
     assert torch.autograd.gradcheck(fn_params, tuple(p.detach().requires_grad_() for p in params))
 
 
-def test_gradients_equal_reference_autograd():
+@pytest.mark.parametrize("with_state", [False, True])
+def test_gradients_equal_reference_autograd(with_state):
+    # Without a previous state the layer weights neighbours per node, with one per edge.
     x, edge_index, order, state = random_case(12, n_max=50)
     layer = make_layer(3, 4, 12)
     x.requires_grad_()
-    state = tuple(t.requires_grad_() for t in state)
-    wrt = [x, *state, *layer.parameters()]
+    state = tuple(t.requires_grad_() for t in state) if with_state else None
+    params = [p for name, p in layer.named_parameters()
+              if with_state or name not in ("lin_h.weight", "lin_fn.weight")]
+    wrt = [x, *(state or ()), *params]
     _, (h, m) = layer(x, edge_index, order=order, state=state)
     g = torch.autograd.grad((h.sin() * 3).sum() + (m * m).sum(), wrt)
     h_ref, m_ref = graph_lstm_reference(layer, x, edge_index, order, state)

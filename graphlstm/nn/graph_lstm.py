@@ -205,8 +205,10 @@ class GraphLSTM(MessagePassing):
         # Work in the level-sorted layout: the inner loop reads contiguous rows.
         perm = schedule.perm
         x = x.index_select(0, perm)
-        base_z = F.linear(x, uoc(wx), None if bx is None else uoc(bx))
-        input_forget = F.linear(x, wx[rows_f], None if bx is None else bx[rows_f])
+        # One GEMM for the gates u, o, c and the input part of every forget gate.
+        w_all = torch.cat([uoc(wx), wx[rows_f]], dim=0)
+        pre = F.linear(x, w_all, None if bx is None else torch.cat([uoc(bx), bx[rows_f]]))
+        base_z, input_forget = pre[:, : 3 * hidden], pre[:, 3 * hidden :]
         weight_n = torch.cat(
             [self.lin_n.weight[: 2 * hidden], 2.0 * self.lin_n.weight[2 * hidden :]], dim=0
         )
@@ -215,9 +217,14 @@ class GraphLSTM(MessagePassing):
         src, dst = schedule.visited_src_pos, schedule.visited_dst_pos
 
         if h0 is None:
-            base_m = x.new_zeros(num_nodes, hidden)
-            # With no previous state, a neighbour forget gate depends on i alone.
-            edge_gate = torch.sigmoid(input_forget).index_select(0, dst)
+            # No previous state: no unvisited contribution, no previous memory, and
+            # every neighbour forget gate of node i is sigma(W^f x_i + b^f), so the
+            # weights [1/d_i ; g^f_i / d_i] of the visited neighbours are per node.
+            base_m = None
+            per_node = True
+            weight = torch.cat(
+                [inv_deg.expand(-1, hidden), torch.sigmoid(input_forget) * inv_deg], dim=1
+            )
         else:
             h0, m0 = h0.index_select(0, perm), m0.index_select(0, perm)
             wh = self.lin_h.weight
@@ -237,26 +244,27 @@ class GraphLSTM(MessagePassing):
             agg = agg * inv_deg
             base_z = base_z + F.linear(agg[:, :hidden], weight_n)
             base_m = torch.addcmul(agg[:, hidden:], self_forget, m0)
+            # Visited edges: weights [1/d_i ; g^f_ij / d_i] of the new [h_j ; m_j].
             edge_gate = torch.sigmoid(
                 input_forget.index_select(0, dst) + neighbour_forget.index_select(0, src)
             )
+            w = inv_deg.index_select(0, dst)
+            per_node = False
+            weight = torch.cat([w.expand(-1, hidden), edge_gate * w], dim=1)
 
-        # Visited edges: weights [1/d_i ; g^f_ij / d_i] of the new [h_j ; m_j].
-        w = inv_deg.index_select(0, dst)
-        edge_weight = torch.cat([w.expand(-1, hidden), edge_gate * w], dim=1)
-
-        h_sorted, m_sorted = graph_lstm_recurrence(
+        state = graph_lstm_recurrence(
             base_z,
             base_m,
-            edge_weight,
+            weight,
             weight_n,
             schedule.ptr,
             schedule.visited_ptr,
             src,
             schedule.visited_dst_local,
+            per_node,
         )
-        hm = torch.cat([h_sorted, m_sorted], dim=1).index_select(0, schedule.pos)
-        h, m = hm[:, :hidden], hm[:, hidden:]
+        state = state.index_select(0, schedule.pos)
+        h, m = state[:, :hidden], state[:, hidden:]
         return h, (h, m)
 
     def message(self, h_j: Tensor, m_j: Tensor, xf_i: Tensor, fn_j: Tensor) -> Tensor:
