@@ -272,3 +272,19 @@ def test_bad_constructor_arguments():
         GraphLSTM(3, 0)
     with pytest.raises(ValueError, match="in_channels"):
         GraphLSTM(0, 4)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_every_available_device_matches_the_reference(device):
+    x, edge_index, order, state = random_case(3, n_max=80)
+    layer = make_layer(3, 4, 3)
+    h_ref, m_ref = graph_lstm_reference(layer, x, edge_index, order, state)
+    dev_state = tuple(t.to(device) for t in state) if state is not None else None
+    layer = layer.to(device)
+    x = x.to(device).requires_grad_()
+    _, (h, m) = layer(x, edge_index.to(device), order=order.to(device), state=dev_state)
+    assert h.device.type == torch.device(device).type
+    torch.testing.assert_close(h.cpu(), h_ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(m.cpu(), m_ref, atol=1e-10, rtol=0)
+    (h.sum() + m.sum()).backward()
+    assert x.grad.device == x.device and bool(torch.isfinite(x.grad).all())

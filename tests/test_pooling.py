@@ -9,6 +9,9 @@ import torch
 from segmentation.pooling import pool, unpool
 from segmentation.superpixels import relabel_contiguous
 
+# Device-agnostic code is checked on every device this machine has.
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
 
 def random_label_maps(batch: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
     rng = np.random.default_rng(seed)
@@ -103,16 +106,16 @@ def test_pool_gradient_is_inverse_segment_size():
     torch.testing.assert_close(features.grad[0, 0], 1.0 / sizes[labels[0]])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu():
-    features = torch.randn(2, 3, 8, 9)
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_available_device_matches_the_loop_reference(device):
+    features = torch.randn(2, 3, 8, 9, dtype=torch.float64)
     labels = random_label_maps(2, 8, 9)
-    nodes = pool(features.cuda(), labels.cuda())
-    assert nodes.is_cuda
-    torch.testing.assert_close(nodes.cpu(), pool(features, labels))
-    torch.testing.assert_close(
-        unpool(nodes, labels.cuda()).cpu(), unpool(pool(features, labels), labels)
-    )
+    nodes = pool(features.to(device), labels.to(device))
+    assert nodes.device.type == torch.device(device).type
+    image = unpool(nodes, labels.to(device))
+    expected_nodes, expected_image = pool_reference(features.numpy(), labels.numpy())
+    np.testing.assert_allclose(nodes.cpu().numpy(), expected_nodes, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(image.cpu().numpy(), expected_image, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize(
