@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import flat_tensors
 from torch.autograd import gradcheck
 
 from graphlstm.lattice import lattice_graph
@@ -14,11 +15,6 @@ D64 = torch.float64
 TOL = dict(atol=1e-10, rtol=0)
 
 
-
-def _flat(out):
-    if isinstance(out, torch.Tensor):
-        return (out,)
-    return tuple(t for o in out if o is not None for t in _flat(o))
 
 
 @pytest.mark.parametrize("shape", [(3, 4), (2, 3, 2)])
@@ -90,11 +86,11 @@ def test_gradcheck_dense_and_graph(tied):
     layer = GridLSTM(2, 2, 2, directions=[0, 3], tied=tied).to(D64)
     x = torch.randn(2, 2, 2, 3, dtype=D64, requires_grad=True)
     sizes = torch.tensor([[2, 3], [1, 2]])
-    assert gradcheck(lambda x, *p: _flat(layer(x, sizes=sizes)), (x, *layer.parameters()))
+    assert gradcheck(lambda x, *p: flat_tensors(layer(x, sizes=sizes)), (x, *layer.parameters()))
     cell = layer.cells[0][1]
     ei, et, order = lattice_graph((2, 2), 3)
     xn = torch.randn(4, 2, dtype=D64, requires_grad=True)
-    assert gradcheck(lambda x, *p: _flat(cell(x, ei, et, order)), (xn, *cell.parameters()))
+    assert gradcheck(lambda x, *p: flat_tensors(cell(x, ei, et, order)), (xn, *cell.parameters()))
 
 
 def test_padded_batch_with_sizes_equals_each_sample_alone():

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import flat_tensors
 from torch.autograd import gradcheck
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
@@ -16,12 +17,6 @@ D64 = torch.float64
 TOL = dict(atol=1e-10, rtol=0)
 
 
-
-def _flat(out):
-    """Flatten nested (tensor, (tensor, ...)) results for gradcheck."""
-    if isinstance(out, torch.Tensor):
-        return (out,)
-    return tuple(t for o in out if o is not None for t in _flat(o))
 
 
 # ------------------------------------------------------------------ torch.nn parity
@@ -184,7 +179,7 @@ def test_gradcheck_dense_2d(stable):
     torch.manual_seed(7)
     layer = MDLSTM(2, 2, 2, directions=[1, 2], stable=stable).to(D64)
     x = torch.randn(2, 2, 3, 3, dtype=D64, requires_grad=True)
-    assert gradcheck(lambda x, *p: _flat(layer(x)), (x, *layer.parameters()))
+    assert gradcheck(lambda x, *p: flat_tensors(layer(x)), (x, *layer.parameters()))
 
 
 def test_gradcheck_dense_3d_rnn_and_sizes():
@@ -192,7 +187,7 @@ def test_gradcheck_dense_3d_rnn_and_sizes():
     layer = MDRNN(2, 2, 3, directions=[0, 5]).to(D64)
     x = torch.randn(2, 2, 2, 3, 2, dtype=D64, requires_grad=True)
     sizes = torch.tensor([[2, 2, 1], [1, 3, 2]])
-    assert gradcheck(lambda x, *p: _flat(layer(x, sizes=sizes)), (x, *layer.parameters()))
+    assert gradcheck(lambda x, *p: flat_tensors(layer(x, sizes=sizes)), (x, *layer.parameters()))
 
 
 def test_gradcheck_1d_two_layers_with_initial_states_and_lengths():
@@ -203,7 +198,7 @@ def test_gradcheck_1d_two_layers_with_initial_states_and_lengths():
     c0 = torch.randn(4, 2, 2, dtype=D64, requires_grad=True)
     sizes = torch.tensor([4, 2])
     assert gradcheck(
-        lambda x, h0, c0, *p: _flat(layer(x, (h0, c0), sizes=sizes)),
+        lambda x, h0, c0, *p: flat_tensors(layer(x, (h0, c0), sizes=sizes)),
         (x, h0, c0, *layer.parameters()),
     )
 
@@ -214,7 +209,7 @@ def test_gradcheck_graph_path(stable):
     cell = MDLSTMCell(2, 2, 2, stable=stable).to(D64)
     ei, et, order = _typed_graph()
     x = torch.randn(6, 2, dtype=D64, requires_grad=True)
-    assert gradcheck(lambda x, *p: _flat(cell(x, ei, et, order)), (x, *cell.parameters()))
+    assert gradcheck(lambda x, *p: flat_tensors(cell(x, ei, et, order)), (x, *cell.parameters()))
 
 
 def test_gradients_match_autograd_through_the_naive_loop():

@@ -34,7 +34,22 @@ def _uniform_reset(module: nn.Module, hidden: int) -> None:
         nn.init.uniform_(p, -bound, bound)
 
 
-class MDLSTMCell(LatticeCell):
+class _TypedCell(LatticeCell):
+    """What MD-LSTM and MD-RNN cells share: ``lin_x`` and one ``lin_h[d]`` per edge type."""
+
+    @property
+    def num_edge_types(self) -> int:
+        return self.num_dims
+
+    def reset_parameters(self) -> None:
+        _uniform_reset(self, self.hidden_channels)
+
+    def weights(self) -> tuple[Tensor, Tensor | None]:
+        w = torch.cat([self.lin_x.weight, *(lin.weight for lin in self.lin_h)], dim=1)
+        return w.t(), self.lin_x.bias
+
+
+class MDLSTMCell(_TypedCell):
     r"""The MD-LSTM cell on a typed graph (SPEC §3.2).
 
     Every edge :math:`j \to i` carries a type :math:`d(j,i) \in 0..D-1`, its
@@ -128,17 +143,6 @@ class MDLSTMCell(LatticeCell):
         self.lin_h = nn.ModuleList(nn.Linear(h, gates, bias=False) for _ in range(d))
         self.reset_parameters()
 
-    @property
-    def num_edge_types(self) -> int:
-        return self.num_dims
-
-    def reset_parameters(self) -> None:
-        _uniform_reset(self, self.hidden_channels)
-
-    def weights(self) -> tuple[Tensor, Tensor | None]:
-        w = torch.cat([self.lin_x.weight, *(lin.weight for lin in self.lin_h)], dim=1)
-        return w.t(), self.lin_x.bias
-
     def forward(
         self,
         x: Tensor,
@@ -158,7 +162,7 @@ class MDLSTMCell(LatticeCell):
         )
 
 
-class MDRNNCell(LatticeCell):
+class MDRNNCell(_TypedCell):
     r"""The MD-RNN cell on a typed graph (SPEC §3.2).
 
     .. math::
@@ -208,17 +212,6 @@ class MDRNNCell(LatticeCell):
         self.lin_x = nn.Linear(self.in_channels, h, bias=bias)
         self.lin_h = nn.ModuleList(nn.Linear(h, h, bias=False) for _ in range(d))
         self.reset_parameters()
-
-    @property
-    def num_edge_types(self) -> int:
-        return self.num_dims
-
-    def reset_parameters(self) -> None:
-        _uniform_reset(self, self.hidden_channels)
-
-    def weights(self) -> tuple[Tensor, Tensor | None]:
-        w = torch.cat([self.lin_x.weight, *(lin.weight for lin in self.lin_h)], dim=1)
-        return w.t(), self.lin_x.bias
 
     def forward(
         self,
