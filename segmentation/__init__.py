@@ -1,5 +1,6 @@
 """Superpixel segmentation with Graph LSTM: images, superpixel graphs, datasets."""
 
+from segmentation.datasets import SyntheticScenes, VOCSegmentation, write_synthetic_voc
 from segmentation.features import (
     FEATURE_NAMES,
     majority_labels,
@@ -14,6 +15,8 @@ from segmentation.images import (
     write_image,
     write_mask_png,
 )
+from segmentation.model import GraphLSTMSegmenter, ModelConfig
+from segmentation.pipeline import Prediction, Segmenter, load_segmenter
 from segmentation.pooling import pool, unpool
 from segmentation.rag import region_adjacency
 from segmentation.superpixels import relabel_contiguous, slic_superpixels
@@ -23,6 +26,14 @@ __all__ = [
     "FEATURE_NAMES",
     "IGNORE_INDEX",
     "VOC_PALETTE",
+    "GraphLSTMSegmenter",
+    "ModelConfig",
+    "Prediction",
+    "Segmenter",
+    "SyntheticScenes",
+    "VOCSegmentation",
+    "load_segmenter",
+    "write_synthetic_voc",
     "SuperpixelData",
     "SuperpixelGraph",
     "majority_labels",

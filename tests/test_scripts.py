@@ -194,3 +194,35 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize(
+    "script, argv, needle",
+    [
+        ("evaluate", ["--batch-size", "0"], "--batch-size"),
+        ("evaluate", ["--device", "quantum"], "--device"),
+        ("segment", ["--device", "cuda:7"], "--device"),
+        ("train", ["--synthetic", "4", "--lr", "-1"], "--lr"),
+        ("train", ["--synthetic", "4", "--data", "x"], "--data"),
+    ],
+)
+def test_bad_option_values_are_one_line(script, argv, needle, data, trained, tmp_path, capsys):
+    base = {
+        "evaluate": ["--data", str(data), "--checkpoint", str(trained / "best.pt")],
+        "segment": ["--checkpoint", str(trained / "best.pt"), str(data / "JPEGImages"),
+                    "--out", str(tmp_path / "o")],
+        "train": ["--out", str(tmp_path / "o")],
+    }[script]
+    assert run(script, [*base, *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluate_mask_size_mismatch_is_one_line(data, trained, tmp_path, capsys):
+    root = corrupt_copy(data, tmp_path)
+    name = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[0]
+    Image.fromarray(np.zeros((5, 7), np.uint8)).save(root / "SegmentationClass" / f"{name}.png")
+    assert run("evaluate", ["--data", str(root), "--checkpoint", str(trained / "best.pt")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and name in err and "must match" in err
