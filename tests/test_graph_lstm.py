@@ -270,6 +270,8 @@ def test_schedule_of_another_graph_is_rejected():
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="hidden_channels"):
         GraphLSTM(3, 0)
+    with pytest.raises(ValueError, match="aggr"):
+        GraphLSTM(3, 4, aggr="mean")
     with pytest.raises(ValueError, match="in_channels"):
         GraphLSTM(0, 4)
 

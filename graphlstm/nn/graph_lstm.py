@@ -58,7 +58,11 @@ class GraphLSTM(MessagePassing):
     neighbours' contribution (previous states, known up front) is one
     :meth:`propagate` over the unvisited edges; the visited ones run in the
     lean inner loop of :mod:`graphlstm.functional`, with a hand-written
-    backward whose memory is :math:`O(N \cdot H)`.
+    backward whose memory is :math:`O(N \cdot H)`. Without a previous state,
+    every neighbour forget gate of node :math:`i` is
+    :math:`\sigma(\mathbf{W}^f \mathbf{x}_i + \mathbf{b}^f)`, so the visited
+    neighbours are summed first and weighted once per node: no per-edge tensor
+    is made at all.
 
     Parameters
     ----------
@@ -95,7 +99,11 @@ class GraphLSTM(MessagePassing):
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, bias: bool = True, **kwargs):
-        kwargs.setdefault("aggr", "add")
+        # The mean over *all* neighbours (visited and not) is taken by the layer
+        # itself; propagate() only sums the unvisited ones.
+        if kwargs.setdefault("aggr", "add") != "add":
+            raise ValueError(f"GraphLSTM aggregates by its own mean; 'aggr' must be 'add', "
+                             f"got {kwargs['aggr']!r}")
         super().__init__(**kwargs)
         if not isinstance(hidden_channels, int) or hidden_channels < 1:
             raise ValueError(f"'hidden_channels' must be a positive int, got {hidden_channels!r}")
