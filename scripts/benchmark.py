@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _cli import ArgumentParser, run_main  # noqa: E402
+from _cli import ArgumentParser, device, run_main  # noqa: E402
 
 CASES = ("graph-lstm", "md-lstm", "grid-lstm", "inference", "levels")
 
@@ -32,6 +32,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smaller graph-lstm run: ~1,000 superpixels, hidden 64")
     parser.add_argument("--out", default="levels.png", help="PNG written by the levels case")
+    parser.add_argument("--device", type=device, default="cpu",
+                        help="device of the graph-lstm case (e.g. cuda)")
     args = parser.parse_args(argv)
     cases = list(CASES) if "all" in args.cases else args.cases
     unknown = [c for c in cases if c not in CASES]
@@ -51,9 +53,10 @@ def main(argv=None) -> int:
             from segmentation.benchmarks import bench_graph_lstm
 
             if args.quick:
-                bench_graph_lstm(sizes=(1000,), hiddens=(64,), repeats=args.repeats)
+                bench_graph_lstm(sizes=(1000,), hiddens=(64,), repeats=args.repeats,
+                                 device=args.device)
             else:
-                bench_graph_lstm(repeats=args.repeats)
+                bench_graph_lstm(repeats=args.repeats, device=args.device)
         elif case == "md-lstm":
             from _bench_lattice import bench_md_lstm
 

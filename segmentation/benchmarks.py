@@ -100,14 +100,29 @@ def saved_tensor_bytes(fn: Callable[[], Tensor]) -> int:
     return sum(storages.values())
 
 
+def _synchronize(device: torch.device) -> None:
+    # CUDA kernels run asynchronously: a timer must wait for them.
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _no_grad_forward(layer, x, edge_index, schedule):
     with torch.no_grad():
-        return layer(x, edge_index, schedule=schedule)
+        out = layer(x, edge_index, schedule=schedule)
+    _synchronize(x.device)
+    return out
 
 
 def _forward_backward(layer, x, edge_index, schedule) -> None:
     out, (_, m) = layer(x.requires_grad_(), edge_index, schedule=schedule)
     (out.sum() + m.sum()).backward()
+    _synchronize(x.device)
+
+
+def _loop(layer, x, edge_index, order):
+    out = graph_lstm_loop(layer, x, edge_index, order)
+    _synchronize(x.device)
+    return out
 
 
 def _time_layer(layer, x, edge_index, schedule, batch_edge_index, batch_schedule, repeats,
@@ -116,11 +131,11 @@ def _time_layer(layer, x, edge_index, schedule, batch_edge_index, batch_schedule
     batch's forward and forward+backward: median seconds."""
     t_fwd, t_loop = paired_median_times(
         lambda: _no_grad_forward(layer, x, edge_index, schedule),
-        lambda: graph_lstm_loop(layer, x, edge_index, schedule.order),
+        lambda: _loop(layer, x, edge_index, schedule.order),
         repeats, loop_repeats,
     )
     t_fb = median_time(lambda: _forward_backward(layer, x, edge_index, schedule), repeats)
-    xb = torch.randn(batch_schedule.num_nodes, x.size(1))
+    xb = torch.randn(batch_schedule.num_nodes, x.size(1), device=x.device)
     t_bfwd = median_time(
         lambda: _no_grad_forward(layer, xb, batch_edge_index, batch_schedule), repeats
     )
@@ -132,19 +147,22 @@ def _time_layer(layer, x, edge_index, schedule, batch_edge_index, batch_schedule
 
 def bench_graph_lstm(
     sizes=(1000, 4000), hiddens=(64, 256), repeats: int = 10, batch: int = 8,
-    loop_repeats: int = 5, print_fn=print,
+    loop_repeats: int = 5, print_fn=print, device="cpu",
 ) -> list[dict]:
     """Forward and forward+backward of :class:`GraphLSTM` against the per-node loop."""
+    device = torch.device(device)
     rows = []
     for n_segments in sizes:
         g = sample_graph(n_segments)
         n = g.num_nodes
-        schedule = build_schedule(g.edge_index, n, score=g.score)
+        schedule = build_schedule(g.edge_index, n, score=g.score).to(device)
+        edge_index = g.edge_index.to(device)
         graphs = [sample_graph(n_segments, seed=s) if s else g for s in range(batch)]
         big = Batch.from_data_list(
             [Data(edge_index=h.edge_index, num_nodes=h.num_nodes, score=h.score) for h in graphs]
         )
         batch_schedule = build_schedule(big.edge_index, big.num_nodes, score=big.score)
+        batch_schedule = batch_schedule.to(device)
         print_fn(
             f"\nSLIC graph of astronaut, n_segments={n_segments}: {n} nodes, "
             f"{g.edge_index.size(1)} edges, {schedule.num_levels} levels; batch of {batch}: "
@@ -152,13 +170,13 @@ def bench_graph_lstm(
         )
         for hidden in hiddens:
             torch.manual_seed(0)
-            layer = GraphLSTM(hidden, hidden)
-            x = torch.randn(n, hidden)
+            layer = GraphLSTM(hidden, hidden).to(device)
+            x = torch.randn(n, hidden, device=device)
             t_fwd, t_loop, t_fb, t_bfwd, t_bfb = _time_layer(
-                layer, x, g.edge_index, schedule, big.edge_index, batch_schedule,
+                layer, x, edge_index, schedule, big.edge_index.to(device), batch_schedule,
                 repeats, loop_repeats,
             )
-            ei = g.edge_index
+            ei = edge_index
             saved = saved_tensor_bytes(
                 lambda layer=layer, x=x, ei=ei, s=schedule: layer(x.requires_grad_(), ei,
                                                                   schedule=s)[0]

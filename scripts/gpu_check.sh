@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The one-off CUDA check (run it where a GPU is available): the device-parametrised
+# tests run on "cuda" as well as "cpu", then the Graph LSTM benchmark on the GPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"
+python -m pytest -q -k "device" tests/test_graph_lstm.py tests/test_pooling.py
+python scripts/benchmark.py graph-lstm --device cuda --repeats 20
