@@ -86,7 +86,10 @@ class Schedule:
         ``pos`` of the target minus the first position of its level.
     unvisited_eid : LongTensor ``[E_u]``
         Columns of the other non-self-loop edges (``rank[j] > rank[i]``): their
-        source is read in its previous state.
+        source is read in its previous state. Grouped by the level of ``i`` and
+        sorted by ``pos[i]``, like the visited edges.
+    unvisited_ptr : list of int, length ``K + 1``
+        Level offsets into ``unvisited_eid``.
     unvisited_edge_index : LongTensor ``[2, E_u]``
         Those edges.
     unvisited_edge_index_pos : LongTensor ``[2, E_u]``
@@ -113,6 +116,7 @@ class Schedule:
     visited_dst_pos: Tensor
     visited_dst_local: Tensor
     unvisited_eid: Tensor
+    unvisited_ptr: list
     unvisited_edge_index: Tensor
     unvisited_edge_index_pos: Tensor
     in_degree: Tensor
@@ -243,6 +247,9 @@ def build_schedule(
     vis_counts = torch.bincount(level[dst[vis_eid]], minlength=num_levels)
     visited_ptr = [0] + vis_counts.cumsum(0).tolist()
     unvisited_eid = eid[not_loop & ~visited]
+    unvisited_eid = unvisited_eid[torch.argsort(pos[dst[unvisited_eid]], stable=True)]
+    unv_counts = torch.bincount(level[dst[unvisited_eid]], minlength=num_levels)
+    unvisited_ptr = [0] + unv_counts.cumsum(0).tolist()
     in_degree = torch.bincount(dst[not_loop], minlength=n)
 
     schedule = Schedule(
@@ -263,6 +270,7 @@ def build_schedule(
         visited_dst_pos=pos[dst[vis_eid]],
         visited_dst_local=pos[dst[vis_eid]] - torch.tensor(ptr)[level[dst[vis_eid]]],
         unvisited_eid=unvisited_eid,
+        unvisited_ptr=unvisited_ptr,
         unvisited_edge_index=ei[:, unvisited_eid],
         unvisited_edge_index_pos=pos[ei[:, unvisited_eid]],
         in_degree=in_degree,

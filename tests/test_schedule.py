@@ -64,6 +64,11 @@ def test_schedule_layout_is_consistent():
         e = v[s.visited_ptr[lvl]:s.visited_ptr[lvl + 1]]
         assert bool((s.level[dst[e]] == lvl).all())
         assert bool((s.level[src[e]] < lvl).all())
+    for lvl in range(s.num_levels):
+        e = s.unvisited_eid[s.unvisited_ptr[lvl]:s.unvisited_ptr[lvl + 1]]
+        assert bool((s.level[dst[e]] == lvl).all())
+        assert bool((s.level[src[e]] > lvl).all())  # read before they are updated
+    assert s.unvisited_ptr[-1] == s.unvisited_eid.numel()
     assert torch.equal(s.visited_src_pos, s.pos[src[v]])
     local = s.pos[dst[v]] - torch.tensor(s.ptr)[s.level[dst[v]]]
     assert torch.equal(s.visited_dst_local, local)
