@@ -19,7 +19,8 @@ plans supply the steps:
   of D-dimensional grids, for several scan directions at once. Each
   direction scans forwards in its own frame (only the index tables differ),
   and directions and samples are stacked so that a step is **one** ``bmm``
-  for all of them, with per-direction weights.
+  for all of them, with per-direction weights (two for a Grid LSTM with a
+  priority dimension, whose transform reads the step's other outputs).
 
 Both run through one :class:`torch.autograd.Function` with a hand-written,
 exact backward (checked by ``gradcheck``). State buffers are step-sorted, so
@@ -75,6 +76,8 @@ def _tanh(t: Tensor) -> Tensor:
 #   gathered predecessor memories cp [G, M, D, H] into h_out, c_out [G, M, R*H].
 # backward(a, cp, h, c, dh, dc, da, dcp): write d loss / d a into da and
 #   d loss / d cp [G, M, D, H] into dcp (None without a memory).
+# second: None, or a stage that runs after combine on other inputs (a Grid
+#   LSTM priority dimension; see GridLSTMKernel and _Scan).
 # --------------------------------------------------------------------------
 
 
@@ -83,6 +86,7 @@ class MDLSTMKernel:
 
     has_memory = True
     needs_gates = True
+    second = None
 
     def __init__(self, hidden: int, ndim: int, stable: bool):
         self.H, self.D, self.stable = hidden, ndim, stable
@@ -145,6 +149,7 @@ class MDRNNKernel:
 
     has_memory = False
     needs_gates = False
+    second = None
 
     def __init__(self, hidden: int, ndim: int, nonlinearity: str):
         self.H, self.D, self.nonlinearity = hidden, ndim, nonlinearity
@@ -166,53 +171,178 @@ class MDRNNKernel:
             torch.mul(dh, h > 0, out=da)
 
 
-class GridLSTMKernel:
-    """Grid LSTM: per dimension ``d`` rows ``u, f, o, c``; ``maps`` = 1 (tied) or D."""
+_NON_LSTM_ACTIVATIONS = ("tanh", "identity", "relu")
 
-    has_memory = True
-    needs_gates = True
 
-    def __init__(self, hidden: int, ndim: int, tied: bool):
-        self.H, self.D, self.maps = hidden, ndim, 1 if tied else ndim
-        self.num_gates = self.maps * 4 * hidden
+class _GridStage:
+    r"""The Grid LSTM transforms of the dimensions ``dims`` from one input, in one GEMM.
 
-    def _split(self, a: Tensor):
+    Gate columns: the distinct maps of ``dims`` (``map_of[d]``) one after the
+    other, each ``4H`` (rows ``u, f, o, c``) for an LSTM map or ``H`` for a
+    non-LSTM one. Runs of consecutive dimensions of one kind are updated
+    together: untied, a run reads ``hi - lo`` adjacent maps; tied, it reads one
+    map, broadcast over the run (the gates of tied dimensions coincide).
+    """
+
+    def __init__(self, dims, lstm, tied, map_of, map_widths, hidden, ndim, activation):
+        self.H, self.D, self.tied, self.activation = hidden, ndim, tied, activation
+        self.maps = list(dict.fromkeys(map_of[d] for d in dims))
+        offset, col = {}, 0
+        for i in self.maps:
+            offset[i], col = col, col + map_widths[i]
+        self.width = col
+        self.runs = []  # (is_lstm, lo, hi, c0, c1, number of maps read)
+        for d in dims:
+            last = self.runs[-1] if self.runs else None
+            if last is not None and last[0] == lstm[d] and last[2] == d:
+                if not tied:  # the next adjacent map
+                    last[4] += map_widths[map_of[d]]
+                    last[5] += 1
+                last[2] = d + 1
+            else:
+                c0 = offset[map_of[d]]
+                self.runs.append([lstm[d], d, d + 1, c0, c0 + map_widths[map_of[d]], 1])
+        self.blocks = list(dict.fromkeys((r[0], r[3], r[4]) for r in self.runs))
+
+    def _gates(self, a: Tensor, c0: int, c1: int, k: int):
+        blk = a[..., c0:c1].view(a.size(0), a.size(1), k, -1)
         H = self.H
-        av = a.view(a.size(0), a.size(1), self.maps, 4 * H)
-        return av[..., :H], av[..., H : 2 * H], av[..., 2 * H : 3 * H], av[..., 3 * H :]
+        return blk[..., :H], blk[..., H : 2 * H], blk[..., 2 * H : 3 * H], blk[..., 3 * H :]
 
     def activate(self, a):
-        av = a.view(a.size(0), a.size(1), self.maps, 4 * self.H)
-        av[..., : 3 * self.H].sigmoid_()
-        _tanh_(av[..., 3 * self.H :])
+        H = self.H
+        for lstm, c0, c1 in self.blocks:
+            if lstm:
+                av = a[..., c0:c1].view(a.size(0), a.size(1), -1, 4 * H)
+                av[..., : 3 * H].sigmoid_()
+                _tanh_(av[..., 3 * H :])
+            elif self.activation == "tanh":
+                _tanh_(a[..., c0:c1])
+            elif self.activation == "relu":
+                a[..., c0:c1].clamp_min_(0)
 
     def combine(self, a, cp, h_out, c_out):
         G, M = a.shape[:2]
-        u, f, o, g = self._split(a)
-        m = c_out.view(G, M, self.D, self.H)
-        h = h_out.view(G, M, self.D, self.H)
-        torch.mul(f, cp, out=m)
-        m.addcmul_(u, g)
-        torch.mul(o, m, out=h)
-        _tanh_(h)
+        shape = (G, M, self.D, self.H)
+        m_all, h_all = c_out.view(shape), h_out.view(shape)
+        for lstm, lo, hi, c0, c1, k in self.runs:
+            m, h = m_all[:, :, lo:hi], h_all[:, :, lo:hi]
+            if not lstm:
+                h.copy_(a[..., c0:c1].view(G, M, k, self.H))
+                m.zero_()  # only h travels along a non-LSTM dimension
+                continue
+            u, f, o, g = self._gates(a, c0, c1, k)
+            torch.mul(f, cp[:, :, lo:hi], out=m)
+            m.addcmul_(u, g)
+            torch.mul(o, m, out=h)
+            _tanh_(h)
 
     def backward(self, a, cp, h, c, dh, dc, da, dcp):
         G, M = a.shape[:2]
         shape = (G, M, self.D, self.H)
-        u, f, o, g = self._split(a)
-        du, df, do, dg = self._split(da)
-        m = c.view(shape)
-        dz = torch.ops.aten.tanh_backward(dh.view(shape), h.view(shape))
-        dm = torch.addcmul(dc.view(shape), dz, o)
-        grads = [dm * g, dm * cp, dz * m, dm * u]
-        if self.maps == 1:
-            # A tied map produced the gates of every dimension: its gradient sums them.
-            grads = [t.sum(2, keepdim=True) for t in grads]
-        _sigmoid_bwd(grads[0], u, grad_input=du)
-        _sigmoid_bwd(grads[1], f, grad_input=df)
-        _sigmoid_bwd(grads[2], o, grad_input=do)
-        _tanh_bwd(grads[3], g, grad_input=dg)
-        torch.mul(dm, f, out=dcp)
+        h_all, m_all, dh_all, dc_all = h.view(shape), c.view(shape), dh.view(shape), dc.view(shape)
+        shared = {}  # a tied map's gradient sums those of every dimension it served
+        for lstm, lo, hi, c0, c1, k in self.runs:
+            if lstm:
+                u, f, o, g = self._gates(a, c0, c1, k)
+                dz = torch.ops.aten.tanh_backward(dh_all[:, :, lo:hi], h_all[:, :, lo:hi])
+                dm = torch.addcmul(dc_all[:, :, lo:hi], dz, o)
+                grads = [dm * g, dm * cp[:, :, lo:hi], dz * m_all[:, :, lo:hi], dm * u]
+                torch.mul(dm, f, out=dcp[:, :, lo:hi])
+            else:
+                grads = [dh_all[:, :, lo:hi]]
+                # Its memory slot is a constant zero; no reader, but no garbage either.
+                dcp[:, :, lo:hi].zero_()
+            if self.tied:
+                grads = [t.sum(2, keepdim=True) for t in grads]
+                if (c0, c1) in shared:
+                    grads = [s.add_(t) for s, t in zip(shared[c0, c1][1], grads, strict=True)]
+                shared[c0, c1] = (lstm, grads)
+            else:
+                self._block_backward(a, da, lstm, c0, c1, k, grads)
+        for (c0, c1), (lstm, grads) in shared.items():
+            self._block_backward(a, da, lstm, c0, c1, 1, grads)
+
+    def _block_backward(self, a, da, lstm, c0, c1, k, grads):
+        if lstm:
+            u, f, o, g = self._gates(a, c0, c1, k)
+            du, df, do, dg = self._gates(da, c0, c1, k)
+            _sigmoid_bwd(grads[0], u, grad_input=du)
+            _sigmoid_bwd(grads[1], f, grad_input=df)
+            _sigmoid_bwd(grads[2], o, grad_input=do)
+            _tanh_bwd(grads[3], g, grad_input=dg)
+            return
+        # The activated block holds the outputs: the derivative reads them.
+        G, M = a.shape[:2]
+        y = a[..., c0:c1].view(G, M, k, self.H)
+        dy = da[..., c0:c1].view(G, M, k, self.H)
+        if self.activation == "tanh":
+            _tanh_bwd(grads[0], y, grad_input=dy)
+        elif self.activation == "relu":
+            torch.mul(grads[0], y > 0, out=dy)
+        else:
+            dy.copy_(grads[0])
+
+
+class GridLSTMKernel:
+    r"""Grid LSTM: per LSTM dimension rows ``u, f, o, c``, per non-LSTM dimension ``H`` rows.
+
+    ``map_of[d]`` is the map (``lin`` index of the cell) of dimension ``d``:
+    ``d`` untied; tied, one map per kind present, the LSTM one first
+    (``map_widths``: ``4H`` or ``H``). Without a priority dimension one
+    stage computes every dimension. With ``priority = p`` (and ``D > 1``) the
+    first stage computes the dimensions ``d != p`` from
+    :math:`[x ; h_1 ; \dots ; h_D]`, and :attr:`second` computes ``p`` from
+    the same vector with :math:`h_d` replaced by :math:`h'_d` for ``d != p``:
+    a second GEMM inside the step, whose columns follow the first stage's
+    (:attr:`column_maps`: the maps of the gate columns, in order).
+    """
+
+    has_memory = True
+    needs_gates = True
+
+    def __init__(
+        self,
+        hidden: int,
+        ndim: int,
+        tied: bool,
+        priority: int | None = None,
+        non_lstm=(),
+        activation: str = "tanh",
+    ):
+        self.H, self.D = hidden, ndim
+        lstm = [d not in non_lstm for d in range(ndim)]
+        kinds = [k for k in (True, False) if k in lstm] if tied else lstm
+        self.map_of = [kinds.index(k) for k in lstm] if tied else list(range(ndim))
+        self.map_widths = [4 * hidden if k else hidden for k in kinds]
+        # With one dimension there are no other outputs to prioritise over.
+        self.priority = priority if ndim > 1 else None
+        p = self.priority
+        stage = functools.partial(
+            _GridStage, lstm=lstm, tied=tied, map_of=self.map_of, map_widths=self.map_widths,
+            hidden=hidden, ndim=ndim, activation=activation,
+        )
+        self.first = stage([d for d in range(ndim) if d != p])
+        self.second = None if p is None else stage([p])
+        self.column_maps = self.first.maps + ([] if p is None else self.second.maps)
+        self.num_gates = self.first.width + (0 if p is None else self.second.width)
+        self.activate, self.combine = self.first.activate, self.first.combine
+        self.backward = self.first.backward
+
+    def split_weights(self, W: Tensor) -> tuple[Tensor, Tensor]:
+        """The gate columns of the two stages, ``[G, C + D*H, .]`` each."""
+        g1 = self.first.width
+        return W[..., :g1].contiguous(), W[..., g1:].contiguous()
+
+    def priority_inputs(self, hx: Tensor, h_new: Tensor) -> Tensor:
+        r""":math:`[x ; \tilde h_1 ; \dots ; \tilde h_D]`: ``hx``, new outputs for ``d != p``."""
+        H, p = self.H, self.priority
+        c = hx.size(2) - self.D * H
+        return torch.cat(
+            [hx[..., :c], h_new[..., : p * H], hx[..., c + p * H : c + (p + 1) * H],
+             h_new[..., (p + 1) * H :]],
+            dim=2,
+        )
 
 
 # --------------------------------------------------------------------------
@@ -436,13 +566,21 @@ class _Scan(torch.autograd.Function):
         # The activated gates of every step, kept for the backward (as torch.nn.LSTM
         # keeps its gates) only when one will run.
         ctx.gates = [] if keep_gates and kernel.needs_gates else None
+        second = kernel.second
+        W1, W2 = (W, None) if second is None else kernel.split_weights(W)
         for t in range(plan.num_steps):
             r0, r1 = plan.step_rows(t)
             m = r1 - r0
-            a = torch.bmm(_inputs(plan, t, m, xs[:, r0:r1], h_flat, D * H), W)
+            hx = _inputs(plan, t, m, xs[:, r0:r1], h_flat, D * H)
+            a = torch.bmm(hx, W1)
             kernel.activate(a)
             cp = plan.gather(c_flat, t, m).view(G, m, D, H) if mem else None
-            kernel.combine(a, cp, h_buf[:, r0:r1], c_buf[:, r0:r1] if mem else None)
+            h_out, c_out = h_buf[:, r0:r1], c_buf[:, r0:r1] if mem else None
+            kernel.combine(a, cp, h_out, c_out)
+            if second is not None:
+                a = (a, torch.bmm(kernel.priority_inputs(hx, h_out), W2))
+                second.activate(a[1])
+                second.combine(a[1], cp, h_out, c_out)
             if ctx.gates is not None:
                 ctx.gates.append(a)
         ctx.kernel, ctx.plan = kernel, plan
@@ -461,8 +599,13 @@ class _Scan(torch.autograd.Function):
         mem = kernel.has_memory
         h_flat, c_flat = h_buf.view(-1, H), c_buf.view(-1, H)
         dxs = torch.empty_like(xs)
-        dW = torch.zeros_like(W)
-        wt_x, wt_h = W[:, :C].transpose(1, 2), W[:, C:].transpose(1, 2)
+        second = kernel.second
+        W1, W2 = (W, None) if second is None else kernel.split_weights(W)
+        dW = torch.zeros_like(W1)
+        wt_x, wt_h = W1[:, :C].transpose(1, 2), W1[:, C:].transpose(1, 2)
+        if second is not None:
+            dW2, wt2 = torch.zeros_like(W2), W2.transpose(1, 2)
+            p = kernel.priority
         store_h, store_c = plan.new_store(h_flat), plan.new_store(h_flat)
         for t in range(plan.num_steps - 1, -1, -1):
             r0, r1 = plan.step_rows(t)
@@ -475,12 +618,28 @@ class _Scan(torch.autograd.Function):
                 cp = plan.gather(c_flat, t, m).view(G, m, D, H)
                 dc = _grad(gc, r0, r1, plan.pull(store_c, t, m), G, m, R * H, W)
                 dcp = plan.store_slot(store_c, t, m, H).view(G, m, D, H)
-            da = W.new_empty(G, m, W.size(2))
             c = c_buf[:, r0:r1] if mem else None
-            kernel.backward(a, cp, h_buf[:, r0:r1], c, dh, dc, da, dcp)
-            torch.bmm(da, wt_h, out=plan.store_slot(store_h, t, m, H).view(G, m, D * H))
+            h_step = h_buf[:, r0:r1]
+            if second is not None:
+                # The priority transform read [x ; h'_d (d != p) ; h_p]: its input
+                # gradient goes to the first stage's outputs, x, and the predecessor.
+                a, a2 = a
+                da2 = W.new_empty(G, m, W2.size(2))
+                second.backward(a2, cp, h_step, c, dh, dc, da2, dcp)
+                dW2.baddbmm_(kernel.priority_inputs(hx, h_step).transpose(1, 2), da2)
+                dhx2 = torch.bmm(da2, wt2)
+                dh = dh + dhx2[..., C:]  # its slot p is not read by the first stage
+            da = W.new_empty(G, m, W1.size(2))
+            kernel.backward(a, cp, h_step, c, dh, dc, da, dcp)
+            slot = plan.store_slot(store_h, t, m, H).view(G, m, D * H)
+            torch.bmm(da, wt_h, out=slot)
             torch.bmm(da, wt_x, out=dxs[:, r0:r1])
             dW.baddbmm_(hx.transpose(1, 2), da)
+            if second is not None:
+                slot[..., p * H : (p + 1) * H] += dhx2[..., C + p * H : C + (p + 1) * H]
+                dxs[:, r0:r1] += dhx2[..., :C]
+        if second is not None:
+            dW = torch.cat([dW, dW2], dim=2)
         dh0 = dc0 = None
         if plan.boundary is not None and ctx.needs_input_grad[5]:
             # Initial states are only accepted for 1-D scans, where the first
