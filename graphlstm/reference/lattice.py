@@ -58,16 +58,41 @@ def md_rnn_step(cell, x: Tensor, hs: list, cs=None) -> tuple[Tensor, None]:
 
 
 def grid_lstm_step(cell, x: Tensor, hs: list, ms: list) -> tuple[list, list]:
-    """One Grid LSTM update: one ``(h_d, m_d)`` in and out per dimension."""
+    """One Grid LSTM update: one ``(h_d, m_d)`` in and out per dimension.
+
+    Paper §3.4-3.5: a non-LSTM dimension ``d`` is ``h'_d = act(V_d H)`` with
+    a zero memory; the priority dimension ``p`` transforms
+    ``[x ; h'_1 ; ... ; h_p ; ... ; h'_D]`` after all the others.
+    """
     D = cell.num_dims
-    hcat = torch.cat([x, *hs], dim=-1)
-    h_new, m_new = [], []
-    for d in range(D):
-        lin = cell.lin[0 if cell.tied else d]
-        u, f, o, c = F.linear(hcat, lin.weight, lin.bias).chunk(4, dim=-1)
+    non_lstm = set(getattr(cell, "non_lstm", ()))
+    priority = getattr(cell, "priority", None)
+    act = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda t: t}[
+        getattr(cell, "non_lstm_activation", "tanh")
+    ]
+    # SPEC naming: lin[d] untied; tied, the LSTM map first, then the non-LSTM one.
+    has_lstm = len(non_lstm) < D
+
+    def transform(d: int, hcat: Tensor) -> tuple[Tensor, Tensor]:
+        if not cell.tied:
+            lin = cell.lin[d]
+        else:
+            lin = cell.lin[1 if d in non_lstm and has_lstm else 0]
+        a = F.linear(hcat, lin.weight, lin.bias)
+        if d in non_lstm:
+            return act(a), torch.zeros_like(ms[d])
+        u, f, o, c = a.chunk(4, dim=-1)
         m = torch.sigmoid(f) * ms[d] + torch.sigmoid(u) * torch.tanh(c)
-        h_new.append(torch.tanh(torch.sigmoid(o) * m))
-        m_new.append(m)
+        return torch.tanh(torch.sigmoid(o) * m), m
+
+    hcat = torch.cat([x, *hs], dim=-1)
+    h_new, m_new = [None] * D, [None] * D
+    for d in range(D):
+        if d != priority:
+            h_new[d], m_new[d] = transform(d, hcat)
+    if priority is not None:
+        prime = [hs[d] if d == priority else h_new[d] for d in range(D)]
+        h_new[priority], m_new[priority] = transform(priority, torch.cat([x, *prime], dim=-1))
     return h_new, m_new
 
 
