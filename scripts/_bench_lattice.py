@@ -108,10 +108,24 @@ def bench_md_lstm(repeats: int = 5, threads: int = 1, naive_repeats: int | None 
 
 
 def bench_grid_lstm(repeats: int = 5, threads: int = 1, naive_repeats: int | None = None) -> dict:
-    """2-D Grid LSTM, all 4 directions: wavefront vs naive per-pixel loop."""
+    """2-D Grid LSTM, all 4 directions: wavefront vs naive per-pixel loop; then priority=0."""
     layer = GridLSTM(CHANNELS, HIDDEN, 2, directions="all")
     naive_repeats = naive_repeats or max(1, repeats // 3)
-    return _bench_layer("Grid LSTM", layer, repeats, threads, naive_repeats)
+    res = _bench_layer("Grid LSTM", layer, repeats, threads, naive_repeats)
+    prio = GridLSTM(CHANNELS, HIDDEN, 2, directions="all", priority=0)
+    torch.manual_seed(0)
+    x = torch.randn(BATCH, CHANNELS, SIZE, SIZE)
+
+    def prio_forward():
+        with torch.no_grad():
+            prio(x)
+
+    res["priority_forward"] = _median_time(prio_forward, repeats)
+    print(
+        f"  priority=0  forward  median {res['priority_forward']:.3f} s ({repeats} runs; "
+        f"a second GEMM per step)  -> {res['priority_forward'] / res['forward']:.2f}x plain"
+    )
+    return res
 
 
 def stability_demo(sizes=(32, 64, 128, 256), forget_bias: float = 3.0) -> dict:
