@@ -17,16 +17,19 @@ For a node :math:`i` of level :math:`l`, with visited in-edges :math:`e = (j \to
     h'_i &= \tanh(\sigma(z^o_i) \odot m'_i)
 
 where :math:`G_e = [1/d_i \,;\, \bar g^f_{ij} / d_i]` folds the mean into the
-edge weights. Per level that is one gather, one product, one ``index_add_``,
-one GEMM and four elementwise kernels writing into preallocated buffers.
+edge weights. When the weights depend on :math:`i` alone (no previous state:
+:math:`\bar g^f_{ij} = g^f_i`), the neighbours are summed first and weighted
+once per node, and no per-edge tensor exists. Per level that is one gather,
+one ``index_add_``, one weighting product, one GEMM and five elementwise
+kernels, all writing into preallocated buffers.
 
 Autograd would record every level and, writing into a shared buffer, copy the
 whole state gradient once per level. The backward here instead walks the
 levels in reverse, propagating only through visited edges (the gradient of a
 node is complete once every later level has been processed), and computes all
 per-node factors and all parameter gradients in whole-graph operations before
-and after the loop. Saved tensors are ``O(N·H + E·H)``, independent of the
-number of levels.
+and after the loop. Saved tensors are ``O(N·H)`` (plus ``O(E·H)`` per-edge
+weights when there is a previous state), independent of the number of levels.
 """
 
 from __future__ import annotations
