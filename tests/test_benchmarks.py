@@ -1,0 +1,35 @@
+"""The benchmark code: what it reports is consistent (no timing assertions)."""
+
+import torch
+
+from graphlstm import GraphLSTM, build_schedule
+from segmentation.benchmarks import bench_graph_lstm, sample_graph, saved_tensor_bytes
+
+
+def test_graph_lstm_benchmark_reports_the_graph_it_measured():
+    lines = []
+    rows = bench_graph_lstm(sizes=(60,), hiddens=(4, 8), repeats=1, batch=2, loop_repeats=1,
+                            print_fn=lines.append)
+    g = sample_graph(60)
+    levels = build_schedule(g.edge_index, g.num_nodes, score=g.score).num_levels
+    assert [r["hidden"] for r in rows] == [4, 8]
+    for r in rows:
+        assert (r["nodes"], r["edges"], r["levels"]) == (g.num_nodes, g.edge_index.size(1), levels)
+        assert r["speedup"] == r["loop_ms"] / r["forward_ms"]
+    assert any(f"{levels} levels" in line for line in lines)
+
+
+def test_memory_saved_for_backward_grows_with_nodes_times_hidden_not_levels():
+    # A path in index order has as many levels as nodes: if the layer kept a copy of
+    # the state per level, memory would grow quadratically with the path length.
+    def saved(n, hidden):
+        torch.manual_seed(0)
+        path = torch.stack([torch.arange(n - 1), torch.arange(1, n)])
+        layer = GraphLSTM(4, hidden)
+        x = torch.randn(n, 4, requires_grad=True)
+        assert build_schedule(path, n).num_levels == n
+        return saved_tensor_bytes(lambda: layer(x, path)[0])
+
+    base = saved(200, 8)
+    assert 1.6 < saved(400, 8) / base < 2.4
+    assert 1.6 < saved(200, 16) / base < 2.4
