@@ -837,6 +837,10 @@ def _save_mp4(path: Path, frames: list[np.ndarray], fps: float) -> Path:
     os.close(fd)
     try:
         iio.imwrite(tmp, stack, extension=".mp4", fps=fps)
+        # mkstemp makes the file 0600; give it the mode an ordinary open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
