@@ -13,10 +13,11 @@ half-written file under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -287,6 +288,39 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     return mask
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """A temporary path beside ``path`` that becomes ``path`` only on success.
+
+    For writers that want a file name (video encoders, ``np.save``) rather than
+    a file object. On leaving the block the temporary file gets the mode an
+    ordinary ``open()`` would give it and is renamed onto ``path`` atomically;
+    on an exception it is removed, so no half-written output remains.
+
+    Raises
+    ------
+    ValueError
+        If the destination folder does not exist.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise ValueError(f"folder {str(folder)!r} of output file {str(path)!r} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        # mkstemp creates the file 0600; give it the mode an ordinary open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Write a file through a temporary file and an atomic rename.
 
@@ -307,26 +341,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     ValueError
         If the destination folder does not exist.
     """
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise ValueError(f"folder {str(folder)!r} of output file {str(path)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates the file 0600; give it the mode an ordinary open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        write(handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return Path(path)
 
 
 def write_mask_png(

@@ -42,14 +42,13 @@ import math
 import numbers
 import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from segmentation.images import atomic_write, check_image
+from segmentation.images import atomic_path, atomic_write, check_image
 from segmentation.rag import check_label_map
 
 __all__ = [
@@ -833,19 +832,8 @@ def _save_mp4(path: Path, frames: list[np.ndarray], fps: float) -> Path:
     height, width = frames[0].shape[:2]
     pad = ((0, height % 2), (0, width % 2), (0, 0))
     stack = np.stack([np.pad(f, pad, mode="edge") for f in frames])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".mp4")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".mp4") as tmp:
         iio.imwrite(tmp, stack, extension=".mp4", fps=fps)
-        # mkstemp makes the file 0600; give it the mode an ordinary open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
