@@ -25,6 +25,15 @@ def _weights(layer):
     return hidden, wx, bx, wh, wn, wfn, rows, n_rows
 
 
+def _defaults(x: Tensor, hidden: int, order, state) -> tuple[Tensor, Tensor, Tensor]:
+    """Index order and zero state where the caller gave none."""
+    n = x.size(0)
+    order = torch.arange(n) if order is None else order
+    if state is None:
+        return order, x.new_zeros(n, hidden), x.new_zeros(n, hidden)
+    return order, state[0], state[1]
+
+
 def _in_neighbours(edge_index: Tensor, num_nodes: int) -> list[list[int]]:
     neighbours: list[list[int]] = [[] for _ in range(num_nodes)]
     for j, i in edge_index.t().tolist():
@@ -52,10 +61,7 @@ def graph_lstm_reference(
     """
     hidden, wx, bx, wh, wn, wfn, r, rn = _weights(layer)
     n = x.size(0)
-    if order is None:
-        order = torch.arange(n)
-    h_old = x.new_zeros(n, hidden) if state is None else state[0]
-    m_old = x.new_zeros(n, hidden) if state is None else state[1]
+    order, h_old, m_old = _defaults(x, hidden, order, state)
     neighbours = _in_neighbours(edge_index.cpu(), n)
     h_new: dict[int, Tensor] = {}
     m_new: dict[int, Tensor] = {}
@@ -113,10 +119,7 @@ def graph_lstm_loop(
     """
     hidden = layer.hidden_channels
     n = x.size(0)
-    if order is None:
-        order = torch.arange(n)
-    h_old = x.new_zeros(n, hidden) if state is None else state[0]
-    m_old = x.new_zeros(n, hidden) if state is None else state[1]
+    order, h_old, m_old = _defaults(x, hidden, order, state)
     h, m = h_old.clone(), m_old.clone()
     neighbours = [torch.tensor(nb, dtype=torch.long, device=x.device)
                   for nb in _in_neighbours(edge_index.cpu(), n)]
