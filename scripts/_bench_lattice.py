@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -22,18 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from graphlstm.nn.grid_lstm import GridLSTM  # noqa: E402
 from graphlstm.nn.md_lstm import MDLSTM  # noqa: E402
 from graphlstm.reference.lattice import lattice_scan_reference  # noqa: E402
+from segmentation.benchmarks import median_time  # noqa: E402
 
 BATCH, CHANNELS, HIDDEN, SIZE = 8, 16, 32, 64
-
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: allocator, first-touch pages
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _load() -> str:
@@ -77,17 +66,17 @@ def _bench_layer(name: str, layer, repeats: int, threads: int, naive_repeats: in
     )
     print(f"  sequential steps (H+W-1): {steps}")
     res = {"steps": steps, "threads": threads}
-    res["forward"] = _median_time(fast_forward, repeats)
+    res["forward"] = median_time(fast_forward, repeats, warmup=1)
     print(f"  wavefront   forward  median {res['forward']:.3f} s ({repeats} runs)")
-    res["forward_backward"] = _median_time(fast_backward, repeats)
+    res["forward_backward"] = median_time(fast_backward, repeats, warmup=1)
     print(f"  wavefront   fwd+bwd  median {res['forward_backward']:.3f} s ({repeats} runs)")
-    res["naive_forward"] = _median_time(naive_forward, naive_repeats)
+    res["naive_forward"] = median_time(naive_forward, naive_repeats, warmup=1)
     res["speedup_forward"] = res["naive_forward"] / res["forward"]
     print(
         f"  naive loop  forward  median {res['naive_forward']:.3f} s ({naive_repeats} runs, "
         f"no autograd)  -> wavefront {res['speedup_forward']:.1f}x faster"
     )
-    res["naive_forward_backward"] = _median_time(naive_backward, naive_repeats)
+    res["naive_forward_backward"] = median_time(naive_backward, naive_repeats, warmup=1)
     res["speedup_forward_backward"] = res["naive_forward_backward"] / res["forward_backward"]
     print(
         f"  naive loop  fwd+bwd  median {res['naive_forward_backward']:.3f} s "
@@ -120,7 +109,7 @@ def bench_grid_lstm(repeats: int = 5, threads: int = 1, naive_repeats: int | Non
         with torch.no_grad():
             prio(x)
 
-    res["priority_forward"] = _median_time(prio_forward, repeats)
+    res["priority_forward"] = median_time(prio_forward, repeats, warmup=1)
     print(
         f"  priority=0  forward  median {res['priority_forward']:.3f} s ({repeats} runs; "
         f"a second GEMM per step)  -> {res['priority_forward'] / res['forward']:.2f}x plain"

@@ -12,10 +12,7 @@ numbers do not depend on how many cores the machine has.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 # Run from a checkout without installing the package.
@@ -25,31 +22,19 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from skimage import data, transform  # noqa: E402
 
+from segmentation.benchmarks import median_time  # noqa: E402
 from segmentation.features import superpixel_features_and_centroids  # noqa: E402
 from segmentation.rag import region_adjacency  # noqa: E402
 from segmentation.superpixels import slic_superpixels  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import ArgumentParser  # noqa: E402
+
 ACCEPTANCE_RATIO = 0.20
 
 
-def median_time(function: Callable[[], object], repeats: int) -> float:
-    function()  # warm-up: imports, caches, first-touch allocations
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        # One line, no usage block: the project's scripts report errors this way.
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _OneLineParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=512, help="image side in pixels (512)")
     parser.add_argument("--n-segments", type=int, default=1000, help="SLIC segments (1000)")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per step (7)")
@@ -78,17 +63,21 @@ def main(argv: list[str] | None = None) -> int:
     image = np.rint(image * 255).astype(np.uint8)
 
     labels = slic_superpixels(image, n_segments=args.n_segments)
-    slic_s = median_time(lambda: slic_superpixels(image, n_segments=args.n_segments), args.repeats)
-    rag_s = median_time(lambda: region_adjacency(labels, args.connectivity), args.repeats)
+    slic_s = median_time(
+        lambda: slic_superpixels(image, n_segments=args.n_segments), args.repeats, warmup=1
+    )
+    rag_s = median_time(
+        lambda: region_adjacency(labels, args.connectivity), args.repeats, warmup=1
+    )
     features_s = median_time(
-        lambda: superpixel_features_and_centroids(image, labels), args.repeats
+        lambda: superpixel_features_and_centroids(image, labels), args.repeats, warmup=1
     )
 
     def graph_and_features() -> None:
         region_adjacency(labels, args.connectivity)
         superpixel_features_and_centroids(image, labels)
 
-    graph_s = median_time(graph_and_features, args.repeats)
+    graph_s = median_time(graph_and_features, args.repeats, warmup=1)
     edges = region_adjacency(labels, args.connectivity)[0].shape[1]
     ratio = graph_s / slic_s
     print(
