@@ -66,10 +66,9 @@ def test_dense_fast_path_equals_graph_path(tied):
         torch.testing.assert_close(h, dense, **TOL)
 
 
-@pytest.mark.parametrize("tied", [False, True])
-def test_graph_path_equals_sequential_pass_on_a_general_typed_graph(tied):
-    torch.manual_seed(3)
-    cell = GridLSTMCell(3, 2, 2, tied=tied).to(D64)
+def _check_general_typed_graph(cell):
+    """A 2-type graph with several predecessors of one type, unvisited edges and an
+    isolated node: the cell's graph path against the sequential pass."""
     edge_index = torch.tensor([[0, 1, 0, 2, 3, 4, 2, 4, 1], [2, 2, 3, 3, 1, 1, 4, 4, 0]])
     edge_type = torch.tensor([0, 0, 1, 1, 0, 1, 1, 0, 1])
     order = torch.tensor([0, 3, 1, 2, 4, 5])
@@ -78,6 +77,13 @@ def test_graph_path_equals_sequential_pass_on_a_general_typed_graph(tied):
     h_ref, m_ref = graph_scan_reference(cell, x, edge_index, edge_type, order)
     torch.testing.assert_close(out, h_ref, **TOL)
     torch.testing.assert_close(m.reshape(6, 4), m_ref, **TOL)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_graph_path_equals_sequential_pass_on_a_general_typed_graph(tied):
+    torch.manual_seed(3)
+    cell = GridLSTMCell(3, 2, 2, tied=tied).to(D64)
+    _check_general_typed_graph(cell)
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -252,14 +258,7 @@ def test_priority_and_non_lstm_graph_path_equals_sequential_pass(options, tied):
     cell = GridLSTMCell(
         3, 2, 2, tied=tied, priority=priority, non_lstm=non_lstm, non_lstm_activation=act
     ).to(D64)
-    edge_index = torch.tensor([[0, 1, 0, 2, 3, 4, 2, 4, 1], [2, 2, 3, 3, 1, 1, 4, 4, 0]])
-    edge_type = torch.tensor([0, 0, 1, 1, 0, 1, 1, 0, 1])
-    order = torch.tensor([0, 3, 1, 2, 4, 5])
-    x = torch.randn(6, 3, dtype=D64)
-    out, (_, m) = cell(x, edge_index, edge_type, order)
-    h_ref, m_ref = graph_scan_reference(cell, x, edge_index, edge_type, order)
-    torch.testing.assert_close(out, h_ref, **TOL)
-    torch.testing.assert_close(m.reshape(6, 4), m_ref, **TOL)
+    _check_general_typed_graph(cell)
 
 
 @pytest.mark.parametrize(
