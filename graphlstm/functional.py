@@ -16,12 +16,14 @@ For a node :math:`i` of level :math:`l`, with visited in-edges :math:`e = (j \to
     m'_i &= M_i + \bar m_i + \sigma(z^u_i) \odot (2 \sigma(z^{2c}_i) - 1) \\
     h'_i &= \tanh(\sigma(z^o_i) \odot m'_i)
 
-where :math:`G_e = [1/d_i \,;\, \bar g^f_{ij} / d_i]` folds the mean into the
-edge weights. When the weights depend on :math:`i` alone (no previous state:
-:math:`\bar g^f_{ij} = g^f_i`), the neighbours are summed first and weighted
-once per node, and no per-edge tensor exists. Per level that is one gather,
-one ``index_add_``, one weighting product, one GEMM and five elementwise
-kernels, all writing into preallocated buffers.
+where :math:`G_e = s_e \, [1/d_i \,;\, \bar g^f_{ij} / d_i]` folds the mean into
+the edge weights, and :math:`s_e` is an optional scalar per visited edge (the
+caller's ``edge_weight``; 1 without it), differentiable like the rest. When
+the weights depend on :math:`i` alone (no previous state:
+:math:`\bar g^f_{ij} = g^f_i`), the neighbours are summed first (scaled by
+:math:`s_e`) and weighted once per node, and no per-edge tensor exists. Per
+level that is one gather, one ``index_add_``, one weighting product, one GEMM
+and five elementwise kernels, all writing into preallocated buffers.
 
 Autograd would record every level and, writing into a shared buffer, copy the
 whole state gradient once per level. The backward here instead walks the
@@ -41,8 +43,8 @@ from torch.autograd.function import once_differentiable
 
 class _GraphLSTMRecurrence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, base_z, base_m, weight, weight_n, ptr, visited_ptr, src, dst_local,
-                per_node):
+    def forward(ctx, base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src,
+                dst_local, per_node):
         n, hidden = base_z.size(0), weight_n.size(1)
         sizes = [b - a for a, b in zip(ptr[:-1], ptr[1:], strict=True)]
         edge_sizes = [b - a for a, b in zip(visited_ptr[:-1], visited_ptr[1:], strict=True)]
@@ -56,9 +58,10 @@ class _GraphLSTMRecurrence(torch.autograd.Function):
         agg = base_z.new_zeros(n, 2 * hidden)
         if base_m is not None:
             agg[:, hidden:] = base_m
-        # Per-node weights: the unweighted neighbour sums, weighted after summing.
+        # Per-node weights: the neighbour sums (scaled per edge), weighted after summing.
         sums = base_z.new_zeros(n, 2 * hidden) if per_node else None
         weight_t = weight_n.t()
+        scale = None if edge_scale is None else edge_scale.unsqueeze(1)
         h2 = 2 * hidden
         # Per-level views made by one split per column block, so that the loop
         # below does no Python slicing: it is the whole cost of the layer.
@@ -78,13 +81,16 @@ class _GraphLSTMRecurrence(torch.autograd.Function):
             src.split(edge_sizes),
             dst_local.split(edge_sizes),
             weight.split(sizes if per_node else edge_sizes),
+            scale.split(edge_sizes) if scale is not None else [None] * len(sizes),
             strict=True,
         )
-        for has_edges, z, g, u, o, s_c, h_new, m_new, ag, ag_h, ag_m, sm, src_l, dst_l, w in (
+        for has_edges, z, g, u, o, s_c, h_new, m_new, ag, ag_h, ag_m, sm, src_l, dst_l, w, sc in (
             levels
         ):
             if has_edges:
                 msg = state.index_select(0, src_l)
+                if sc is not None:
+                    msg.mul_(sc)
                 if per_node:
                     sm.index_add_(0, dst_l, msg)
                     ag.addcmul_(w, sm)
@@ -97,14 +103,14 @@ class _GraphLSTMRecurrence(torch.autograd.Function):
             m_new.addcmul_(u, s_c, value=2.0)
             torch.mul(o, m_new, out=h_new).tanh_()
         ctx.save_for_backward(state, gates, agg[:, :hidden], weight, weight_n, src, dst_local,
-                              sums)
+                              sums, scale)
         ctx.ptr, ctx.visited_ptr, ctx.per_node = ptr, visited_ptr, per_node
         return state
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_state):
-        state, gates, agg_h, weight, weight_n, src, dst_local, sums = ctx.saved_tensors
+        state, gates, agg_h, weight, weight_n, src, dst_local, sums, scale = ctx.saved_tensors
         ptr, visited_ptr, per_node = ctx.ptr, ctx.visited_ptr, ctx.per_node
         hidden = state.size(1) // 2
         h, m = state[:, :hidden], state[:, hidden:]
@@ -137,6 +143,8 @@ class _GraphLSTMRecurrence(torch.autograd.Function):
                 g_msg = (g_agg * weight[a:b]).index_select(0, dst_local[ea:eb])
             else:
                 g_msg = g_agg.index_select(0, dst_local[ea:eb]).mul_(weight[ea:eb])
+            if scale is not None:
+                g_msg.mul_(scale[ea:eb])
             grad_state.index_add_(0, src[ea:eb], g_msg)
 
         # Every row of grad_state is now complete: finish all nodes at once.
@@ -144,16 +152,23 @@ class _GraphLSTMRecurrence(torch.autograd.Function):
         gm_total = torch.addcmul(gm, gh, k_m)
         gz = torch.cat([gm_total, gh, gm_total], 1).mul_(k_z)
         grad_weight_n = gz.t() @ agg_h if ctx.needs_input_grad[3] else None
-        grad_weight = None
-        if ctx.needs_input_grad[2]:
+        grad_weight = grad_scale = None
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[4]:
             g_agg = torch.cat([gz @ weight_n, gm_total], 1)
-            if per_node:
-                grad_weight = g_agg * sums
-            else:
+            if per_node and ctx.needs_input_grad[2]:
+                grad_weight = g_agg * sums  # sums holds every node's (scaled) neighbour sum
+            if ctx.needs_input_grad[4] or not per_node:
+                # Per visited edge: dL/dagg of its target times the state of its source.
                 dst = dst_local + _level_starts(ptr, visited_ptr, dst_local.device)
-                grad_weight = g_agg.index_select(0, dst) * state.index_select(0, src)
+                g_edge = g_agg.index_select(0, dst) * state.index_select(0, src)
+                edge_weight = weight.index_select(0, dst) if per_node else weight
+                if ctx.needs_input_grad[4]:
+                    grad_scale = (g_edge * edge_weight).sum(1)
+                if not per_node and ctx.needs_input_grad[2]:
+                    grad_weight = g_edge if scale is None else g_edge * scale
         grad_base_m = gm_total if ctx.needs_input_grad[1] else None
-        return gz, grad_base_m, grad_weight, grad_weight_n, None, None, None, None, None
+        return (gz, grad_base_m, grad_weight, grad_weight_n, grad_scale, None, None, None, None,
+                None)
 
 
 def _level_starts(ptr: list, visited_ptr: list, device) -> Tensor:
@@ -172,6 +187,7 @@ def graph_lstm_recurrence(
     src: Tensor,
     dst_local: Tensor,
     per_node: bool = False,
+    edge_scale: Tensor | None = None,
 ) -> Tensor:
     """Run the Graph LSTM recurrence over visited edges, level by level.
 
@@ -198,6 +214,13 @@ def graph_lstm_recurrence(
         Level-sorted position of the source of each visited edge.
     dst_local : LongTensor ``[E_v]``
         Position of its target relative to the first node of the target's level.
+    per_node : bool
+        Whether ``weight`` is per node (``[N, 2H]``) rather than per edge.
+    edge_scale : Tensor ``[E_v]``, optional
+        A scalar per visited edge that multiplies its weights (edge weights
+        ``w_ji / s_i`` of a weighted layer; SPEC §3.1a). With ``per_node=True``
+        the neighbours are then summed with these scalars and still weighted once
+        per node. Differentiable.
 
     Returns
     -------
@@ -206,5 +229,5 @@ def graph_lstm_recurrence(
         (level-sorted layout).
     """
     return _GraphLSTMRecurrence.apply(
-        base_z, base_m, weight, weight_n, ptr, visited_ptr, src, dst_local, per_node
+        base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local, per_node
     )
