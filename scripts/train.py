@@ -43,6 +43,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--epochs", type=positive_int, default=20)
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--lr", type=positive_float, default=3e-3)
+    parser.add_argument("--lr-schedule", choices=("poly", "constant"), default="poly",
+                        help="learning rate per step: poly = lr * (1 - step/steps)^0.9 "
+                        "(default), or constant")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--device", type=device, default="cpu")
     parser.add_argument("--graph-layers", type=non_negative_int, default=2,
@@ -91,7 +94,8 @@ def main(argv=None) -> int:
         compactness=args.compactness,
     )
     train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               seed=args.seed, device=args.device)
+                               seed=args.seed, device=args.device,
+                               lr_schedule=args.lr_schedule)
     print(f"{len(train_graphs)} training and {len(val_graphs)} validation images, "
           f"{len(class_names)} classes; checkpoints in {args.out}")
     result = train(model_config, train_config, train_graphs, val_graphs, args.out, class_names,

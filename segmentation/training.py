@@ -38,14 +38,27 @@ __all__ = [
 CHECKPOINT_FORMAT = "graphlstm-segmentation/1"
 
 
+LR_SCHEDULES = ("poly", "constant")
+
+
 @dataclass
 class TrainConfig:
+    """Optimisation settings (saved in checkpoints).
+
+    ``lr_schedule="poly"`` sets the learning rate of step ``t`` (of ``T`` in
+    the whole run) to ``lr * (1 - t / T) ** 0.9``, the schedule of DeepLab and
+    of mmsegmentation's defaults; ``"constant"`` keeps it at ``lr``. The rate
+    is a function of the step alone, so a resumed run continues exactly where
+    it stopped (and a run resumed with more epochs stretches the schedule).
+    """
+
     epochs: int = 20
     batch_size: int = 8
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
     device: str = "cpu"
+    lr_schedule: str = "poly"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -54,6 +67,15 @@ class TrainConfig:
                 raise ValueError(f"'{name}' must be a positive int, got {value!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"'lr' must be a positive number, got {self.lr!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"'lr_schedule' must be one of {', '.join(LR_SCHEDULES)}, "
+                             f"got {self.lr_schedule!r}")
+
+    def learning_rate(self, step: int, total_steps: int) -> float:
+        """The learning rate of step ``step`` (counted from 0) of ``total_steps``."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        return self.lr * (1.0 - min(step, total_steps) / total_steps) ** 0.9
 
 
 def _resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -253,7 +275,9 @@ def train(
             from tqdm import tqdm
 
             batches = tqdm(loader, desc=f"epoch {epoch + 1}/{train_config.epochs}", leave=False)
-        for batch in batches:
+        for step, batch in enumerate(batches, start=epoch * len(loader)):
+            for group in optimizer.param_groups:
+                group["lr"] = train_config.learning_rate(step, train_config.epochs * len(loader))
             batch = batch.to(device)
             out = model.forward_batch(batch)
             loss = segmentation_loss(out, batch.mask)

@@ -87,17 +87,46 @@ def test_segment_folder_writes_labels_and_overlays(data, trained, tmp_path):
     assert overlay.mode == "RGB" and overlay.size == (32, 32)
 
 
-def test_resume_gives_the_same_result_as_an_uninterrupted_run(data, trained, tmp_path):
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(data, trained, tmp_path,
+                                                              monkeypatch):
+    """Stop a 2-epoch run right after its first checkpoint (as Ctrl-C would), resume it, and
+    get the weights and history of the run that was never stopped (``trained``)."""
+    import segmentation.training as training
+
     out = tmp_path / "resumed"
-    assert run("train", ["--data", str(data), "--epochs", "1", "--out", str(out), *TINY]) == 0
-    assert run("train", ["--data", str(data), "--epochs", "2", "--out", str(out), "--resume",
-                         *TINY]) == 0
+    save = training.save_checkpoint
+
+    def save_then_stop(path, payload):
+        written = save(path, payload)
+        if Path(path).name == "last.pt":
+            raise KeyboardInterrupt
+        return written
+
+    argv = ["--data", str(data), "--epochs", "2", "--out", str(out), *TINY]
+    monkeypatch.setattr(training, "save_checkpoint", save_then_stop)
+    assert run("train", argv) == 130
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0
+    monkeypatch.setattr(training, "save_checkpoint", save)
+    assert run("train", [*argv, "--resume"]) == 0
     a = torch.load(trained / "last.pt", weights_only=True)
     b = torch.load(out / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 1
     for key, value in a["model_state"].items():
         assert torch.equal(value, b["model_state"][key]), key
     assert a["history"] == b["history"]
+
+
+def test_poly_schedule_decays_the_learning_rate_to_zero():
+    from segmentation.training import TrainConfig
+
+    config = TrainConfig(lr=0.01, lr_schedule="poly")
+    rates = [config.learning_rate(t, 10) for t in range(11)]
+    assert rates[0] == 0.01 and rates[10] == 0.0
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert rates[5] == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert TrainConfig(lr=0.01, lr_schedule="constant").learning_rate(7, 10) == 0.01
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="cosine")
 
 
 def corrupt_copy(data, tmp_path):
@@ -203,6 +232,7 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
         ("evaluate", ["--device", "quantum"], "--device"),
         ("segment", ["--device", "cuda:7"], "--device"),
         ("train", ["--synthetic", "4", "--lr", "-1"], "--lr"),
+        ("train", ["--synthetic", "4", "--lr-schedule", "cosine"], "--lr-schedule"),
         ("train", ["--synthetic", "4", "--data", "x"], "--data"),
     ],
 )
