@@ -147,3 +147,15 @@ def test_bad_sparse_adjacency(make, kwargs, exc, match):
     layer, x, edge_index, weight, _, _ = make_case(6)
     with pytest.raises(exc, match=match):
         layer(x, make(edge_index.flip(0), weight), **kwargs)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+@pytest.mark.parametrize("layout", [torch.sparse_coo, torch.sparse_csr])
+def test_every_available_device_reads_sparse_adjacency(device, layout):
+    layer, x, edge_index, weight, state, order = make_case(7)
+    expected, _ = layer(x, edge_index, weight, order=order, state=state)
+    adj = adj_t(edge_index, weight, 15, layout).to(device)
+    out, _ = layer.to(device)(x.to(device), adj, order=order.to(device),
+                              state=tuple(t.to(device) for t in state))
+    assert out.device.type == torch.device(device).type
+    torch.testing.assert_close(out.cpu(), expected, atol=1e-12, rtol=0)

@@ -261,3 +261,17 @@ def test_bad_forward_arguments():
         stack(x, edge_index, -weight)
     with pytest.raises(ValueError, match="schedule"):
         stack(x, edge_index[:, :5], schedule=forward)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_every_available_device_matches_the_composition(device):
+    x, edge_index, weight, order, state = make_graph(15)
+    stack = make_stack(3, 4, 15, num_layers=2, bidirectional=True)
+    out_ref, h_ref, m_ref = stack_reference(stack, x, edge_index, weight, order, state)
+    stack = stack.to(device)
+    out, (h_n, m_n) = stack(x.to(device), edge_index.to(device), weight.to(device),
+                            order=order.to(device), state=tuple(t.to(device) for t in state))
+    assert out.device.type == torch.device(device).type
+    torch.testing.assert_close(out.cpu(), out_ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(h_n.cpu(), h_ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(m_n.cpu(), m_ref, atol=1e-10, rtol=0)

@@ -218,3 +218,25 @@ def test_bad_weights(weight, exc, match):
     layer = GraphLSTM(3, 5)
     with pytest.raises(exc, match=match):
         layer(torch.randn(4, 3), torch.tensor([[0, 1, 2], [1, 2, 3]]), weight)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+@pytest.mark.parametrize("with_state", [False, True])
+def test_every_available_device_matches_the_weighted_reference(device, with_state):
+    x, edge_index, weight, order, state = weighted_case(3 if with_state else 5, n_max=60)
+    state = state if with_state else None
+    layer = make_layer(3, 4, 3)
+    w_ref = weight.clone().requires_grad_()
+    h_ref, m_ref = graph_lstm_weighted_reference(layer, x, edge_index, w_ref, order, state)
+    (g_ref,) = torch.autograd.grad(h_ref.sum() + m_ref.square().sum(), [w_ref])
+    dev_state = tuple(t.to(device) for t in state) if state is not None else None
+    layer = layer.to(device)
+    w_dev = weight.to(device).requires_grad_()
+    _, (h, m) = layer(x.to(device), edge_index.to(device), w_dev, order=order.to(device),
+                      state=dev_state)
+    assert h.device.type == torch.device(device).type
+    torch.testing.assert_close(h.cpu(), h_ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(m.cpu(), m_ref, atol=1e-10, rtol=0)
+    (g,) = torch.autograd.grad(h.sum() + m.square().sum(), [w_dev])
+    assert g.device == w_dev.device
+    torch.testing.assert_close(g.cpu(), g_ref, atol=1e-10, rtol=0)
