@@ -381,7 +381,7 @@ class GraphLSTM(MessagePassing):
         return edge_mask if edge_weight is None else edge_weight * edge_mask
 
     def message(
-        self, h_j: Tensor, m_j: Tensor, xf_i: Tensor, fn_j: Tensor, edge_weight: OptTensor
+        self, h_j: Tensor, m_j: Tensor, xf_i: Tensor, fn_j: Tensor, edge_weight: Tensor | None
     ) -> Tensor:
         # [h_j ; g^f_ij * m_j] for a neighbour j still in its previous state,
         # times the edge weight w_ji when there is one.
