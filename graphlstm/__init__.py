@@ -12,6 +12,7 @@ from graphlstm.nn import (
     MDLSTM,
     MDRNN,
     GraphLSTM,
+    GraphLSTMStack,
     GridLSTM,
     GridLSTMCell,
     MDLSTMCell,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GraphLSTM",
+    "GraphLSTMStack",
     "GridLSTM",
     "GridLSTMCell",
     "MDLSTM",

@@ -2,7 +2,10 @@
 
 from segmentation.datasets import SyntheticScenes, VOCSegmentation, write_synthetic_voc
 from segmentation.features import (
+    EDGE_FEATURE_NAMES,
     FEATURE_NAMES,
+    edge_features,
+    edge_weight_from_features,
     majority_labels,
     superpixel_centroids,
     superpixel_features,
@@ -23,6 +26,7 @@ from segmentation.superpixels import relabel_contiguous, slic_superpixels
 from segmentation.transforms import SuperpixelData, SuperpixelGraph
 
 __all__ = [
+    "EDGE_FEATURE_NAMES",
     "FEATURE_NAMES",
     "IGNORE_INDEX",
     "VOC_PALETTE",
@@ -36,6 +40,8 @@ __all__ = [
     "write_synthetic_voc",
     "SuperpixelData",
     "SuperpixelGraph",
+    "edge_features",
+    "edge_weight_from_features",
     "majority_labels",
     "pool",
     "read_image",
