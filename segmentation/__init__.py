@@ -20,7 +20,7 @@ from segmentation.images import (
 )
 from segmentation.model import GraphLSTMSegmenter, ModelConfig
 from segmentation.pipeline import Prediction, Segmenter, load_segmenter
-from segmentation.pooling import pool, unpool
+from segmentation.pooling import PAD_LABEL, pool, unpool
 from segmentation.rag import region_adjacency
 from segmentation.superpixels import relabel_contiguous, slic_superpixels
 from segmentation.transforms import SuperpixelData, SuperpixelGraph
@@ -29,6 +29,7 @@ __all__ = [
     "EDGE_FEATURE_NAMES",
     "FEATURE_NAMES",
     "IGNORE_INDEX",
+    "PAD_LABEL",
     "VOC_PALETTE",
     "GraphLSTMSegmenter",
     "ModelConfig",
