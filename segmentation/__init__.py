@@ -1,5 +1,6 @@
 """Superpixel segmentation with Graph LSTM: images, superpixel graphs, datasets."""
 
+from segmentation.data import RandomFlipScaleCrop, SuperpixelDataset, pad_collate
 from segmentation.datasets import SyntheticScenes, VOCSegmentation, write_synthetic_voc
 from segmentation.features import (
     EDGE_FEATURE_NAMES,
@@ -34,16 +35,19 @@ __all__ = [
     "GraphLSTMSegmenter",
     "ModelConfig",
     "Prediction",
+    "RandomFlipScaleCrop",
     "Segmenter",
     "SyntheticScenes",
     "VOCSegmentation",
     "load_segmenter",
     "write_synthetic_voc",
     "SuperpixelData",
+    "SuperpixelDataset",
     "SuperpixelGraph",
     "edge_features",
     "edge_weight_from_features",
     "majority_labels",
+    "pad_collate",
     "pool",
     "read_image",
     "read_mask",

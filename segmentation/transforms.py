@@ -256,6 +256,11 @@ class SuperpixelGraph(BaseTransform):
             enforce_connectivity=self.enforce_connectivity,
             max_num_iter=self.max_num_iter,
         )
+        return self._graph_from_labels(image, labels)
+
+    def _graph_from_labels(self, image: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        # Everything after SLIC: also rebuilds the graph of an augmented (flipped,
+        # scaled, cropped) image from its transformed label map, without SLIC.
         edge_index, boundary = region_adjacency(labels, connectivity=self.connectivity)
         superpixels = torch.from_numpy(labels)
         if self.edge_features:
