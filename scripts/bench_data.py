@@ -15,7 +15,8 @@ in the cache, and the peak RSS of the main process, and the peak RSS and PSS
 of main + workers. Acceptance (issue 9): peak under 2 GiB, and the second
 epoch runs no SLIC and rewrites no cache file. ``--max-steps`` trains on the
 first N batches of each epoch only (for a slow CPU); the other batches still
-go through the whole data pipeline.
+go through the whole data pipeline. Last, two training steps alone in a
+fresh process show how much of the peak is the model's own step.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--n-segments", type=positive_int, default=150)
     parser.add_argument("--device", type=device, default="cpu")
     parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads (1)")
-    parser.add_argument("--max-steps", type=positive_int, metavar="N",
-                        help="optimiser steps per epoch (default: every batch)")
+    parser.add_argument("--max-steps", type=non_negative_int, metavar="N",
+                        help="optimiser steps per epoch (default: every batch; 0: the data "
+                        "pipeline alone)")
     parser.add_argument("--augment-crop", type=positive_int, metavar="S",
                         help="augment (flip, scale, SxS crop) the training graphs")
     parser.add_argument("--data", metavar="DIR", help="use this VOC folder instead of writing one")
@@ -57,7 +59,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from segmentation.data_benchmark import bench_data, format_reports, write_scenes_voc
+    from segmentation.data_benchmark import (
+        bench_data,
+        format_reports,
+        model_step_memory,
+        write_scenes_voc,
+    )
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
@@ -78,6 +85,11 @@ def main(argv=None) -> int:
             n_segments=args.n_segments, device=args.device, max_steps=args.max_steps,
             augment_crop=args.augment_crop, log=lambda line: print(line, flush=True))
         print(format_reports(reports, peak_main))
+        before, after = model_step_memory(data, cache, args.batch_size, args.n_segments,
+                                          args.device, args.threads)
+        print(f"two training steps alone (batch {args.batch_size}, fresh process, no loader): "
+              f"peak RSS {before / 2**20:.0f} MiB before, {after / 2**20:.0f} MiB after "
+              f"(+{(after - before) / 2**20:.0f} MiB for the model step)")
         print(f"load average at the end {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -35,6 +35,7 @@ __all__ = [
     "PeakMemory",
     "bench_data",
     "format_reports",
+    "model_step_memory",
     "write_scenes_voc",
 ]
 
@@ -238,6 +239,38 @@ def bench_data(
                                        memory.reset()))
     peak_main = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
     return reports, peak_main
+
+
+def _one_step_peak(data, cache_dir, batch_size, n_segments, device, threads) -> tuple[int, int]:
+    torch.set_num_threads(threads)
+    samples = VOCSegmentation(data, split="train")
+    transform = SuperpixelGraph(n_segments=n_segments, add_features=False, cache_dir=cache_dir)
+    dataset = SuperpixelDataset(samples, transform)
+    batch = pad_collate([dataset[i] for i in range(batch_size)]).to(device)
+    model = GraphLSTMSegmenter(ModelConfig(num_classes=samples.num_classes)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for _ in range(2):  # the second step has the optimiser state too
+        loss = segmentation_loss(model.forward_batch(batch), batch.mask)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def model_step_memory(
+    data: str | os.PathLike, cache_dir: str | os.PathLike, batch_size: int = 8,
+    n_segments: int = 150, device: str = "cpu", threads: int = 1,
+) -> tuple[int, int]:
+    """Peak RSS of two training steps alone, in a fresh process (no workers, no loader).
+
+    Returns (peak RSS before the steps, peak RSS after them), bytes: what
+    the model's forward and backward add, apart from the data pipeline.
+    """
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(_one_step_peak, (str(data), str(cache_dir), batch_size, n_segments,
+                                           device, threads))
 
 
 def format_reports(reports: list[EpochReport], peak_main: int, limit: float = 2 * 2**30) -> str:

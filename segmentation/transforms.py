@@ -124,8 +124,8 @@ class SuperpixelGraph(BaseTransform):
     (int64 ``[1, H, W]``, labels ``0..N-1``), ``num_nodes``, and ``image`` /
     ``mask`` (int64 ``[1, H, W]``, 255 = ignore) when available.
 
-    Images of different sizes cannot be batched together (their pixel maps
-    do not concatenate); resize them first.
+    Images of different sizes batch with :func:`segmentation.data.pad_collate`
+    (``Batch.from_data_list`` alone cannot concatenate their pixel maps).
     """
 
     def __init__(

@@ -184,8 +184,8 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", scenes: int = 160, epochs:
 
     out_dir = Path(out_dir)
     run_dir, data_dir, seg_dir = out_dir / "run", out_dir / "scenes", out_dir / "segmented"
-    log(f"1/4 superpixel graphs of {scenes} procedural training scenes")
-    # Built in the first epoch, read from the cache in the others.
+    log(f"1/4 {scenes} procedural training scenes (graphs built in the first epoch, then "
+        f"read from {out_dir / 'graph_cache'})")
     train_graphs, val_graphs, class_names = load_training_data(
         synthetic=scenes, seed=seed, cache_dir=str(out_dir / "graph_cache"))
     log(f"2/4 training the Graph LSTM model for {epochs} epochs -> {run_dir}")
