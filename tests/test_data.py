@@ -23,7 +23,12 @@ from segmentation.data import (
     pad_collate,
 )
 from segmentation.datasets import SyntheticScenes
-from segmentation.features import superpixel_centroids, superpixel_features
+from segmentation.features import (
+    EDGE_FEATURE_NAMES,
+    edge_features,
+    superpixel_centroids,
+    superpixel_features,
+)
 from segmentation.metrics import confusion_matrix, scores_from_confusion
 from segmentation.model import GraphLSTMSegmenter, ModelConfig
 from segmentation.pooling import PAD_LABEL, pool
@@ -266,7 +271,7 @@ def check_graph(graph: SuperpixelData, add_features: bool = True) -> None:
     assert np.array_equal(np.unique(inside), np.arange(graph.num_nodes))  # contiguous
     edge_index, boundary = region_adjacency(inside)
     assert torch.equal(graph.edge_index, edge_index)
-    assert torch.equal(graph.edge_attr[:, 0], boundary)
+    assert torch.equal(graph.edge_attr[:, 0], boundary)  # the first column in both layouts
     src, dst = graph.edge_index
     assert not bool((src == dst).any())
     assert {(int(a), int(b)) for a, b in zip(src, dst, strict=True)} == {
@@ -318,6 +323,23 @@ def test_augmented_graphs_keep_every_superpixel_graph_guarantee(add_features):
             pairs = np.unique(np.stack([expected[:vh, :vw].ravel(), lab[:vh, :vw].ravel()]),
                               axis=1)
             assert pairs.shape[1] == graph.num_nodes and np.all(np.diff(pairs[1]) > 0)
+
+
+def test_augmented_graphs_recompute_edge_features():
+    scenes = MixedScenes(2)
+    transform = graph_transform(edge_features=True)
+    dataset = SuperpixelDataset(scenes, transform, RandomFlipScaleCrop(40), seed=1)
+    for i in range(2):
+        graph = dataset[i]
+        check_graph(graph)
+        labels = graph.superpixels[0]
+        valid = labels != PAD_LABEL
+        vh, vw = int(valid.any(1).sum()), int(valid.any(0).sum())
+        image = np.rint(graph.image[0, :, :vh, :vw].permute(1, 2, 0).numpy() * 255)
+        expected = edge_features(image.astype(np.uint8), labels[:vh, :vw].numpy(),
+                                 graph.edge_index)
+        assert graph.edge_attr.shape == (graph.edge_index.shape[1], len(EDGE_FEATURE_NAMES))
+        assert torch.equal(graph.edge_attr, expected)
 
 
 def test_a_flip_mirrors_the_graph():
