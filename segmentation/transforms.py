@@ -124,8 +124,8 @@ class SuperpixelGraph(BaseTransform):
     (int64 ``[1, H, W]``, labels ``0..N-1``), ``num_nodes``, and ``image`` /
     ``mask`` (int64 ``[1, H, W]``, 255 = ignore) when available.
 
-    Images of different sizes cannot be batched together (their pixel maps
-    do not concatenate); resize them first.
+    Images of different sizes batch with :func:`segmentation.data.pad_collate`
+    (``Batch.from_data_list`` alone cannot concatenate their pixel maps).
     """
 
     def __init__(
@@ -256,6 +256,11 @@ class SuperpixelGraph(BaseTransform):
             enforce_connectivity=self.enforce_connectivity,
             max_num_iter=self.max_num_iter,
         )
+        return self._graph_from_labels(image, labels)
+
+    def _graph_from_labels(self, image: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        # Everything after SLIC: also rebuilds the graph of an augmented (flipped,
+        # scaled, cropped) image from its transformed label map, without SLIC.
         edge_index, boundary = region_adjacency(labels, connectivity=self.connectivity)
         superpixels = torch.from_numpy(labels)
         if self.edge_features:

@@ -249,6 +249,63 @@ def test_bad_option_values_are_one_line(script, argv, needle, data, trained, tmp
     assert not (tmp_path / "o").exists()
 
 
+@pytest.fixture(scope="module")
+def mixed_sizes(tmp_path_factory):
+    """A VOC folder whose images all have different sizes."""
+    from segmentation.datasets import SYNTHETIC_CLASSES, SyntheticScenes, write_voc
+
+    root = tmp_path_factory.mktemp("mixed")
+    sizes = [(32 + 3 * i, 48 - 2 * i) for i in range(8)]
+    samples = [SyntheticScenes(i + 1, size=size, seed=2)[i] for i, size in enumerate(sizes)]
+    write_voc(root, samples, {"train": range(6), "val": range(6, 8)}, SYNTHETIC_CLASSES,
+              image_format="png")
+    return root
+
+
+def test_train_on_images_of_different_sizes_with_augmentation_and_workers(
+    mixed_sizes, tmp_path, capsys
+):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["--data", str(mixed_sizes), "--epochs", "2", "--out", str(out), "--augment",
+            "--crop-size", "24", "--workers", "2", "--cache", str(cache), *TINY]
+    assert run("train", argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt"]
+    assert len(list(cache.iterdir())) == 8  # one graph per image, train and val
+    assert run("evaluate", ["--data", str(mixed_sizes), "--checkpoint", str(out / "best.pt"),
+                            "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert 0.0 <= scores["pixel_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--crop-size", "0", "--augment"], "--crop-size"),
+        (["--crop-size", "24"], "--crop-size needs --augment"),
+        (["--workers", "-1"], "--workers"),
+        (["--workers", "two"], "--workers"),
+    ],
+)
+def test_bad_data_flags_are_one_line(argv, needle, tmp_path, capsys):
+    assert run("train", ["--synthetic", "4", "--out", str(tmp_path / "o"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_error_in_a_worker_is_one_line(data, tmp_path, capsys):
+    root = corrupt_copy(data, tmp_path)
+    first = sorted((root / "JPEGImages").iterdir())[0]
+    first.write_bytes(b"not an image at all")
+    out = tmp_path / "run"
+    code = run("train", ["--data", str(root), "--out", str(out), "--epochs", "1", "--workers",
+                         "2", *TINY])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and first.name in err
+    assert "Traceback" not in err and "Caught" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_evaluate_mask_size_mismatch_is_one_line(data, trained, tmp_path, capsys):
     root = corrupt_copy(data, tmp_path)
     name = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[0]
