@@ -13,7 +13,13 @@ from graphlstm import GraphLSTM
 from segmentation.datasets import SyntheticScenes
 from segmentation.distributed import init_distributed_mode, reduce_across_processes
 from segmentation.model import GraphLSTMSegmenter, ModelConfig, segmentation_loss
-from segmentation.training import EpochSampler, build_graphs, set_train_mode, training_step
+from segmentation.training import (
+    EpochSampler,
+    autocast_dtype,
+    build_graphs,
+    set_train_mode,
+    training_step,
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +41,17 @@ def make_model(backbone="small", seed=0, **kw):
                                           **kw))
 
 
+# CUDA where there is one (scripts/gpu_check_train.sh runs these there).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("backbone", ["small", "resnet18"])
-def test_amp_loss_is_finite_and_close_to_float32(batch, backbone):
-    model = make_model(backbone).eval()
+def test_amp_loss_is_finite_and_close_to_float32(batch, backbone, device):
+    low = autocast_dtype(torch.device(device))
+    assert low == {"cpu": torch.bfloat16, "cuda": torch.float16}[device]
+    batch = batch.to(device)
+    model = make_model(backbone).to(device).eval()
     with torch.no_grad():
         reference = segmentation_loss(model(*inputs(batch)), batch.mask)
     seen = {}
@@ -52,11 +66,11 @@ def test_amp_loss_is_finite_and_close_to_float32(batch, backbone):
     for layer in model.modules():
         if isinstance(layer, GraphLSTM):
             layer.register_forward_hook(record("graph"))
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast(device, dtype=low):
         out = model(*inputs(batch))
         loss = segmentation_loss(out, batch.mask)
-    # autocast is really on (the backbone computes in bfloat16) ...
-    assert seen["backbone"][0][1] == torch.bfloat16
+    # autocast is really on (the backbone computes in low precision) ...
+    assert seen["backbone"][0][1] == low
     # ... while the Graph LSTM recurrence and the order's score are float32
     assert len(seen["graph"]) == 2
     assert all(d == (torch.float32, torch.float32) for d in seen["graph"])
@@ -66,12 +80,16 @@ def test_amp_loss_is_finite_and_close_to_float32(batch, backbone):
     assert float(loss) != float(reference)  # it did run in lower precision
 
 
-def test_amp_training_steps_run_and_learn(batch):
-    model = make_model()
+@pytest.mark.parametrize("device", DEVICES)
+def test_amp_training_steps_run_and_learn(batch, device):
+    batch = batch.to(device)
+    model = make_model().to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    # float16 needs loss scaling (CUDA); bfloat16 has float32's range (CPU)
+    scaler = torch.amp.GradScaler("cuda") if device == "cuda" else None
     before = copy.deepcopy(model.state_dict())
     set_train_mode(model)
-    losses = [training_step(model, batch, optimizer, amp=True) for _ in range(4)]
+    losses = [training_step(model, batch, optimizer, scaler, amp=True) for _ in range(6)]
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0]
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
