@@ -155,8 +155,10 @@ def _train(args, device: str, resume, main: bool) -> int:
                                amp=args.amp, freeze_bn=args.freeze_bn,
                                backbone_weights=args.backbone_weights)
     if args.backbone != "small" and args.backbone_weights is None and resume is None:
+        frozen = ("; with --freeze-bn its BatchNorm layers keep their initial statistics "
+                  "(mean 0, variance 1)" if args.freeze_bn else "")
         say(f"note: --backbone {args.backbone} starts from random weights (ImageNet weights: "
-            f"--backbone-weights FILE, a torchvision state dict)", file=sys.stderr)
+            f"--backbone-weights FILE, a torchvision state dict){frozen}", file=sys.stderr)
     from segmentation.distributed import get_world_size
 
     world = get_world_size()

@@ -246,8 +246,8 @@ def bench_train(processes=None, print_fn=print, **options) -> list[dict]:
         print_fn(f"  one-process step {step:.3f} s: backbone fwd+bwd {base['backbone']:.3f} s "
                  f"({100 * base['backbone'] / step:.1f} %), Graph LSTM fwd+bwd "
                  f"{base['graph_lstm']:.3f} s + schedule {base['schedule']:.4f} s "
-                 f"({100 * graph / step:.1f} %), rest (heads, pool/unpool, loss, optimiser) "
-                 f"{rest:.3f} s ({100 * rest / step:.1f} %)")
+                 f"({100 * graph / step:.1f} %), the rest (heads, pool/unpool, loss, "
+                 f"optimiser, timed as the difference) {rest:.3f} s ({100 * rest / step:.1f} %)")
         print_fn(f"  SLIC + graph building: {1e3 * slic_s:.0f} ms per image (one thread) = "
                  f"{100 * slic_s / (slic_s + per_image):.1f} % of the time per image when "
                  f"graphs are built on the fly; 0 when read from the cache")

@@ -216,6 +216,12 @@ class GraphLSTMSegmenter(nn.Module):
             feats32 = feats.float()
             score = self.node_scores(confidence_logits.float(), superpixels, num_nodes, pos,
                                      generator)
+            if not bool(torch.isfinite(score).all()):
+                raise RuntimeError(
+                    "the confidence scores are not finite: the backbone's activations "
+                    "overflowed (float16 autocast overflows above 65504: check the backbone "
+                    "weights, or train without --amp) or the weights hold NaN"
+                )
             schedule = build_schedule(edge_index, int(num_nodes.sum()), score=score)
 
             nodes = self.node_in(pool(feats32, superpixels, num_nodes))

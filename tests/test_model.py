@@ -188,3 +188,11 @@ def test_bad_image_shape(batch):
         model(batch.image[:, :2], batch.superpixels, batch.edge_index, batch.ptr.diff())
     with pytest.raises(ValueError, match="superpixels"):
         model(batch.image, batch.superpixels[:, :10], batch.edge_index, batch.ptr.diff())
+
+
+def test_non_finite_confidence_is_a_clear_error(batch):
+    model = GraphLSTMSegmenter(small())
+    with torch.no_grad():
+        model.confidence_head.bias.fill_(float("inf"))
+    with pytest.raises(RuntimeError, match="confidence scores are not finite"):
+        model.forward_batch(batch)
