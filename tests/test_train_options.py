@@ -76,3 +76,15 @@ def test_amp_trains(data, tmp_path):  # noqa: F811
     assert payload["train_config"]["amp"] is True
     losses = [r["loss"] for r in payload["history"]]
     assert all(torch.isfinite(torch.tensor(losses)))
+
+
+@pytest.mark.parametrize("argv, code, needle", [
+    (["train", "--processes", "0"], 2, "--processes"),
+    (["train", "--processes", "1,x"], 2, "--processes"),
+    (["train", "--processes", "3"], 1, "does not split into 3 processes"),
+    (["train", "--backbone", "vgg16"], 2, "--backbone"),
+])
+def test_benchmark_train_bad_values_are_one_line(argv, code, needle, capsys):
+    assert run("benchmark", argv) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
