@@ -7,7 +7,8 @@ its all-reduce, backward with DDP's gradient all-reduce, AdamW) on graphs built
 beforehand, as they come from the disk cache. Where a step's time goes is
 measured in the one-process run by replaying each stage's forward and
 backward on the inputs it received in a real step (backbone; Graph LSTM layers
-and their schedule); SLIC and graph building is timed per image.
+and their schedule), interleaved with the steps; SLIC and graph building is
+timed per image.
 """
 
 from __future__ import annotations
@@ -49,16 +50,20 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _median_seconds(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        _synchronize(device)
-        start = time.perf_counter()
+def _interleaved_medians(fns: dict, device: torch.device, repeats: int) -> dict:
+    """Median seconds of every callable, timed in rounds (one call of each per round):
+    on a shared machine the speed drifts, and interleaving keeps the shares honest."""
+    for fn in fns.values():  # warm-up
         fn()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            fn()
+            _synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _detached(value):
@@ -76,9 +81,9 @@ def _backward_of_outputs(out) -> None:
     torch.autograd.backward(tensors, [torch.ones_like(t) for t in tensors])
 
 
-def _stage_times(model, batch, setup: TrainBenchSetup, device: torch.device) -> dict:
-    """Forward+backward seconds of the backbone, of the Graph LSTM layers and of the
-    schedule, replayed on the inputs they received in a real forward pass."""
+def _stage_replays(model, batch, setup: TrainBenchSetup, device: torch.device) -> dict:
+    """Callables that replay the forward and backward of the backbone, of the Graph
+    LSTM layers and the schedule on the inputs they received in a real forward pass."""
     from graphlstm import GraphLSTM, build_schedule
     from segmentation.training import autocast_dtype
 
@@ -112,14 +117,12 @@ def _stage_times(model, batch, setup: TrainBenchSetup, device: torch.device) -> 
             model.zero_grad(set_to_none=True)
         return run
 
-    times = {"backbone": _median_seconds(replay("backbone", False), device, setup.steps)}
-    times["graph_lstm"] = (_median_seconds(replay("graph", True), device, setup.steps)
-                           if calls["graph"] else float("nan"))
     total = int(batch.ptr[-1])
-    times["schedule"] = _median_seconds(
-        lambda: build_schedule(batch.edge_index, total, score=out.node_score), device,
-        setup.steps)
-    return times
+    replays = {"backbone": replay("backbone", False),
+               "schedule": lambda: build_schedule(batch.edge_index, total, score=out.node_score)}
+    if calls["graph"]:
+        replays["graph_lstm"] = replay("graph", True)
+    return replays
 
 
 def _worker(rank: int, world: int, port: int, graphs, setup: TrainBenchSetup, queue) -> None:
@@ -160,13 +163,16 @@ def _worker(rank: int, world: int, port: int, graphs, setup: TrainBenchSetup, qu
         scaler = torch.amp.GradScaler("cuda") if setup.amp and device.type == "cuda" else None
         batch = Batch.from_data_list(graphs[rank::world]).to(device)
         set_train_mode(net)
-        step_time = _median_seconds(
-            lambda: training_step(net, batch, optimizer, scaler, setup.amp), device, setup.steps)
+        timed = {"step": lambda: training_step(net, batch, optimizer, scaler, setup.amp)}
+        if world == 1:
+            timed.update(_stage_replays(model, batch, setup, device))
+        times = _interleaved_medians(timed, device, setup.steps)
         if rank == 0:
-            result = {"processes": world, "step_s": step_time,
-                      "images_per_s": setup.batch_size / step_time}
+            step = times.pop("step")
+            result = {"processes": world, "step_s": step,
+                      "images_per_s": setup.batch_size / step}
             if world == 1:
-                result.update(_stage_times(model, batch, setup, device))
+                result.update({"graph_lstm": float("nan"), **times})
             queue.put(result)
     finally:
         if world > 1:
