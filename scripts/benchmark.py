@@ -8,18 +8,32 @@ Examples::
     python scripts/benchmark.py md-lstm grid-lstm
     python scripts/benchmark.py inference             # one 321x321 image, SLIC + network
     python scripts/benchmark.py levels --out levels.png
+    python scripts/benchmark.py train                 # training images/s, 1 and 2 processes
+    python scripts/benchmark.py train --device cuda --backbone resnet50 --amp --processes 1
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _cli import ArgumentParser, device, run_main  # noqa: E402
+from _cli import ArgumentParser, device, positive_int, run_main  # noqa: E402
 
-CASES = ("graph-lstm", "md-lstm", "grid-lstm", "inference", "levels")
+
+def process_counts(text: str) -> tuple[int, ...]:
+    """``1,2`` -> (1, 2): positive process counts."""
+    try:
+        counts = tuple(positive_int(part) for part in text.split(","))
+    except Exception:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas, got {text!r}") from None
+    return counts
+
+
+CASES = ("graph-lstm", "md-lstm", "grid-lstm", "inference", "levels", "train")
 
 
 def main(argv=None) -> int:
@@ -34,6 +48,14 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="levels.png", help="PNG written by the levels case")
     parser.add_argument("--device", type=device, default="cpu",
                         help="device of the graph-lstm case (e.g. cuda)")
+    train = parser.add_argument_group("train case")
+    train.add_argument("--processes", type=process_counts, metavar="N[,N...]",
+                       help="process counts to compare (default: 1,2; on CUDA 1,2 with 2 GPUs)")
+    train.add_argument("--steps", type=positive_int, default=3, help="timed steps (median)")
+    train.add_argument("--backbone", choices=("small", "resnet18", "resnet34", "resnet50"),
+                       default="small")
+    train.add_argument("--batch-size", type=positive_int, default=8, help="global batch")
+    train.add_argument("--amp", action="store_true", help="mixed precision")
     args = parser.parse_args(argv)
     cases = list(CASES) if "all" in args.cases else args.cases
     unknown = [c for c in cases if c not in CASES]
@@ -69,6 +91,12 @@ def main(argv=None) -> int:
             from segmentation.benchmarks import bench_inference
 
             bench_inference(repeats=max(3, args.repeats // 2))
+        elif case == "train":
+            from segmentation.bench_train import bench_train
+
+            bench_train(processes=args.processes, steps=args.steps,
+                        device=args.device, backbone=args.backbone,
+                        batch_size=args.batch_size, amp=args.amp, threads=args.threads)
         elif case == "levels":
             from segmentation.visualize import plot_levels_vs_superpixels
 

@@ -7,6 +7,12 @@ Examples::
     python scripts/train.py --data VOCdevkit/VOC2012 --n-segments 1000 --cache graphs \\
         --workers 4 --augment --crop-size 321 --epochs 50 --out runs/voc
     python scripts/train.py --synthetic 200 --epochs 30 --out runs/synthetic --resume
+    python scripts/train.py --data VOCdevkit/VOC2012 --backbone resnet50 \\
+        --backbone-weights resnet50-0676ba61.pth --freeze-bn --amp --device cuda ...
+    torchrun --nproc_per_node 4 scripts/train.py ...   # several processes: DDP, same flags
+
+Under torchrun, ``--batch-size`` is the global batch (split across the
+processes) and ``--device cuda`` gives every process its ``cuda:LOCAL_RANK``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from _cli import (  # noqa: E402
     run_main,
 )
 
+BACKBONES = ("small", "resnet18", "resnet34", "resnet50")
+
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
@@ -41,7 +49,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="where checkpoints go (last.pt, best.pt)")
     parser.add_argument("--epochs", type=positive_int, default=20)
-    parser.add_argument("--batch-size", type=positive_int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8,
+                        help="global batch (under torchrun: split across the processes)")
     parser.add_argument("--lr", type=positive_float, default=3e-3)
     parser.add_argument("--lr-schedule", choices=("poly", "constant"), default="poly",
                         help="learning rate per step: poly = lr * (1 - step/steps)^0.9 "
@@ -60,6 +69,16 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--image-size", type=positive_int, metavar="S",
                         help="resize images to SxS (optional: batches of different sizes are "
                         "padded)")
+    parser.add_argument("--backbone", choices=BACKBONES, default="small",
+                        help="small (from scratch) or a ResNet dilated to output stride 8")
+    parser.add_argument("--backbone-weights", metavar="FILE",
+                        help="torchvision ImageNet state dict of the ResNet (e.g. "
+                        "resnet50-0676ba61.pth; never downloaded)")
+    parser.add_argument("--freeze-bn", action="store_true",
+                        help="keep BatchNorm statistics fixed while training (small batches)")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision: bfloat16 on CPU, float16 + gradient scaling on "
+                        "CUDA (the Graph LSTM stays float32)")
     parser.add_argument("--cache", metavar="DIR", help="cache superpixel graphs here")
     parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
                         help="DataLoader processes that build the graphs (0 = in the main one)")
@@ -81,17 +100,45 @@ def main(argv=None) -> int:
         parser.error("--crop-size needs --augment (the crop is part of the augmentation)")
     import torch
 
-    from segmentation.model import ModelConfig
-    from segmentation.training import TrainConfig, train
-    from segmentation.workflows import load_training_data
+    from segmentation.distributed import (
+        cleanup,
+        init_distributed_mode,
+        is_main_process,
+        launched_world_size,
+    )
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # Checks that fail alike on every process come before the processes meet.
+    world = launched_world_size()
+    if args.batch_size % world:
+        raise CLIError(f"--batch-size {args.batch_size} (the global batch) is not divisible by "
+                       f"the number of processes, {world}")
+    if args.backbone_weights is not None:
+        if args.backbone == "small":
+            raise CLIError("--backbone-weights needs a ResNet --backbone (resnet18, resnet34 "
+                           "or resnet50), not small")
+        from segmentation.backbones import load_resnet_state_dict
+
+        load_resnet_state_dict(args.backbone_weights, args.backbone)  # fails fast if unusable
     resume = None
     if args.resume is not None:
         resume = args.resume or os.path.join(args.out, "last.pt")
         if not os.path.isfile(resume):
             raise CLIError(f"--resume: checkpoint {resume!r} does not exist")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = init_distributed_mode(args.device)
+    try:
+        return _train(args, str(device), resume, is_main_process())
+    finally:
+        cleanup()
+
+
+def _train(args, device: str, resume, main: bool) -> int:
+    from segmentation.model import ModelConfig
+    from segmentation.training import TrainConfig, train
+    from segmentation.workflows import load_training_data
+
+    say = print if main else (lambda *a, **k: None)
     train_graphs, val_graphs, class_names = load_training_data(
         data=args.data, synthetic=args.synthetic, synthetic_val=args.synthetic_val,
         seed=args.seed, train_split=args.train_split, val_split=args.val_split,
@@ -101,17 +148,28 @@ def main(argv=None) -> int:
     model_config = ModelConfig(
         num_classes=len(class_names), width=args.width, hidden=args.hidden,
         graph_layers=args.graph_layers, order=args.order, n_segments=args.n_segments,
-        compactness=args.compactness,
+        compactness=args.compactness, backbone=args.backbone,
     )
     train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               seed=args.seed, device=args.device,
-                               lr_schedule=args.lr_schedule)
-    print(f"{len(train_graphs)} training and {len(val_graphs)} validation images, "
-          f"{len(class_names)} classes; checkpoints in {args.out}")
+                               seed=args.seed, device=device, lr_schedule=args.lr_schedule,
+                               amp=args.amp, freeze_bn=args.freeze_bn,
+                               backbone_weights=args.backbone_weights)
+    if args.backbone != "small" and args.backbone_weights is None and resume is None:
+        frozen = ("; with --freeze-bn its BatchNorm layers keep their initial statistics "
+                  "(mean 0, variance 1)" if args.freeze_bn else "")
+        say(f"note: --backbone {args.backbone} starts from random weights (ImageNet weights: "
+            f"--backbone-weights FILE, a torchvision state dict){frozen}", file=sys.stderr)
+    from segmentation.distributed import get_world_size
+
+    world = get_world_size()
+    say(f"{len(train_graphs)} training and {len(val_graphs)} validation images, "
+        f"{len(class_names)} classes; checkpoints in {args.out}"
+        + (f"; {world} processes, {args.batch_size // world} images each per step"
+           if world > 1 else ""))
     result = train(model_config, train_config, train_graphs, val_graphs, args.out, class_names,
                    resume=resume, progress=not args.no_progress, num_workers=args.workers)
-    print(f"best val mIoU {100 * result['best_miou']:.2f} at epoch {result['best_epoch'] + 1}: "
-          f"{os.path.join(args.out, 'best.pt')}")
+    say(f"best val mIoU {100 * result['best_miou']:.2f} at epoch {result['best_epoch'] + 1}: "
+        f"{os.path.join(args.out, 'best.pt')}")
     return 0
 
 

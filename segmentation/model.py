@@ -17,8 +17,15 @@ Both Graph LSTM layers share the superpixel graph and the schedule, pass their
 state on, and have residual connections (a :class:`graphlstm.GraphLSTMStack`
 with ``residual=True``, at ``graph_lstm``). ``graph_layers=0`` gives the same
 pipeline without the Graph LSTM: the baseline that shows what context adds.
-The first layer starts from a zero state, so its ``lin_h`` and ``lin_fn``
-receive no gradient (pass ``find_unused_parameters=True`` to DDP).
+The first layer starts from a zero state, so its ``lin_h`` and ``lin_fn`` only
+ever multiply zeros: they are frozen (``requires_grad=False``), which leaves no
+trainable parameter without a gradient (DDP needs no ``find_unused_parameters``).
+
+Backbones (:mod:`segmentation.backbones`): ``small`` (trained from scratch) or a
+dilated ResNet-18/34/50 (output stride 8) that loads torchvision's ImageNet
+weights. Under ``torch.autocast`` the backbone and the heads run in low
+precision, while the superpixel part (pooling, the confidence score and
+schedule, the Graph LSTM recurrence, unpooling) runs in float32.
 """
 
 from __future__ import annotations
@@ -31,12 +38,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphlstm import GraphLSTMStack, Schedule, build_schedule
+from segmentation.backbones import RESNETS, build_backbone
 from segmentation.orders import ORDER_KINDS, random_score, raster_score
 from segmentation.pooling import pool, unpool
 
 __all__ = ["ModelConfig", "GraphLSTMSegmenter", "SegmenterOutput", "segmentation_loss"]
 
-BACKBONES = ("small", "resnet18", "resnet34", "resnet50")
+BACKBONES = ("small", *RESNETS)
 
 
 @dataclass
@@ -60,10 +68,10 @@ class ModelConfig:
     n_segments, compactness : int, float
         SLIC parameters of the superpixel graphs this model was trained with.
     backbone : {"small", "resnet18", "resnet34", "resnet50"}
-        ``small`` is trained from scratch; the ResNets need torchvision and a
-        local weights file (``backbone_weights``), never downloaded.
-    backbone_weights : str, optional
-        Path of a torchvision state dict for the ResNet backbones.
+        ``small`` is trained from scratch; the ResNets are dilated to output
+        stride 8 and start from random weights unless ImageNet weights are
+        loaded (:meth:`segmentation.backbones.ResNetBackbone.load_pretrained`,
+        ``train.py --backbone-weights``), which happens once, before training.
     """
 
     num_classes: int
@@ -75,7 +83,6 @@ class ModelConfig:
     n_segments: int = 150
     compactness: float = 10.0
     backbone: str = "small"
-    backbone_weights: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("num_classes", "in_channels", "width", "hidden"):
@@ -103,6 +110,9 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
+        # Checkpoints of earlier versions named the weights file here; it only ever
+        # initialised training, and the checkpoint holds the trained weights.
+        values = {k: v for k, v in values.items() if k != "backbone_weights"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"model config has unknown keys: {', '.join(unknown)}")
@@ -114,58 +124,6 @@ class SegmenterOutput(NamedTuple):
     confidence_logits: Tensor  # [B, K, H, W] per-pixel confidence head
     node_score: Tensor  # [N] score that ordered the nodes (higher first)
     schedule: Schedule
-
-
-def _conv_block(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
-
-
-class SmallBackbone(nn.Module):
-    """A small CNN trained from scratch, deliberately local: three 3x3 convolutions
-    at full resolution see 7x7 pixels, so what lies further away reaches a pixel
-    only through the superpixel graph. (For real photographs, a pretrained
-    torchvision backbone is the better start.)"""
-
-    def __init__(self, in_channels: int, width: int):
-        super().__init__()
-        self.body = nn.Sequential(
-            _conv_block(in_channels, width), _conv_block(width, width), _conv_block(width, width)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.body(x)
-
-
-class TorchvisionBackbone(nn.Module):
-    """A torchvision ResNet (up to ``layer2``, stride 8) from a local weights file."""
-
-    def __init__(self, name: str, weights_path: str | None, width: int, in_channels: int):
-        super().__init__()
-        try:
-            import torchvision
-        except ImportError as err:
-            raise ValueError(
-                f"backbone {name!r} needs torchvision, which is not installed; "
-                f"use backbone='small'"
-            ) from err
-        if in_channels != 3:
-            raise ValueError(f"backbone {name!r} takes 3 input channels, got {in_channels}")
-        net = getattr(torchvision.models, name)(weights=None)
-        if weights_path is not None:
-            state = torch.load(weights_path, map_location="cpu", weights_only=True)
-            net.load_state_dict(state)
-        self.body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1,
-                                  net.layer2)
-        out = net.layer2[-1].conv1.in_channels
-        self.proj = _conv_block(out, width)
-
-    def forward(self, x: Tensor) -> Tensor:
-        feats = self.proj(self.body(x))
-        return F.interpolate(feats, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
 class GraphLSTMSegmenter(nn.Module):
@@ -189,11 +147,7 @@ class GraphLSTMSegmenter(nn.Module):
         super().__init__()
         self.config = config
         c, k = config.width, config.num_classes
-        if config.backbone == "small":
-            self.backbone = SmallBackbone(config.in_channels, c)
-        else:
-            self.backbone = TorchvisionBackbone(config.backbone, config.backbone_weights, c,
-                                                config.in_channels)
+        self.backbone = build_backbone(config.backbone, c, config.in_channels)
         self.confidence_head = nn.Conv2d(c, k, 1)
         self.node_in = nn.Linear(c, config.hidden)
         self.graph_lstm = None
@@ -204,6 +158,13 @@ class GraphLSTMSegmenter(nn.Module):
         self.classifier = nn.Sequential(
             nn.Conv2d(c + config.hidden, c, 1), nn.ReLU(inplace=True), nn.Conv2d(c, k, 1)
         )
+        if self.graph_lstm is not None:
+            # Layer 0 starts from a zero state: its state projections only multiply
+            # zeros and can never learn. Frozen, they leave no trainable parameter
+            # without a gradient (what DDP requires).
+            for first in self.graph_lstm.layers[0]:
+                first.lin_h.weight.requires_grad_(False)
+                first.lin_fn.weight.requires_grad_(False)
 
     def node_scores(
         self,
@@ -246,16 +207,28 @@ class GraphLSTMSegmenter(nn.Module):
                 f"'superpixels' must have shape [B, H, W] = {[image.size(0), *image.shape[-2:]]}, "
                 f"got {list(superpixels.shape)}"
             )
-        feats = self.backbone((image - 0.5) / 0.25)
+        feats = self.backbone(image)
         confidence_logits = self.confidence_head(feats)
-        score = self.node_scores(confidence_logits, superpixels, num_nodes, pos, generator)
-        schedule = build_schedule(edge_index, int(num_nodes.sum()), score=score)
+        # The superpixel part runs in float32 also under autocast: the recurrence
+        # carries its memory through every level, and the order must not depend on
+        # low-precision ties of the confidence.
+        with torch.autocast(image.device.type, enabled=False):
+            feats32 = feats.float()
+            score = self.node_scores(confidence_logits.float(), superpixels, num_nodes, pos,
+                                     generator)
+            if not bool(torch.isfinite(score).all()):
+                raise RuntimeError(
+                    "the confidence scores are not finite: the backbone's activations "
+                    "overflowed (float16 autocast overflows above 65504: check the backbone "
+                    "weights, or train without --amp) or the weights hold NaN"
+                )
+            schedule = build_schedule(edge_index, int(num_nodes.sum()), score=score)
 
-        nodes = self.node_in(pool(feats, superpixels, num_nodes))
-        if self.graph_lstm is not None:
-            nodes, _ = self.graph_lstm(nodes, edge_index, schedule=schedule)
-        node_pixels = unpool(nodes, superpixels, num_nodes)
-        logits = self.classifier(torch.cat([feats, node_pixels], dim=1))
+            nodes = self.node_in(pool(feats32, superpixels, num_nodes))
+            if self.graph_lstm is not None:
+                nodes, _ = self.graph_lstm(nodes, edge_index, schedule=schedule)
+            node_pixels = unpool(nodes, superpixels, num_nodes)
+        logits = self.classifier(torch.cat([feats, node_pixels.to(feats.dtype)], dim=1))
         return SegmenterOutput(logits, confidence_logits, score, schedule)
 
     def forward_batch(self, batch, generator: torch.Generator | None = None) -> SegmenterOutput:
@@ -272,9 +245,18 @@ def _rename_graph_layers(module, state_dict, prefix, *args) -> None:
         state_dict[f"{prefix}graph_lstm.layers.{layer}.0.{rest}"] = state_dict.pop(key)
 
 
-def segmentation_loss(output: SegmenterOutput, mask: Tensor, ignore_index: int = 255) -> Tensor:
-    """Per-pixel cross-entropy of the final scores plus that of the confidence head."""
+def segmentation_loss(output: SegmenterOutput, mask: Tensor, ignore_index: int = 255,
+                      reduction: str = "mean") -> Tensor:
+    """Per-pixel cross-entropy of the final scores plus that of the confidence head.
+
+    ``reduction="mean"`` averages each term over the pixels whose label is not
+    ``ignore_index``; ``"sum"`` adds them up (for a normaliser of your own, e.g.
+    the number of valid pixels of a batch split across processes).
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"'reduction' must be 'mean' or 'sum', got {reduction!r}")
     mask = mask.long()
-    final = F.cross_entropy(output.logits, mask, ignore_index=ignore_index)
-    confidence = F.cross_entropy(output.confidence_logits, mask, ignore_index=ignore_index)
+    final = F.cross_entropy(output.logits, mask, ignore_index=ignore_index, reduction=reduction)
+    confidence = F.cross_entropy(output.confidence_logits, mask, ignore_index=ignore_index,
+                                 reduction=reduction)
     return final + confidence

@@ -5,6 +5,17 @@ random number generator from ``(seed, epoch)``, and checkpoints hold the
 model, the optimiser and the history, so a run resumed from its last
 checkpoint gives the same result as one that never stopped. Checkpoints are
 written atomically and load with ``torch.load(weights_only=True)``.
+
+Several processes (``torchrun``, see :mod:`segmentation.distributed`): the
+model is wrapped in ``DistributedDataParallel``, the batch size is the global
+batch, split evenly across processes, and one ``DistributedSampler`` logic
+serves every number of processes, so 1 and N processes see the same global
+batches. The loss of a step is the sum of the per-pixel losses divided by the
+number of valid (non-ignored) pixels of the whole global batch, all-reduced,
+so N processes compute the gradient of exactly the loss of 1 process, whatever
+the ignored or padded pixels of each process's share. Validation is sharded
+without duplicates and its confusion matrices are all-reduced. Rank 0 alone
+prints, shows progress bars and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -18,9 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from segmentation.data import group_by_size, pad_collate
+from segmentation.distributed import get_rank, get_world_size, reduce_across_processes
 from segmentation.images import atomic_write
 from segmentation.metrics import confusion_matrix, scores_from_confusion
 from segmentation.model import GraphLSTMSegmenter, ModelConfig, segmentation_loss
@@ -33,10 +46,17 @@ __all__ = [
     "evaluate",
     "load_checkpoint",
     "save_checkpoint",
+    "set_train_mode",
     "train",
+    "training_step",
 ]
 
 CHECKPOINT_FORMAT = "graphlstm-segmentation/1"
+IGNORE_INDEX = 255
+# Seeds of the epochs of one run: (seed, epoch) -> seed * _SEED_STRIDE + epoch.
+_SEED_STRIDE = 100_003
+# Other processes than rank 0 draw from streams far from rank 0's (order="random").
+_RANK_SEED_STRIDE = 1_000_000_007
 
 
 LR_SCHEDULES = ("poly", "constant")
@@ -46,6 +66,30 @@ LR_SCHEDULES = ("poly", "constant")
 class TrainConfig:
     """Optimisation settings (saved in checkpoints).
 
+    Parameters
+    ----------
+    epochs, batch_size : int
+        ``batch_size`` is the global batch: split evenly across processes.
+    lr, weight_decay : float
+        AdamW.
+    lr_schedule : {"poly", "constant"}
+        The learning rate of every step (see Notes).
+    seed : int
+    device : str
+        ``cpu`` or ``cuda`` (under torchrun, every process its ``cuda:LOCAL_RANK``).
+    amp : bool
+        Mixed precision: bfloat16 autocast on CPU, float16 autocast with a
+        gradient scaler on CUDA (the superpixel part stays float32).
+    freeze_bn : bool
+        Keep every BatchNorm layer in eval mode while training: running
+        statistics are used and not updated (the affine weights still learn);
+        the usual choice for a pretrained backbone at a small batch per device.
+    backbone_weights : str, optional
+        A torchvision ResNet state dict loaded into the backbone before the
+        first epoch (not when resuming: the checkpoint has the weights).
+
+    Notes
+    -----
     ``lr_schedule="poly"`` sets the learning rate of step ``t`` (of ``T`` in
     the whole run) to ``lr * (1 - t / T) ** 0.9``, the schedule of DeepLab and
     of mmsegmentation's defaults; ``"constant"`` keeps it at ``lr``. The rate
@@ -60,6 +104,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "cpu"
     lr_schedule: str = "poly"
+    amp: bool = False
+    freeze_bn: bool = False
+    backbone_weights: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -71,12 +118,51 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"'lr_schedule' must be one of {', '.join(LR_SCHEDULES)}, "
                              f"got {self.lr_schedule!r}")
+        if self.amp and torch.device(self.device).type not in ("cpu", "cuda"):
+            raise ValueError(f"'amp' runs on cpu (bfloat16) or cuda (float16), not on "
+                             f"{self.device!r}")
 
     def learning_rate(self, step: int, total_steps: int) -> float:
         """The learning rate of step ``step`` (counted from 0) of ``total_steps``."""
         if self.lr_schedule == "constant":
             return self.lr
         return self.lr * (1.0 - min(step, total_steps) / total_steps) ** 0.9
+
+
+class EpochSampler(DistributedSampler):
+    """PyTorch's ``DistributedSampler`` (shuffled, not dropping) with this project's
+    permutation of each epoch.
+
+    The permutation of epoch ``e`` is drawn by a generator seeded with
+    ``seed + e``, after one 64-bit draw, exactly as ``DataLoader(shuffle=True,
+    generator=g)`` drew it in earlier versions: one process sees the data in the
+    same order as before. Process ``r`` of ``N`` takes items ``r, r + N, ...`` of
+    it (padded by repetition to a multiple of ``N``, as ``DistributedSampler``),
+    so with a per-process batch of ``B / N`` the ``N`` processes together see
+    at every step the same global batch of ``B`` as one process.
+    """
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        torch.empty((), dtype=torch.int64).random_(generator=generator)
+        indices = torch.randperm(len(self.dataset), generator=generator).tolist()
+        padding = self.total_size - len(indices)
+        indices += (indices * math.ceil(padding / len(indices)))[:padding]
+        return iter(indices[self.rank:self.total_size:self.num_replicas])
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on CPU (no scaler needed), float16 on CUDA (with a gradient scaler)."""
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
+def set_train_mode(model: torch.nn.Module, freeze_bn: bool = False) -> None:
+    """``model.train()``; with ``freeze_bn``, every BatchNorm layer stays in eval mode."""
+    model.train()
+    if freeze_bn:
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
 
 
 def _resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -160,6 +246,10 @@ def model_from_checkpoint(payload: dict, device="cpu") -> GraphLSTMSegmenter:
     return model.to(device).eval()
 
 
+def _model_inputs(batch) -> tuple:
+    return batch.image, batch.superpixels, batch.edge_index, batch.ptr.diff(), batch.pos
+
+
 @torch.no_grad()
 def evaluate(
     model: GraphLSTMSegmenter,
@@ -174,18 +264,88 @@ def evaluate(
 
     ``graphs`` is a sequence or a (lazy) dataset of graphs. Every image is
     evaluated at its own size: images of one size share a batch, unpadded.
+
+    Under several processes every process evaluates every ``world_size``-th
+    image (no image twice) and the confusion matrices are summed over the
+    processes: every process returns the scores of the whole set.
     """
     model.eval()
+    device = torch.device(device)
+    rank, world = get_rank(), get_world_size()
     k = model.config.num_classes
-    loader = DataLoader(graphs, batch_size=batch_size, collate_fn=list, num_workers=num_workers)
+    loader = DataLoader(graphs, batch_size=batch_size, sampler=range(rank, len(graphs), world),
+                        collate_fn=list, num_workers=num_workers)
     generator = torch.Generator().manual_seed(seed)  # for order="random": same every time
     confusion = torch.zeros(k, k, dtype=torch.long)
     for chunk in loader:
         for group in group_by_size(chunk):
             batch = pad_collate(group).to(device)
-            out = model.forward_batch(batch, generator)
+            out = model(*_model_inputs(batch), generator)
             confusion += confusion_matrix(out.logits.argmax(1), batch.mask, k)
+    confusion = reduce_across_processes(confusion)
     return scores_from_confusion(confusion, class_names)
+
+
+def training_step(
+    model: torch.nn.Module,
+    batch,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+    amp: bool = False,
+) -> float:
+    """One optimisation step on this process's share of a global batch; the global loss.
+
+    The loss is the sum of the per-pixel losses (final and confidence scores)
+    over the valid pixels (not 255) of this share, divided by the number of
+    valid pixels of the whole global batch (one all-reduce) and multiplied by
+    the world size, so that DDP's averaging of the gradients over the processes
+    gives exactly the gradient of the global-batch mean.
+
+    Parameters
+    ----------
+    model : GraphLSTMSegmenter or DistributedDataParallel wrapping one
+    batch : Batch
+        On the model's device.
+    scaler : torch.amp.GradScaler, optional
+        For float16 autocast (CUDA).
+    amp : bool
+        Autocast the forward pass (bfloat16 on CPU, float16 on CUDA).
+
+    Returns
+    -------
+    float
+        The loss of the global batch (the same on every process).
+
+    Raises
+    ------
+    RuntimeError
+        If that loss is not finite (on every process alike).
+    """
+    device = batch.image.device
+    with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=amp):
+        out = model(*_model_inputs(batch))
+        loss_sum = segmentation_loss(out, batch.mask, IGNORE_INDEX, reduction="sum")
+    valid = (batch.mask != IGNORE_INDEX).sum()
+    totals = reduce_across_processes(
+        torch.stack([loss_sum.detach().double(), valid.double()])
+    )
+    global_valid = totals[1].clamp(min=1)
+    global_loss = float(totals[0] / global_valid)
+    if not math.isfinite(global_loss):
+        raise RuntimeError(f"training diverged: loss is {global_loss}")
+    # Divided by (valid pixels / world size): with one process exactly the mean
+    # cross-entropy's gradient; with N, N times this share's part of it, which
+    # DDP's average over the processes turns into the global-batch mean.
+    loss = loss_sum.float() / (global_valid / get_world_size()).float()
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return global_loss
 
 
 def train(
@@ -202,17 +362,24 @@ def train(
 ) -> dict:
     """Train, validate every epoch, and keep ``last.pt`` and ``best.pt`` in ``out_dir``.
 
+    Runs in one process, or in every process of a process group set up by
+    :func:`segmentation.distributed.init_distributed_mode` (torchrun): then the
+    model is wrapped in ``DistributedDataParallel`` (with ``SyncBatchNorm`` on
+    CUDA unless ``freeze_bn``), and only rank 0 logs and writes checkpoints.
+
     Parameters
     ----------
     train_graphs, val_graphs : sequence or dataset of SuperpixelData
         E.g. :class:`segmentation.data.SuperpixelDataset` (built lazily,
-        ``set_epoch`` called every epoch); images may differ in size
-        (batches are padded by :func:`segmentation.data.pad_collate`).
-    num_workers : int, optional
-        ``DataLoader`` worker processes that build the graphs.
+        ``set_epoch`` called every epoch before that epoch's DataLoader
+        starts); images may differ in size (batches are padded by
+        :func:`segmentation.data.pad_collate`).
     resume : path, optional
         A checkpoint of an earlier run (``last.pt``) to continue from. Its model
-        config must equal ``model_config``.
+        config must equal ``model_config``. Every process loads it.
+    num_workers : int, optional
+        ``DataLoader`` worker processes that build the graphs (started anew
+        every epoch).
 
     Returns
     -------
@@ -220,33 +387,69 @@ def train(
         ``history`` (per-epoch loss and validation scores), ``best_miou``,
         ``best_epoch``.
     """
+    rank, world = get_rank(), get_world_size()
+    main = rank == 0
+    if not main:
+        progress = False
+
+        def log(line: str) -> None:
+            pass
+
+    if train_config.batch_size % world:
+        raise ValueError(
+            f"'batch_size' {train_config.batch_size} (the global batch) is not divisible by "
+            f"the number of processes, {world}"
+        )
+    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+        raise ValueError(f"'num_workers' must be a non-negative int, got {num_workers!r}")
+    local_batch = train_config.batch_size // world
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     if len(train_graphs) == 0:
         raise ValueError("the training set is empty")
     if len(val_graphs) == 0:
         raise ValueError("the validation set is empty")
     device = torch.device(train_config.device)
+    amp, freeze_bn = train_config.amp, train_config.freeze_bn
     torch.manual_seed(train_config.seed)
-    model = GraphLSTMSegmenter(model_config).to(device)
+    model = GraphLSTMSegmenter(model_config)
+    if train_config.backbone_weights is not None and resume is None:
+        if not hasattr(model.backbone, "load_pretrained"):
+            raise ValueError(
+                f"backbone {model_config.backbone!r} takes no pretrained weights "
+                "(choose a ResNet backbone)"
+            )
+        model.backbone.load_pretrained(train_config.backbone_weights)
+    if world > 1 and device.type == "cuda" and not freeze_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
                                   weight_decay=train_config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
     history: list[dict] = []
     start_epoch, best_miou, best_epoch = 0, -1.0, -1
     if resume is not None:
         payload = load_checkpoint(resume, map_location=device)
-        if payload["model_config"] != model_config.to_dict():
+        saved_config = ModelConfig.from_dict(payload["model_config"]).to_dict()
+        if saved_config != model_config.to_dict():
             raise ValueError(
                 f"checkpoint {str(resume)!r} was trained with another model config: "
                 f"{payload['model_config']}"
             )
         model.load_state_dict(payload["model_state"])
         optimizer.load_state_dict(payload["optimizer_state"])
+        if scaler is not None and payload.get("scaler_state"):
+            scaler.load_state_dict(payload["scaler_state"])
         history = list(payload.get("history", []))
         start_epoch = int(payload["epoch"]) + 1
         best_miou = float(payload.get("best_miou", -1.0))
         best_epoch = int(payload.get("best_epoch", -1))
         log(f"resumed from {resume} at epoch {start_epoch}")
+    net = model
+    if world > 1:
+        # No find_unused_parameters: the model has no trainable parameter without
+        # a gradient (see segmentation.model), so DDP skips the per-step graph search.
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                      else None)
 
     def checkpoint(epoch: int) -> dict:
         return {
@@ -256,21 +459,34 @@ def train(
             "class_names": list(class_names) if class_names is not None else None,
             "model_state": model.state_dict(),
             "optimizer_state": optimizer.state_dict(),
+            "scaler_state": scaler.state_dict() if scaler is not None else None,
+            "world_size": world,
             "epoch": epoch,
             "best_miou": best_miou,
             "best_epoch": best_epoch,
             "history": history,
         }
 
+    # One sampler logic for 1 and N processes: the permutation of epoch e comes from
+    # (seed, e), and process r takes every N-th item of it, so the global batch of
+    # every step is the same for any N that divides the batch size.
+    sampler = EpochSampler(train_graphs, num_replicas=world, rank=rank, shuffle=True,
+                           seed=train_config.seed * _SEED_STRIDE, drop_last=False)
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     for epoch in range(start_epoch, train_config.epochs):
         # Everything random in an epoch derives from (seed, epoch): resumable exactly.
-        torch.manual_seed(train_config.seed * 100_003 + epoch)
-        order = torch.Generator().manual_seed(train_config.seed * 100_003 + epoch)
+        epoch_seed = train_config.seed * _SEED_STRIDE + epoch
+        torch.manual_seed(epoch_seed + rank * _RANK_SEED_STRIDE)
+        sampler.set_epoch(epoch)
         if hasattr(train_graphs, "set_epoch"):
             train_graphs.set_epoch(epoch)  # before the iterator copies it into the workers
-        loader = DataLoader(train_graphs, batch_size=train_config.batch_size, shuffle=True,
-                            generator=order, collate_fn=pad_collate, num_workers=num_workers)
-        model.train()
+        # The loader's own generator (worker seeds) leaves the global RNG alone.
+        loader = DataLoader(train_graphs, batch_size=local_batch, sampler=sampler,
+                            num_workers=num_workers, collate_fn=pad_collate,
+                            pin_memory=device.type == "cuda",
+                            generator=torch.Generator().manual_seed(epoch_seed))
+        set_train_mode(net, freeze_bn)
         losses = []
         batches = loader
         if progress:
@@ -280,18 +496,14 @@ def train(
         for step, batch in enumerate(batches, start=epoch * len(loader)):
             for group in optimizer.param_groups:
                 group["lr"] = train_config.learning_rate(step, train_config.epochs * len(loader))
-            batch = batch.to(device)
-            out = model.forward_batch(batch)
-            loss = segmentation_loss(out, batch.mask)
-            if not bool(torch.isfinite(loss.detach())):
-                raise RuntimeError(
-                    f"training diverged: loss is {float(loss.detach())} at epoch {epoch}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
-        scores = evaluate(model, val_graphs, train_config.batch_size, device, class_names,
+            batch = batch.to(device, non_blocking=True)
+            try:
+                losses.append(training_step(net, batch, optimizer, scaler, amp))
+            except RuntimeError as err:
+                if str(err).startswith("training diverged"):
+                    raise RuntimeError(f"{err} at epoch {epoch}") from None
+                raise
+        scores = evaluate(model, val_graphs, local_batch, device, class_names,
                           seed=train_config.seed, num_workers=num_workers)
         record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_miou": scores["miou"],
                   "val_pixel_accuracy": scores["pixel_accuracy"]}
@@ -299,10 +511,11 @@ def train(
         improved = scores["miou"] > best_miou
         if improved:
             best_miou, best_epoch = scores["miou"], epoch
-        payload = checkpoint(epoch)
-        save_checkpoint(out_dir / "last.pt", payload)
-        if improved:
-            save_checkpoint(out_dir / "best.pt", payload)
+        if main:
+            payload = checkpoint(epoch)
+            save_checkpoint(out_dir / "last.pt", payload)
+            if improved:
+                save_checkpoint(out_dir / "best.pt", payload)
         log(f"epoch {epoch + 1}/{train_config.epochs}  loss {record['loss']:.4f}  "
             f"val mIoU {100 * scores['miou']:.2f}  pixel acc "
             f"{100 * scores['pixel_accuracy']:.2f}{'  (best)' if improved else ''}")

@@ -62,3 +62,25 @@ def test_peak_memory_sees_an_allocation():
         memory.sample()
         del block
     assert memory.peaks["main_rss"] - before > 35 * 2**20
+
+
+def test_training_benchmark_reports_what_it_ran():
+    from segmentation.bench_train import bench_train
+    from segmentation.datasets import SyntheticScenes
+    from segmentation.transforms import SuperpixelGraph
+
+    lines = []
+    rows = bench_train(processes=(1, 2), print_fn=lines.append, size=40, n_segments=20,
+                       batch_size=2, steps=1, width=4, hidden=4)
+    assert [r["processes"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["images_per_s"] == 2 / r["step_s"]
+    scenes = SyntheticScenes(2, size=(40, 40), seed=0)
+    transform = SuperpixelGraph(n_segments=20, add_features=False)
+    nodes = sum(transform(scenes[i]).num_nodes for i in range(2)) / 2
+    assert rows[0]["nodes_per_image"] == nodes
+    # the stages were found and replayed (two Graph LSTM layers, the backbone)
+    for key in ("backbone", "graph_lstm", "schedule"):
+        assert 0 < rows[0][key] < float("inf"), key
+    assert any(f"~{nodes:.0f} superpixels" in line for line in lines)
+    assert any("backbone fwd+bwd" in line for line in lines)
