@@ -52,15 +52,18 @@ def test_data_benchmark_counts_slic_runs_and_cache_files(tmp_path):
 
 
 def test_peak_memory_sees_an_allocation():
-    import numpy as np
+    import mmap
 
     from segmentation.data_benchmark import PeakMemory
 
     with PeakMemory(interval=0.01) as memory:
         before = memory.reset()["main_rss"]
-        block = np.ones(40 * 2**20 // 8)  # 40 MiB, touched
+        # 40 MiB of fresh pages, all touched: an anonymous mapping, so that no
+        # memory the allocator freed earlier in the test session is reused.
+        block = mmap.mmap(-1, 40 * 2**20)
+        block.write(b"\1" * len(block))
         memory.sample()
-        del block
+        block.close()
     assert memory.peaks["main_rss"] - before > 35 * 2**20
 
 
