@@ -36,12 +36,19 @@ weights when there is a previous state), independent of the number of levels.
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from graphlstm import backend
 
-class _GraphLSTMRecurrence(torch.autograd.Function):
+
+class _TorchRecurrence(torch.autograd.Function):
+    """The level loop in PyTorch operations: the readable reference, on any device."""
+
     @staticmethod
     def forward(ctx, base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src,
                 dst_local, per_node):
@@ -171,6 +178,101 @@ class _GraphLSTMRecurrence(torch.autograd.Function):
                 None)
 
 
+class _CompiledRecurrence(torch.autograd.Function):
+    """The level loop in compiled kernels (:mod:`graphlstm._kernels.recurrence`): the
+    same forward and backward as :class:`_TorchRecurrence`, with no per-level round
+    trip. CPU, float32/float64, every floating input of one dtype."""
+
+    @staticmethod
+    def forward(ctx, kernels, base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr,
+                src, dst_local, per_node):
+        n, hidden = base_z.size(0), weight_n.size(1)
+        ptr = np.asarray(ptr, dtype=np.int64)
+        src = src.long().contiguous()
+        node_ptr, edges = kernels.node_edges(
+            ptr, np.asarray(visited_ptr, dtype=np.int64), src.numpy(),
+            dst_local.long().contiguous().numpy(),
+        )
+        base_z, weight = base_z.detach().contiguous(), weight.detach().contiguous()
+        has_m, has_scale = base_m is not None, edge_scale is not None
+        base_m = base_m.detach().contiguous() if has_m else base_z.new_empty(0, hidden)
+        scale = edge_scale.detach().contiguous() if has_scale else base_z.new_empty(0)
+        state = base_z.new_empty(n, 2 * hidden)
+        gates = base_z.new_empty(n, 3 * hidden)
+        agg_h = base_z.new_empty(n, hidden)
+        sums = base_z.new_empty(n if per_node else 0, 2 * hidden)
+        args = (base_z.numpy(), base_m.numpy(), has_m, weight.numpy(),
+                weight_n.detach().t().contiguous().numpy(), scale.numpy(), has_scale,
+                bool(per_node), ptr, node_ptr, edges, src.numpy())
+        outputs = (state.numpy(), gates.numpy(), agg_h.numpy(), sums.numpy())
+        if _threads_for(ptr) > 1:
+            kernels.set_threads(torch.get_num_threads())
+            kernels.forward_parallel(*args, _PARALLEL_FROM, *outputs)
+        else:
+            kernels.forward(*args, *outputs)
+        ctx.save_for_backward(state, gates, agg_h, weight, weight_n, sums, scale, src,
+                              torch.from_numpy(node_ptr), torch.from_numpy(edges))
+        ctx.kernels, ctx.ptr, ctx.per_node, ctx.has_scale = kernels, ptr, per_node, has_scale
+        return state
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_state):
+        state, gates, agg_h, weight, weight_n, sums, scale, src, node_ptr, edges = (
+            ctx.saved_tensors
+        )
+        kernels, ptr, per_node, has_scale = ctx.kernels, ctx.ptr, ctx.per_node, ctx.has_scale
+        n, hidden = state.size(0), state.size(1) // 2
+        num_edges = src.numel()
+        need_weight, need_scale = ctx.needs_input_grad[3], has_scale and ctx.needs_input_grad[5]
+        need_edge_weight = need_weight and not per_node
+        # The kernel completes the state gradient in place.
+        grad_state = grad_state.to(state.dtype).contiguous().clone()
+        grad_z = state.new_empty(n, 3 * hidden)
+        grad_m = state.new_empty(n, hidden)
+        grad_agg_h = state.new_empty(n, hidden)
+        grad_edge_weight = state.new_empty(num_edges if need_edge_weight else 0, 2 * hidden)
+        grad_scale = state.new_empty(num_edges if need_scale else 0)
+        args = (grad_state.numpy(), state.numpy(), gates.numpy(), weight.numpy(),
+                weight_n.detach().contiguous().numpy(), scale.numpy(), has_scale, bool(per_node),
+                ptr, node_ptr.numpy(), edges.numpy(), src.numpy())
+        outputs = (grad_z.numpy(), grad_m.numpy(), grad_agg_h.numpy(),
+                   grad_edge_weight.numpy(), need_edge_weight, grad_scale.numpy(), need_scale)
+        if _threads_for(ptr) > 1:
+            kernels.set_threads(torch.get_num_threads())
+            kernels.backward_parallel(*args, _PARALLEL_FROM, *outputs)
+        else:
+            kernels.backward(*args, *outputs)
+        grad_weight_n = grad_z.t() @ agg_h if ctx.needs_input_grad[4] else None
+        grad_weight = None
+        if need_weight:
+            grad_weight = (torch.cat([grad_agg_h, grad_m], 1) * sums if per_node
+                           else grad_edge_weight)
+        return (None, grad_z, grad_m if ctx.needs_input_grad[2] else None, grad_weight,
+                grad_weight_n, grad_scale if need_scale else None, None, None, None, None, None)
+
+
+# Levels with fewer rows run on one thread: below this a parallel region costs more
+# than it saves.
+_PARALLEL_FROM = 32
+_parallel_pid: int | None = None
+
+
+def _threads_for(ptr: np.ndarray) -> int:
+    """Threads for the compiled loop: torch's, if some level is large enough.
+
+    GNU OpenMP (numba's thread pool) cannot run in a process forked after the
+    pool started: a forked child keeps to one thread.
+    """
+    global _parallel_pid
+    threads = torch.get_num_threads()
+    if threads <= 1 or ptr.size < 2 or int(np.diff(ptr).max()) < _PARALLEL_FROM:
+        return 1
+    if _parallel_pid is None:
+        _parallel_pid = os.getpid()
+    return threads if _parallel_pid == os.getpid() else 1
+
+
 def _level_starts(ptr: list, visited_ptr: list, device) -> Tensor:
     """For every visited edge, the first row of its target's level."""
     counts = torch.tensor(visited_ptr, device=device).diff()
@@ -228,6 +330,15 @@ def graph_lstm_recurrence(
         ``[h' | m']``, the new hidden state and memory of every node
         (level-sorted layout).
     """
-    return _GraphLSTMRecurrence.apply(
-        base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local, per_node
-    )
+    args = (base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local,
+            per_node)
+    floats = [t for t in (base_z, base_m, weight, weight_n, edge_scale) if t is not None]
+    kernels = None
+    if all(t.dtype == base_z.dtype for t in floats):
+        kernels = backend.kernels_for(*floats, src, dst_local)
+    if kernels is not None:
+        try:
+            return _CompiledRecurrence.apply(kernels, *args)
+        except kernels.CompileError as error:
+            backend.disable_after_failure(error)
+    return _TorchRecurrence.apply(*args)

@@ -7,6 +7,9 @@ from torch_geometric.utils import to_undirected
 from graphlstm.functional import graph_lstm_recurrence
 from graphlstm.schedule import build_schedule
 
+# Every test runs on the compiled kernels and on the PyTorch reference path.
+pytestmark = pytest.mark.usefixtures("engine")
+
 DT = torch.float64
 
 
