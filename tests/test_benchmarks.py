@@ -8,15 +8,17 @@ from segmentation.benchmarks import bench_graph_lstm, sample_graph, saved_tensor
 
 def test_graph_lstm_benchmark_reports_the_graph_it_measured():
     lines = []
-    rows = bench_graph_lstm(sizes=(60,), hiddens=(4, 8), repeats=1, batch=2, loop_repeats=1,
+    rows = bench_graph_lstm(sizes=(60,), hidden=4, threads=(1,), repeats=1, loop_repeats=1,
                             print_fn=lines.append)
     g = sample_graph(60)
     levels = build_schedule(g.edge_index, g.num_nodes, score=g.score).num_levels
-    assert [r["hidden"] for r in rows] == [4, 8]
+    assert [(r["threads"], r["engine"]) for r in rows] == [(1, "compiled"), (1, "torch")]
     for r in rows:
         assert (r["nodes"], r["edges"], r["levels"]) == (g.num_nodes, g.edge_index.size(1), levels)
-        assert r["speedup"] == r["loop_ms"] / r["forward_ms"]
+        assert r["speedup"] == r["loop_ms"] / r["layer_schedule_ms"]
+        assert r["gated_ratio"] == r["no_state_ms"] / r["gated_ms"]
     assert any(f"{levels} levels" in line for line in lines)
+    assert sum(line.lstrip().startswith("1 ") for line in lines) == 2  # one line per engine
 
 
 def test_memory_saved_for_backward_grows_with_nodes_times_hidden_not_levels():
