@@ -12,8 +12,8 @@ Per node ``i`` with visited in-edges ``e = (j -> i)`` (grouped by target with
 :func:`node_edges`, in column order so that sums add up in the reference's order):
 
 - forward: ``[h_bar ; m_bar] = sum_e G_e [h'_j ; m'_j]`` (or the per-node
-  weighting of the scaled sum), ``z = B_i + W_n h_bar`` (one row of the GEMM,
-  vectorised over the ``3H`` outputs), the gates and the new ``(h', m')``;
+  weighting of the scaled sum), ``z = B_i + W_n h_bar`` (one row of the GEMM as
+  ``3H`` dot products, each in SIMD lanes), the gates and the new ``(h', m')``;
 - backward, nodes in reverse order: the gradient of the node's state is
   complete once every later node is done; it gives ``dL/dz`` and
   ``dL/d[h_bar ; m_bar]``, which is pushed to the sources of the node's edges
@@ -215,74 +215,83 @@ def node_edges(ptr, visited_ptr, src, dst_local):
 # --------------------------------------------------------------------------
 
 
+@jit(fastmath={"reassoc", "contract", "nsz"})
+def _dot(a, i, b, j, length):
+    """``sum_k a[i, k] * b[j, k]``, in any order of summation: reassociating lets the
+    loop run in SIMD lanes. Kept out of the other kernels so that their code (the
+    rounding trick of :func:`fast_exp` above all) keeps IEEE semantics."""
+    total = const(0.0, a)
+    for k in range(length):
+        total += a[i, k] * b[j, k]
+    return total
+
+
 @jit(inline="always")
-def _forward_node(i, base_z, base_m, has_m, weight, weight_nt, scale, has_scale, per_node,
+def _forward_node(i, base_z, base_m, has_m, weight, weight_n, scale, has_scale, per_node,
                   node_ptr, edges, src, state, gates, agg_h, sums):
-    hidden = weight_nt.shape[0]
+    # Rows are indexed in two dimensions throughout: a row view would cost a
+    # reference count per use.
+    hidden = weight_n.shape[1]
     h2, h3 = 2 * hidden, 3 * hidden
-    h_bar = agg_h[i]
-    m_bar = state[i, hidden:]  # the new memory is written over the neighbour sum
     e0, e1 = node_ptr[i], node_ptr[i + 1]
+    # [h_bar | m_bar] go to agg_h[i] and to state[i, H:] (the new memory overwrites it).
     if per_node:
-        total = sums[i]
         for k in range(h2):
-            total[k] = 0
+            sums[i, k] = 0
         for q in range(e0, e1):
             e = edges[q]
             j = src[e]
             s = scale[e] if has_scale else const(1.0, scale)
             for k in range(h2):
-                total[k] += state[j, k] * s
+                sums[i, k] += state[j, k] * s
         for k in range(hidden):
-            h_bar[k] = weight[i, k] * total[k]
-            m_bar[k] = weight[i, hidden + k] * total[hidden + k]
+            agg_h[i, k] = weight[i, k] * sums[i, k]
+            state[i, hidden + k] = weight[i, hidden + k] * sums[i, hidden + k]
     else:
         for k in range(hidden):
-            h_bar[k] = 0
-            m_bar[k] = 0
+            agg_h[i, k] = 0
+            state[i, hidden + k] = 0
         for q in range(e0, e1):
             e = edges[q]
             j = src[e]
             s = scale[e] if has_scale else const(1.0, scale)
             for k in range(hidden):
-                h_bar[k] += (state[j, k] * s) * weight[e, k]
+                agg_h[i, k] += (state[j, k] * s) * weight[e, k]
             for k in range(hidden):
-                m_bar[k] += (state[j, hidden + k] * s) * weight[e, hidden + k]
-    z = gates[i]
-    for c in range(h3):
-        z[c] = base_z[i, c]
+                state[i, hidden + k] += (state[j, hidden + k] * s) * weight[e, hidden + k]
+    # z = B_i + W_n h_bar, then the gates in place (a loop of its own, which vectorises).
     if e1 > e0:
-        for k in range(hidden):
-            a = h_bar[k]
-            for c in range(h3):
-                z[c] += a * weight_nt[k, c]
-    for c in range(h3):
-        z[c] = sigmoid(z[c])
-    h = state[i, :hidden]
-    two, one = const(2.0, z), const(1.0, z)
+        for c in range(h3):
+            gates[i, c] = base_z[i, c] + _dot(weight_n, c, agg_h, i, hidden)
+        for c in range(h3):
+            gates[i, c] = sigmoid(gates[i, c])
+    else:
+        for c in range(h3):
+            gates[i, c] = sigmoid(base_z[i, c])
+    two, one = const(2.0, gates), const(1.0, gates)
     for k in range(hidden):
-        u, o, s_c = z[k], z[hidden + k], z[h2 + k]
-        m = m_bar[k] + u * (two * s_c - one)
+        u, o, s_c = gates[i, k], gates[i, hidden + k], gates[i, h2 + k]
+        m = state[i, hidden + k] + u * (two * s_c - one)
         if has_m:
             m += base_m[i, k]
-        m_bar[k] = m
-        h[k] = tanh(o * m)
+        state[i, hidden + k] = m
+        state[i, k] = tanh(o * m)
 
 
 # Array expressions (``x[:] = 0``) are written as loops on purpose: under
 # ``parallel=True`` numba would turn each into a parallel region of its own.
 @jit()
-def forward(base_z, base_m, has_m, weight, weight_nt, scale, has_scale, per_node, ptr,
+def forward(base_z, base_m, has_m, weight, weight_n, scale, has_scale, per_node, ptr,
             node_ptr, edges, src, state, gates, agg_h, sums):
     """Fill ``state [N, 2H]``, ``gates [N, 3H]`` (the activated ``u, o, sigma(2c)``),
     ``agg_h [N, H]`` and, with ``per_node``, ``sums [N, 2H]``, one row after the other."""
     for i in range(base_z.shape[0]):
-        _forward_node(i, base_z, base_m, has_m, weight, weight_nt, scale, has_scale, per_node,
+        _forward_node(i, base_z, base_m, has_m, weight, weight_n, scale, has_scale, per_node,
                       node_ptr, edges, src, state, gates, agg_h, sums)
 
 
 @jit(parallel=True)
-def forward_parallel(base_z, base_m, has_m, weight, weight_nt, scale, has_scale, per_node, ptr,
+def forward_parallel(base_z, base_m, has_m, weight, weight_n, scale, has_scale, per_node, ptr,
                      node_ptr, edges, src, parallel_from, state, gates, agg_h, sums):
     """:func:`forward`, the rows of each level of at least ``parallel_from`` rows on
     numba's threads."""
@@ -290,11 +299,11 @@ def forward_parallel(base_z, base_m, has_m, weight, weight_nt, scale, has_scale,
         a, b = ptr[lvl], ptr[lvl + 1]
         if b - a >= parallel_from:
             for i in prange(a, b):
-                _forward_node(i, base_z, base_m, has_m, weight, weight_nt, scale, has_scale,
+                _forward_node(i, base_z, base_m, has_m, weight, weight_n, scale, has_scale,
                               per_node, node_ptr, edges, src, state, gates, agg_h, sums)
         else:
             for i in range(a, b):
-                _forward_node(i, base_z, base_m, has_m, weight, weight_nt, scale, has_scale,
+                _forward_node(i, base_z, base_m, has_m, weight, weight_n, scale, has_scale,
                               per_node, node_ptr, edges, src, state, gates, agg_h, sums)
 
 
@@ -303,8 +312,19 @@ def forward_parallel(base_z, base_m, has_m, weight, weight_nt, scale, has_scale,
 # --------------------------------------------------------------------------
 
 
+@jit(fastmath={"reassoc", "contract", "nsz"})
+def _scale_grad(grad_agg_h, grad_m, i, state, j, weight, w, hidden):
+    """``sum_k dL/dagg[i, k] * state[j, k] * weight[w, k]`` over both halves, in any
+    order of summation (see :func:`_dot`)."""
+    total = const(0.0, state)
+    for k in range(hidden):
+        total += grad_agg_h[i, k] * state[j, k] * weight[w, k]
+        total += grad_m[i, k] * state[j, hidden + k] * weight[w, hidden + k]
+    return total
+
+
 @jit(inline="always")
-def _backward_node(i, grad_state, state, gates, weight, weight_n, scale, has_scale, per_node,
+def _backward_node(i, grad_state, state, gates, weight, weight_nt, scale, has_scale, per_node,
                    node_ptr, edges, src, grad_z, grad_m, grad_agg_h, grad_edge_weight,
                    need_edge_weight, grad_scale, need_scale):
     """dL/dz and dL/dm of row ``i`` (complete), dL/dh_bar where it has edges, and the
@@ -312,43 +332,35 @@ def _backward_node(i, grad_state, state, gates, weight, weight_n, scale, has_sca
     hidden = grad_m.shape[1]
     h2 = 2 * hidden
     one, two = const(1.0, grad_z), const(2.0, grad_z)
-    gz = grad_z[i]
-    gm_total = grad_m[i]
     for k in range(hidden):
         h, m = state[i, k], state[i, hidden + k]
         u, o, s_c = gates[i, k], gates[i, hidden + k], gates[i, h2 + k]
         gh = grad_state[i, k]
-        gmt = grad_state[i, hidden + k] + gh * (one - h * h) * o
-        gm_total[k] = gmt
-        gz[k] = gmt * (two * s_c - one) * u * (one - u)
-        gz[hidden + k] = gh * (one - h * h) * m * o * (one - o)
-        gz[h2 + k] = gmt * two * u * s_c * (one - s_c)
+        dtanh = one - h * h
+        gmt = grad_state[i, hidden + k] + gh * dtanh * o
+        grad_m[i, k] = gmt
+        grad_z[i, k] = gmt * (two * s_c - one) * u * (one - u)
+        grad_z[i, hidden + k] = gh * dtanh * m * o * (one - o)
+        grad_z[i, h2 + k] = gmt * two * u * s_c * (one - s_c)
     e0, e1 = node_ptr[i], node_ptr[i + 1]
-    g_h = grad_agg_h[i]
-    for k in range(hidden):
-        g_h[k] = 0
     if e1 == e0:
-        return 0
-    for c in range(3 * hidden):
-        g = gz[c]
         for k in range(hidden):
-            g_h[k] += g * weight_n[c, k]
+            grad_agg_h[i, k] = 0
+        return 0
+    for k in range(hidden):
+        grad_agg_h[i, k] = _dot(weight_nt, k, grad_z, i, 3 * hidden)
     if need_edge_weight or need_scale:
         for q in range(e0, e1):
             e = edges[q]
             j = src[e]
-            w = i if per_node else e
             s = scale[e] if has_scale else one
-            total = const(0.0, grad_z)
-            for k in range(hidden):
-                g_hk = g_h[k] * state[j, k]
-                g_mk = gm_total[k] * state[j, hidden + k]
-                if need_edge_weight:
-                    grad_edge_weight[e, k] = g_hk * s
-                    grad_edge_weight[e, hidden + k] = g_mk * s
-                total += g_hk * weight[w, k] + g_mk * weight[w, hidden + k]
+            if need_edge_weight:
+                for k in range(hidden):
+                    grad_edge_weight[e, k] = grad_agg_h[i, k] * state[j, k] * s
+                    grad_edge_weight[e, hidden + k] = grad_m[i, k] * state[j, hidden + k] * s
             if need_scale:
-                grad_scale[e] = total
+                grad_scale[e] = _scale_grad(grad_agg_h, grad_m, i, state, j, weight,
+                                            i if per_node else e, hidden)
     return e1 - e0
 
 
@@ -356,26 +368,19 @@ def _backward_node(i, grad_state, state, gates, weight, weight_n, scale, has_sca
 def _push_to_sources(i, grad_state, weight, scale, has_scale, per_node, node_ptr, edges, src,
                      grad_m, grad_agg_h):
     hidden = grad_m.shape[1]
-    g_h, g_m = grad_agg_h[i], grad_m[i]
     for q in range(node_ptr[i], node_ptr[i + 1]):
         e = edges[q]
         j = src[e]
         w = i if per_node else e
-        if has_scale:
-            s = scale[e]
-            for k in range(hidden):
-                grad_state[j, k] += (g_h[k] * weight[w, k]) * s
-            for k in range(hidden):
-                grad_state[j, hidden + k] += (g_m[k] * weight[w, hidden + k]) * s
-        else:
-            for k in range(hidden):
-                grad_state[j, k] += g_h[k] * weight[w, k]
-            for k in range(hidden):
-                grad_state[j, hidden + k] += g_m[k] * weight[w, hidden + k]
+        s = scale[e] if has_scale else const(1.0, scale)
+        for k in range(hidden):
+            grad_state[j, k] += (grad_agg_h[i, k] * weight[w, k]) * s
+        for k in range(hidden):
+            grad_state[j, hidden + k] += (grad_m[i, k] * weight[w, hidden + k]) * s
 
 
 @jit()
-def backward(grad_state, state, gates, weight, weight_n, scale, has_scale, per_node, ptr,
+def backward(grad_state, state, gates, weight, weight_nt, scale, has_scale, per_node, ptr,
              node_ptr, edges, src, grad_z, grad_m, grad_agg_h, grad_edge_weight,
              need_edge_weight, grad_scale, need_scale):
     """Sweep the rows in reverse, completing ``grad_state`` (modified in place) and
@@ -384,7 +389,7 @@ def backward(grad_state, state, gates, weight, weight_n, scale, has_scale, per_n
     where asked, ``grad_edge_weight [E_v, 2H]`` (dL/dG of per-edge weights) and
     ``grad_scale [E_v]``."""
     for i in range(grad_state.shape[0] - 1, -1, -1):
-        if _backward_node(i, grad_state, state, gates, weight, weight_n, scale, has_scale,
+        if _backward_node(i, grad_state, state, gates, weight, weight_nt, scale, has_scale,
                           per_node, node_ptr, edges, src, grad_z, grad_m, grad_agg_h,
                           grad_edge_weight, need_edge_weight, grad_scale, need_scale):
             _push_to_sources(i, grad_state, weight, scale, has_scale, per_node, node_ptr, edges,
@@ -392,7 +397,7 @@ def backward(grad_state, state, gates, weight, weight_n, scale, has_scale, per_n
 
 
 @jit(parallel=True)
-def backward_parallel(grad_state, state, gates, weight, weight_n, scale, has_scale, per_node,
+def backward_parallel(grad_state, state, gates, weight, weight_nt, scale, has_scale, per_node,
                       ptr, node_ptr, edges, src, parallel_from, grad_z, grad_m, grad_agg_h,
                       grad_edge_weight, need_edge_weight, grad_scale, need_scale):
     """:func:`backward`, level by level in reverse. The rows of a level are
@@ -403,7 +408,7 @@ def backward_parallel(grad_state, state, gates, weight, weight_n, scale, has_sca
         a, b = ptr[lvl], ptr[lvl + 1]
         if b - a >= parallel_from:
             for i in prange(a, b):
-                _backward_node(i, grad_state, state, gates, weight, weight_n, scale,
+                _backward_node(i, grad_state, state, gates, weight, weight_nt, scale,
                                has_scale, per_node, node_ptr, edges, src, grad_z, grad_m,
                                grad_agg_h, grad_edge_weight, need_edge_weight, grad_scale,
                                need_scale)
@@ -412,7 +417,7 @@ def backward_parallel(grad_state, state, gates, weight, weight_n, scale, has_sca
                                  edges, src, grad_m, grad_agg_h)
         else:
             for i in range(b - 1, a - 1, -1):
-                if _backward_node(i, grad_state, state, gates, weight, weight_n, scale,
+                if _backward_node(i, grad_state, state, gates, weight, weight_nt, scale,
                                   has_scale, per_node, node_ptr, edges, src, grad_z, grad_m,
                                   grad_agg_h, grad_edge_weight, need_edge_weight, grad_scale,
                                   need_scale):
