@@ -16,13 +16,14 @@ import warnings
 
 import pytest
 import torch
+from helpers import gated_case, run_gated
 from torch_geometric.data import Batch, Data
 from torch_geometric.utils import to_undirected
 
 import graphlstm
 from graphlstm import GraphLSTM, backend, build_schedule, use_backend
 from graphlstm import functional as functional_module
-from graphlstm.functional import graph_lstm_recurrence
+from graphlstm.functional import graph_lstm_gated_recurrence, graph_lstm_recurrence
 
 DT = torch.float64
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -157,6 +158,35 @@ def test_threaded_layer_equals_reference(monkeypatch):
         got = layer(x, edge_index, order=order, state=state)[1]
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, atol=1e-10, rtol=0)
+
+
+def test_threaded_gated_loop_equals_reference(monkeypatch):
+    sched, t = gated_case(0, n=300, hidden=4)
+    assert max(sched.level_sizes().tolist()) >= 20
+    grad_out = torch.randn(sched.num_nodes, 8, dtype=DT)
+    with use_backend("torch"):
+        expected = run_gated(sched, t)
+        expected_grads = torch.autograd.grad(expected, list(t.values()), grad_out)
+    monkeypatch.setattr(functional_module, "_PARALLEL_FROM", 4)
+    torch.set_num_threads(2)
+    with use_backend("compiled"):
+        got = run_gated(sched, t)
+        grads = torch.autograd.grad(got, list(t.values()), grad_out)
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
+    for name, g, e in zip(t, grads, expected_grads, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-10, rtol=0, msg=name)
+
+
+def test_gated_loop_refuses_unvisited_edges_out_of_range():
+    sched, t = gated_case(1)
+    t = {k: v.detach() for k, v in t.items()}
+    bad = sched.unvisited_edge_index_pos.clone()
+    bad[0, 0] = sched.num_nodes
+    with use_backend("compiled"), pytest.raises(ValueError, match="unvisited_edge_index"):
+        graph_lstm_gated_recurrence(
+            t["base_z"], t["base_m"], t["input_forget"], t["neighbour_forget"], t["h"], t["m"],
+            t["weight_n"], sched.ptr, sched.visited_ptr, sched.visited_src_pos,
+            sched.visited_dst_local, t["visited_scale"], bad, t["unvisited_scale"])
 
 
 def test_float32_compiled_close_to_float64_reference():

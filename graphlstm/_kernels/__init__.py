@@ -16,6 +16,11 @@ from graphlstm._kernels.recurrence import (
     backward_parallel,
     forward,
     forward_parallel,
+    gated_backward,
+    gated_backward_parallel,
+    gated_forward,
+    gated_forward_parallel,
+    group_by_target,
     node_edges,
 )
 from graphlstm._kernels.schedule import schedule_layout
@@ -26,6 +31,11 @@ __all__ = [
     "backward_parallel",
     "forward",
     "forward_parallel",
+    "gated_backward",
+    "gated_backward_parallel",
+    "gated_forward",
+    "gated_forward_parallel",
+    "group_by_target",
     "node_edges",
     "schedule_layout",
     "set_threads",

@@ -37,7 +37,18 @@ from numba.extending import intrinsic, overload
 
 from graphlstm._kernels._jit import jit
 
-__all__ = ["backward", "backward_parallel", "forward", "forward_parallel", "node_edges"]
+__all__ = [
+    "backward",
+    "backward_parallel",
+    "forward",
+    "forward_parallel",
+    "gated_backward",
+    "gated_backward_parallel",
+    "gated_forward",
+    "gated_forward_parallel",
+    "group_by_target",
+    "node_edges",
+]
 
 
 # --------------------------------------------------------------------------
@@ -423,3 +434,223 @@ def backward_parallel(grad_state, state, gates, weight, weight_nt, scale, has_sc
                                   need_scale):
                     _push_to_sources(i, grad_state, weight, scale, has_scale, per_node,
                                      node_ptr, edges, src, grad_m, grad_agg_h)
+
+
+# --------------------------------------------------------------------------
+# The gated loop: neighbour forget gates and unvisited neighbours inside.
+# --------------------------------------------------------------------------
+
+
+@jit()
+def group_by_target(src, dst, n):
+    """Edges ``src -> dst`` (rows in ``[0, n)``) grouped by target, column order within:
+    ``(target_ptr [n+1], edges)``. Raises ``ValueError`` for a row out of range."""
+    num_edges = dst.size
+    if src.size != num_edges:
+        raise ValueError("graph_lstm_gated_recurrence: 'unvisited_edge_index' must have two "
+                         "rows of equal length")
+    target_ptr = np.zeros(n + 1, np.int64)
+    for e in range(num_edges):
+        if dst[e] < 0 or dst[e] >= n or src[e] < 0 or src[e] >= n:
+            raise ValueError("graph_lstm_gated_recurrence: 'unvisited_edge_index' must index "
+                             "rows of the node tensors")
+        target_ptr[dst[e] + 1] += 1
+    for i in range(n):
+        target_ptr[i + 1] += target_ptr[i]
+    fill = target_ptr[:n].copy()
+    edges = np.empty(num_edges, np.int64)
+    for e in range(num_edges):
+        edges[fill[dst[e]]] = e
+        fill[dst[e]] += 1
+    return target_ptr, edges
+
+
+@jit(inline="always")
+def _gated_forward_node(i, base_z, base_m, input_forget, neighbour_forget, hm_prev, weight_n,
+                        node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
+                        state, gates, agg_h):
+    hidden = weight_n.shape[1]
+    h2, h3 = 2 * hidden, 3 * hidden
+    for k in range(hidden):
+        agg_h[i, k] = 0
+        state[i, hidden + k] = 0
+    # s_e [h_j ; sigma(xf_i + fn_j) m_j]: unvisited neighbours in their previous state,
+    # visited ones in their new state; the neighbour sum of m goes to state[i, H:].
+    for q in range(unv_ptr[i], unv_ptr[i + 1]):
+        e = unv_edges[q]
+        j = unv_src[e]
+        s = unv_scale[e]
+        for k in range(hidden):
+            agg_h[i, k] += s * hm_prev[j, k]
+        for k in range(hidden):
+            g = sigmoid(input_forget[i, k] + neighbour_forget[j, k])
+            state[i, hidden + k] += s * g * hm_prev[j, hidden + k]
+    for q in range(node_ptr[i], node_ptr[i + 1]):
+        e = edges[q]
+        j = src[e]
+        s = scale[e]
+        for k in range(hidden):
+            agg_h[i, k] += s * state[j, k]
+        for k in range(hidden):
+            g = sigmoid(input_forget[i, k] + neighbour_forget[j, k])
+            state[i, hidden + k] += s * g * state[j, hidden + k]
+    if node_ptr[i + 1] > node_ptr[i] or unv_ptr[i + 1] > unv_ptr[i]:
+        for c in range(h3):
+            gates[i, c] = base_z[i, c] + _dot(weight_n, c, agg_h, i, hidden)
+        for c in range(h3):
+            gates[i, c] = sigmoid(gates[i, c])
+    else:
+        for c in range(h3):
+            gates[i, c] = sigmoid(base_z[i, c])
+    two, one = const(2.0, gates), const(1.0, gates)
+    for k in range(hidden):
+        u, o, s_c = gates[i, k], gates[i, hidden + k], gates[i, h2 + k]
+        m = base_m[i, k] + state[i, hidden + k] + u * (two * s_c - one)
+        state[i, hidden + k] = m
+        state[i, k] = tanh(o * m)
+
+
+@jit()
+def gated_forward(base_z, base_m, input_forget, neighbour_forget, hm_prev, weight_n, ptr,
+                  node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale, state,
+                  gates, agg_h):
+    """The gated loop (:func:`graphlstm.functional.graph_lstm_gated_recurrence`), one row
+    after the other: fills ``state [N, 2H]``, ``gates [N, 3H]`` and ``agg_h [N, H]``."""
+    for i in range(base_z.shape[0]):
+        _gated_forward_node(i, base_z, base_m, input_forget, neighbour_forget, hm_prev, weight_n,
+                            node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
+                            state, gates, agg_h)
+
+
+@jit(parallel=True)
+def gated_forward_parallel(base_z, base_m, input_forget, neighbour_forget, hm_prev, weight_n,
+                           ptr, node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src,
+                           unv_scale, parallel_from, state, gates, agg_h):
+    """:func:`gated_forward`, the rows of each level of at least ``parallel_from`` rows on
+    numba's threads."""
+    for lvl in range(ptr.size - 1):
+        a, b = ptr[lvl], ptr[lvl + 1]
+        if b - a >= parallel_from:
+            for i in prange(a, b):
+                _gated_forward_node(i, base_z, base_m, input_forget, neighbour_forget, hm_prev,
+                                    weight_n, node_ptr, edges, src, scale, unv_ptr,
+                                    unv_edges, unv_src, unv_scale, state, gates, agg_h)
+        else:
+            for i in range(a, b):
+                _gated_forward_node(i, base_z, base_m, input_forget, neighbour_forget, hm_prev,
+                                    weight_n, node_ptr, edges, src, scale, unv_ptr,
+                                    unv_edges, unv_src, unv_scale, state, gates, agg_h)
+
+
+@jit(inline="always")
+def _gated_backward_rows(i, grad_state, state, gates, weight_nt, has_edges, grad_z, grad_m,
+                         grad_agg_h):
+    """dL/dz, dL/dm (complete) and dL/dh_bar (zero without edges) of row ``i``."""
+    hidden = grad_m.shape[1]
+    h2 = 2 * hidden
+    one, two = const(1.0, grad_z), const(2.0, grad_z)
+    for k in range(hidden):
+        h, m = state[i, k], state[i, hidden + k]
+        u, o, s_c = gates[i, k], gates[i, hidden + k], gates[i, h2 + k]
+        gh = grad_state[i, k]
+        dtanh = one - h * h
+        gmt = grad_state[i, hidden + k] + gh * dtanh * o
+        grad_m[i, k] = gmt
+        grad_z[i, k] = gmt * (two * s_c - one) * u * (one - u)
+        grad_z[i, hidden + k] = gh * dtanh * m * o * (one - o)
+        grad_z[i, h2 + k] = gmt * two * u * s_c * (one - s_c)
+    if has_edges:
+        for k in range(hidden):
+            grad_agg_h[i, k] = _dot(weight_nt, k, grad_z, i, 3 * hidden)
+    else:
+        for k in range(hidden):
+            grad_agg_h[i, k] = 0
+
+
+@jit(fastmath={"reassoc", "contract", "nsz"})
+def _gated_edge_backward(i, j, s, hm, h_col, m_col, input_forget, neighbour_forget, grad_m,
+                         grad_agg_h, grad_hm, grad_input_forget, grad_neighbour_forget):
+    """One edge ``j -> i`` with scale ``s`` whose source state is ``hm[j, h_col + k]``,
+    ``hm[j, m_col + k]``: push dL/d[h_j ; m_j] into ``grad_hm`` (same columns), dL/dxf_i
+    and dL/dfn_j, and return dL/ds."""
+    hidden = grad_m.shape[1]
+    one = const(1.0, grad_m)
+    total = const(0.0, grad_m)
+    for k in range(hidden):
+        g = sigmoid(input_forget[i, k] + neighbour_forget[j, k])
+        g_m, m_j = grad_m[i, k], hm[j, m_col + k]
+        grad_hm[j, h_col + k] += s * grad_agg_h[i, k]
+        grad_hm[j, m_col + k] += s * g * g_m
+        d = s * g_m * m_j * g * (one - g)
+        grad_input_forget[i, k] += d
+        grad_neighbour_forget[j, k] += d
+        total += grad_agg_h[i, k] * hm[j, h_col + k] + g_m * g * m_j
+    return total
+
+
+@jit(inline="always")
+def _gated_backward_edges(i, state, input_forget, neighbour_forget, hm_prev, node_ptr, edges,
+                          src, scale, unv_ptr, unv_edges, unv_src, unv_scale, grad_state,
+                          grad_m, grad_agg_h, grad_input_forget, grad_neighbour_forget,
+                          grad_hm_prev, grad_scale, grad_unv_scale):
+    hidden = grad_m.shape[1]
+    for k in range(hidden):
+        grad_input_forget[i, k] = 0
+    for q in range(node_ptr[i], node_ptr[i + 1]):
+        e = edges[q]
+        grad_scale[e] = _gated_edge_backward(
+            i, src[e], scale[e], state, 0, hidden, input_forget, neighbour_forget, grad_m,
+            grad_agg_h, grad_state, grad_input_forget, grad_neighbour_forget)
+    for q in range(unv_ptr[i], unv_ptr[i + 1]):
+        e = unv_edges[q]
+        grad_unv_scale[e] = _gated_edge_backward(
+            i, unv_src[e], unv_scale[e], hm_prev, 0, hidden, input_forget, neighbour_forget,
+            grad_m, grad_agg_h, grad_hm_prev, grad_input_forget, grad_neighbour_forget)
+
+
+@jit()
+def gated_backward(grad_state, state, gates, input_forget, neighbour_forget, hm_prev,
+                   weight_nt, ptr, node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src,
+                   unv_scale, grad_z, grad_m, grad_agg_h, grad_input_forget,
+                   grad_neighbour_forget, grad_hm_prev, grad_scale, grad_unv_scale):
+    """Sweep the rows in reverse, completing ``grad_state`` (in place), and fill the
+    gradients of ``base_z`` (``grad_z``), ``base_m`` (``grad_m``), the forget
+    pre-activations, the previous state ``[h | m]`` (``grad_hm_prev``, zeroed by the
+    caller) and both edge scales; ``grad_agg_h`` is dL/dh_bar."""
+    for i in range(grad_state.shape[0] - 1, -1, -1):
+        has_edges = node_ptr[i + 1] > node_ptr[i] or unv_ptr[i + 1] > unv_ptr[i]
+        _gated_backward_rows(i, grad_state, state, gates, weight_nt, has_edges, grad_z, grad_m,
+                             grad_agg_h)
+        _gated_backward_edges(i, state, input_forget, neighbour_forget, hm_prev, node_ptr,
+                              edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
+                              grad_state, grad_m, grad_agg_h, grad_input_forget,
+                              grad_neighbour_forget, grad_hm_prev, grad_scale, grad_unv_scale)
+
+
+@jit(parallel=True)
+def gated_backward_parallel(grad_state, state, gates, input_forget, neighbour_forget, hm_prev,
+                            weight_nt, ptr, node_ptr, edges, src, scale, unv_ptr, unv_edges,
+                            unv_src, unv_scale, parallel_from, grad_z, grad_m, grad_agg_h,
+                            grad_input_forget, grad_neighbour_forget, grad_hm_prev,
+                            grad_scale, grad_unv_scale):
+    """:func:`gated_backward`, level by level in reverse: the rows of a level of at least
+    ``parallel_from`` rows on numba's threads, then their edges (whose pushes to other
+    rows may collide) one row at a time."""
+    for lvl in range(ptr.size - 2, -1, -1):
+        a, b = ptr[lvl], ptr[lvl + 1]
+        if b - a >= parallel_from:
+            for i in prange(a, b):
+                has_edges = node_ptr[i + 1] > node_ptr[i] or unv_ptr[i + 1] > unv_ptr[i]
+                _gated_backward_rows(i, grad_state, state, gates, weight_nt, has_edges, grad_z,
+                                     grad_m, grad_agg_h)
+        else:
+            for i in range(b - 1, a - 1, -1):
+                has_edges = node_ptr[i + 1] > node_ptr[i] or unv_ptr[i + 1] > unv_ptr[i]
+                _gated_backward_rows(i, grad_state, state, gates, weight_nt, has_edges, grad_z,
+                                     grad_m, grad_agg_h)
+        for i in range(b - 1, a - 1, -1):
+            _gated_backward_edges(i, state, input_forget, neighbour_forget, hm_prev, node_ptr,
+                                  edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
+                                  grad_state, grad_m, grad_agg_h, grad_input_forget,
+                                  grad_neighbour_forget, grad_hm_prev, grad_scale,
+                                  grad_unv_scale)
