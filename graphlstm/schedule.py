@@ -233,7 +233,7 @@ def build_schedule(
 
     kernels = backend.kernels_for()
     schedule = None
-    if kernels is not None:
+    if kernels is not None and n < 2**31:  # the kernel counts nodes in 32 bits
         try:
             schedule = _schedule_compiled(kernels, ei, order)
         except kernels.CompileError as error:

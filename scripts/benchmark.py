@@ -51,10 +51,11 @@ def main(argv=None) -> int:
           f"load average {load:.2f} (figures are only meaningful on an idle machine)")
     for case in cases:
         if case == "graph-lstm":
-            from segmentation.benchmarks import bench_graph_lstm
+            from segmentation.benchmarks import bench_graph_lstm, bench_grid_schedule
 
             bench_graph_lstm(sizes=(1000,) if args.quick else (1000, 4000),
                              repeats=args.repeats, device=args.device)
+            bench_grid_schedule(300 if args.quick else 1000)
         elif case == "md-lstm":
             from _bench_lattice import bench_md_lstm
 

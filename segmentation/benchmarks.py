@@ -197,6 +197,36 @@ def bench_graph_lstm(
     return rows
 
 
+def grid_graph(side: int) -> Tensor:
+    """``edge_index`` of a ``side`` x ``side`` 4-neighbour grid, both directions."""
+    idx = torch.arange(side * side).view(side, side)
+    right = torch.stack([idx[:, :-1].reshape(-1), idx[:, 1:].reshape(-1)])
+    down = torch.stack([idx[:-1].reshape(-1), idx[1:].reshape(-1)])
+    edges = torch.cat([right, down], dim=1)
+    return torch.cat([edges, edges.flip(0)], dim=1)
+
+
+def bench_grid_schedule(side: int = 1000, repeats: int = 3, engines=("compiled", "torch"),
+                        print_fn=print) -> dict:
+    """Median seconds of :func:`build_schedule` on a ``side`` x ``side`` 4-neighbour grid
+    in a random order, per engine."""
+    from graphlstm import use_backend
+
+    edge_index = grid_graph(side)
+    n = side * side
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    seconds = {}
+    for engine in engines:
+        with use_backend(engine):
+            seconds[engine] = median_time(lambda: build_schedule(edge_index, n, order=order),
+                                          repeats, warmup=1)
+    levels = build_schedule(edge_index, n, order=order).num_levels
+    print_fn(f"\n{side}x{side} 4-neighbour grid ({n} nodes, {edge_index.size(1)} edges), random "
+             f"order, {levels} levels: schedule " + ", ".join(
+                 f"{engine} {t:.3f} s" for engine, t in seconds.items()))
+    return seconds
+
+
 def _bench_one(layer, gated, x, edge_index, score, order, state, repeats, loop_repeats,
                device) -> dict:
     n = x.size(0)

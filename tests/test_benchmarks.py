@@ -35,3 +35,14 @@ def test_memory_saved_for_backward_grows_with_nodes_times_hidden_not_levels():
     base = saved(200, 8)
     assert 1.6 < saved(400, 8) / base < 2.4
     assert 1.6 < saved(200, 16) / base < 2.4
+
+
+def test_grid_schedule_benchmark_measures_both_engines_on_the_grid():
+    from segmentation.benchmarks import bench_grid_schedule, grid_graph
+
+    edge_index = grid_graph(4)
+    assert edge_index.size(1) == 2 * 2 * 4 * 3  # 24 undirected grid edges, both directions
+    lines = []
+    seconds = bench_grid_schedule(side=20, repeats=1, print_fn=lines.append)
+    assert set(seconds) == {"compiled", "torch"} and all(t > 0 for t in seconds.values())
+    assert "400 nodes, 1520 edges" in lines[0]
