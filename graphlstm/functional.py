@@ -32,6 +32,21 @@ node is complete once every later level has been processed), and computes all
 per-node factors and all parameter gradients in whole-graph operations before
 and after the loop. Saved tensors are ``O(N·H)`` (plus ``O(E·H)`` per-edge
 weights when there is a previous state), independent of the number of levels.
+
+Two engines run it (:mod:`graphlstm.backend`): compiled kernels
+(:mod:`graphlstm._kernels.recurrence`: the rows in level order, each finished
+where it is reached, with no Python or dispatcher round trip per level, and a
+level's rows on several threads where it is large), used for CPU tensors of
+float32/float64; and the PyTorch operations described above, the readable
+reference, used otherwise. :func:`graph_lstm_recurrence` is the face that
+chooses; both engines give the same values and gradients.
+
+:func:`graph_lstm_gated_recurrence` is the same recurrence with a previous
+state taken one step further: the neighbour forget gates
+:math:`\bar g^f_{ij} = \sigma(x^f_i + n^f_j)` and the unvisited neighbours are
+computed inside the loop from per-node tensors, so that the compiled engine
+makes no per-edge ``[E, H]`` tensor at all (its PyTorch path builds them and
+calls the level loop).
 """
 
 from __future__ import annotations
@@ -253,9 +268,12 @@ class _CompiledRecurrence(torch.autograd.Function):
                 grad_weight_n, grad_scale if need_scale else None, None, None, None, None, None)
 
 
-# Levels with fewer rows run on one thread: below this a parallel region costs more
-# than it saves.
-_PARALLEL_FROM = 32
+# Levels with fewer rows run on one thread. A row costs a few microseconds, a
+# parallel region some ten, and numba's OpenMP threads (a pool of their own, next
+# to torch's) spin for a while after each region, competing with torch's threads:
+# only levels of this many rows are worth it. (SLIC graphs of a few thousand
+# superpixels have a few dozen per level; a batch of them, hundreds.)
+_PARALLEL_FROM = 128
 _parallel_pid: int | None = None
 
 
