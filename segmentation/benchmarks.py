@@ -49,20 +49,23 @@ def sample_graph(n_segments: int, seed: int = 0, sigma: float = 0.1) -> SampleGr
     return SampleGraph(labels, edge_index, score)
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in seconds."""
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2,
+                clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median time of ``fn()`` in seconds: wall time, or ``clock`` (e.g.
+    ``time.thread_time``, which a busy machine does not inflate by descheduling)."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
 def paired_median_times(
-    fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int, repeats_b: int
+    fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int, repeats_b: int,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[float, float]:
     """Median seconds of ``fn_a`` and ``fn_b``, measured interleaved.
 
@@ -75,13 +78,13 @@ def paired_median_times(
     per_b = max(1, repeats // max(1, repeats_b))
     for i in range(max(repeats, repeats_b)):
         if i < repeats:
-            start = time.perf_counter()
+            start = clock()
             fn_a()
-            times_a.append(time.perf_counter() - start)
+            times_a.append(clock() - start)
         if i < repeats_b * per_b and i % per_b == 0:
-            start = time.perf_counter()
+            start = clock()
             fn_b()
-            times_b.append(time.perf_counter() - start)
+            times_b.append(clock() - start)
     return statistics.median(times_a), statistics.median(times_b)
 
 
@@ -126,7 +129,7 @@ def _forward_backward(layer, x, edge_index, schedule, state) -> None:
 
 def bench_graph_lstm(
     sizes=(1000, 4000), hidden: int = 64, threads=(1, 2), engines=("compiled", "torch"),
-    repeats: int = 10, loop_repeats: int = 3, print_fn=print, device="cpu",
+    repeats: int = 10, loop_repeats: int = 3, print_fn=print, device="cpu", clock: str = "wall",
 ) -> list[dict]:
     """:class:`GraphLSTM` against a per-node loop and PyG's ``GatedGraphConv``.
 
@@ -144,13 +147,20 @@ def bench_graph_lstm(
       the same graph (``gated_ratio = no_state / gated``).
 
     Forward timings run without autograd. ``saved_bytes`` is the memory autograd
-    holds for the backward of ``layer``.
+    holds for the backward of ``layer``. ``clock="cpu"`` times the calling thread's
+    CPU time instead of wall time (robust on a busy machine; with more than one
+    thread it leaves out the other threads' work, so only 1-thread rows are run).
     """
     from torch_geometric.nn import GatedGraphConv
 
     from graphlstm import use_backend
 
     device = torch.device(device)
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"'clock' must be 'wall' or 'cpu', got {clock!r}")
+    if clock == "cpu":
+        threads = (1,)
+    timer = time.thread_time if clock == "cpu" else time.perf_counter
     previous_threads = torch.get_num_threads()
     rows = []
     try:
@@ -169,7 +179,7 @@ def bench_graph_lstm(
             print_fn(
                 f"\nSLIC graph of astronaut, n_segments={n_segments}: {n} nodes, "
                 f"{g.edge_index.size(1)} edges, {schedule.num_levels} levels; H={hidden}; "
-                f"median ms ({device.type})"
+                f"median ms ({device.type}, {'thread CPU' if clock == 'cpu' else 'wall'} time)"
             )
             print_fn(f"{'threads':>7} {'engine':>8} {'schedule':>9} {'layer':>8} "
                      f"{'+schedule':>9} {'fwd+bwd':>8} {'per-node loop':>13} {'speed-up':>8}   "
@@ -179,7 +189,7 @@ def bench_graph_lstm(
                 for engine in engines:
                     with use_backend(engine):
                         row = _bench_one(layer, gated, x, edge_index, score, order, state,
-                                         repeats, loop_repeats, device)
+                                         repeats, loop_repeats, device, timer)
                     row.update(n_segments=n_segments, nodes=n, edges=g.edge_index.size(1),
                                levels=schedule.num_levels, hidden=hidden,
                                threads=num_threads, engine=engine)
@@ -228,26 +238,28 @@ def bench_grid_schedule(side: int = 1000, repeats: int = 3, engines=("compiled",
 
 
 def _bench_one(layer, gated, x, edge_index, score, order, state, repeats, loop_repeats,
-               device) -> dict:
+               device, clock) -> dict:
     n = x.size(0)
     t_schedule = median_time(_call(lambda: build_schedule(edge_index, n, score=score), device),
-                             repeats)
+                             repeats, clock=clock)
     schedule = build_schedule(edge_index, n, score=score)
     t_layer = median_time(
-        _call(lambda: layer(x, edge_index, schedule=schedule, state=state), device), repeats
+        _call(lambda: layer(x, edge_index, schedule=schedule, state=state), device), repeats,
+        clock=clock,
     )
     t_layer_schedule, t_loop = paired_median_times(
         _call(lambda: layer(x, edge_index, score=score, state=state), device),
         _call(lambda: graph_lstm_loop(layer, x, edge_index, order, state), device),
-        repeats, loop_repeats,
+        repeats, loop_repeats, clock=clock,
     )
     t_no_state, t_gated = paired_median_times(
         _call(lambda: layer(x, edge_index, order=order), device),
         _call(lambda: gated(x, edge_index), device),
-        repeats, repeats,
+        repeats, repeats, clock=clock,
     )
     t_fb = median_time(
-        lambda: _forward_backward(layer, x.clone(), edge_index, schedule, state), repeats
+        lambda: _forward_backward(layer, x.clone(), edge_index, schedule, state), repeats,
+        clock=clock,
     )
     saved = saved_tensor_bytes(
         lambda: layer(x.clone().requires_grad_(), edge_index, schedule=schedule, state=state)[0]
