@@ -15,6 +15,7 @@ from graphlstm.nn import (
     MDLSTM,
     MDRNN,
     GraphLSTM,
+    GraphLSTMStack,
     GridLSTM,
     GridLSTMCell,
     MDLSTMCell,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "GraphLSTM",
+    "GraphLSTMStack",
     "GridLSTM",
     "GridLSTMCell",
     "MDLSTM",

@@ -102,3 +102,26 @@ def check_node_features(
     if channels is not None and x.size(1) != channels:
         raise ValueError(f"'{name}' must have {channels} channels, got {x.size(1)}")
     return x
+
+
+def check_edge_weight(edge_weight, num_edges: int, name: str = "edge_weight") -> Tensor:
+    """A floating, finite, non-negative ``[num_edges]`` tensor (SPEC §3.1a)."""
+    check_tensor(edge_weight, name)
+    if not edge_weight.is_floating_point():
+        raise TypeError(
+            f"'{name}' must be a floating point tensor (one weight per edge), "
+            f"got dtype {edge_weight.dtype}"
+        )
+    if edge_weight.dim() != 1 or edge_weight.size(0) != num_edges:
+        raise ValueError(
+            f"'{name}' must hold one weight per edge, shape [{num_edges}], "
+            f"got {list(edge_weight.shape)}"
+        )
+    if num_edges > 0:
+        if not bool(torch.isfinite(edge_weight).all()):
+            raise ValueError(f"'{name}' must be finite, got NaN or inf")
+        if bool((edge_weight < 0).any()):
+            raise ValueError(
+                f"'{name}' must be non-negative, got the minimum {float(edge_weight.min())}"
+            )
+    return edge_weight

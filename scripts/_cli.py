@@ -29,9 +29,21 @@ def run_main(main: Callable[[], int]) -> int:
         if os.environ.get("GRAPHLSTM_DEBUG"):
             raise
         prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "graphlstm"
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        message = _first_line(err)
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 1
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        # An error in a DataLoader worker comes back wrapped around the worker's
+        # traceback; its "ValueError: message" line is what the user needs.
+        prefix = f"{type(err).__name__}: "
+        lines = text.splitlines()
+        return next((line[len(prefix):] for line in reversed(lines) if line.startswith(prefix)),
+                    lines[-1])
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 class ArgumentParser(argparse.ArgumentParser):

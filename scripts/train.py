@@ -4,8 +4,8 @@
 Examples::
 
     python scripts/train.py --synthetic 200 --epochs 15 --out runs/synthetic
-    python scripts/train.py --data VOCdevkit/VOC2012 --image-size 321 --n-segments 1000 \\
-        --epochs 50 --out runs/voc
+    python scripts/train.py --data VOCdevkit/VOC2012 --n-segments 1000 --cache graphs \\
+        --workers 4 --augment --crop-size 321 --epochs 50 --out runs/voc
     python scripts/train.py --synthetic 200 --epochs 30 --out runs/synthetic --resume
 """
 
@@ -43,6 +43,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--epochs", type=positive_int, default=20)
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--lr", type=positive_float, default=3e-3)
+    parser.add_argument("--lr-schedule", choices=("poly", "constant"), default="poly",
+                        help="learning rate per step: poly = lr * (1 - step/steps)^0.9 "
+                        "(default), or constant")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--device", type=device, default="cpu")
     parser.add_argument("--graph-layers", type=non_negative_int, default=2,
@@ -55,8 +58,15 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--hidden", type=positive_int, default=64, help="Graph LSTM hidden size")
     parser.add_argument("--width", type=positive_int, default=32, help="pixel feature channels")
     parser.add_argument("--image-size", type=positive_int, metavar="S",
-                        help="resize images to SxS (needed when their sizes differ)")
+                        help="resize images to SxS (optional: batches of different sizes are "
+                        "padded)")
     parser.add_argument("--cache", metavar="DIR", help="cache superpixel graphs here")
+    parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
+                        help="DataLoader processes that build the graphs (0 = in the main one)")
+    parser.add_argument("--augment", action="store_true",
+                        help="random flip and scale (0.5-2.0) of the training images")
+    parser.add_argument("--crop-size", type=positive_int, metavar="S",
+                        help="with --augment: random SxS crop (padded with ignore)")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
     parser.add_argument("--resume", nargs="?", const="", metavar="CKPT",
                         help="continue from CKPT (default: OUT/last.pt)")
@@ -65,7 +75,10 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.crop_size is not None and not args.augment:
+        parser.error("--crop-size needs --augment (the crop is part of the augmentation)")
     import torch
 
     from segmentation.model import ModelConfig
@@ -83,7 +96,7 @@ def main(argv=None) -> int:
         data=args.data, synthetic=args.synthetic, synthetic_val=args.synthetic_val,
         seed=args.seed, train_split=args.train_split, val_split=args.val_split,
         n_segments=args.n_segments, compactness=args.compactness, image_size=args.image_size,
-        cache_dir=args.cache, progress=not args.no_progress,
+        cache_dir=args.cache, augment=args.augment, crop_size=args.crop_size,
     )
     model_config = ModelConfig(
         num_classes=len(class_names), width=args.width, hidden=args.hidden,
@@ -91,11 +104,12 @@ def main(argv=None) -> int:
         compactness=args.compactness,
     )
     train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               seed=args.seed, device=args.device)
+                               seed=args.seed, device=args.device,
+                               lr_schedule=args.lr_schedule)
     print(f"{len(train_graphs)} training and {len(val_graphs)} validation images, "
           f"{len(class_names)} classes; checkpoints in {args.out}")
     result = train(model_config, train_config, train_graphs, val_graphs, args.out, class_names,
-                   resume=resume, progress=not args.no_progress)
+                   resume=resume, progress=not args.no_progress, num_workers=args.workers)
     print(f"best val mIoU {100 * result['best_miou']:.2f} at epoch {result['best_epoch'] + 1}: "
           f"{os.path.join(args.out, 'best.pt')}")
     return 0

@@ -14,7 +14,8 @@ The confidence head is a per-pixel classifier; averaged over a superpixel, its
 class probabilities give the node's label (argmax) and confidence (the
 probability of that label), and the nodes are updated most confident first.
 Both Graph LSTM layers share the superpixel graph and the schedule, pass their
-state on, and have residual connections. ``graph_layers=0`` gives the same
+state on, and have residual connections (a :class:`graphlstm.GraphLSTMStack`
+with ``residual=True``, at ``graph_lstm``). ``graph_layers=0`` gives the same
 pipeline without the Graph LSTM: the baseline that shows what context adds.
 The first layer starts from a zero state, so its ``lin_h`` and ``lin_fn``
 receive no gradient (pass ``find_unused_parameters=True`` to DDP).
@@ -29,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from graphlstm import GraphLSTM, Schedule, build_schedule
+from graphlstm import GraphLSTMStack, Schedule, build_schedule
 from segmentation.orders import ORDER_KINDS, random_score, raster_score
 from segmentation.pooling import pool, unpool
 
@@ -195,9 +196,11 @@ class GraphLSTMSegmenter(nn.Module):
                                                 config.in_channels)
         self.confidence_head = nn.Conv2d(c, k, 1)
         self.node_in = nn.Linear(c, config.hidden)
-        self.graph_layers = nn.ModuleList(
-            GraphLSTM(config.hidden, config.hidden) for _ in range(config.graph_layers)
-        )
+        self.graph_lstm = None
+        if config.graph_layers > 0:
+            self.graph_lstm = GraphLSTMStack(config.hidden, config.hidden,
+                                             num_layers=config.graph_layers, residual=True)
+        self.register_load_state_dict_pre_hook(_rename_graph_layers)
         self.classifier = nn.Sequential(
             nn.Conv2d(c + config.hidden, c, 1), nn.ReLU(inplace=True), nn.Conv2d(c, k, 1)
         )
@@ -249,10 +252,8 @@ class GraphLSTMSegmenter(nn.Module):
         schedule = build_schedule(edge_index, int(num_nodes.sum()), score=score)
 
         nodes = self.node_in(pool(feats, superpixels, num_nodes))
-        state = None
-        for layer in self.graph_layers:
-            out, state = layer(nodes, edge_index, schedule=schedule, state=state)
-            nodes = nodes + out  # residual connection
+        if self.graph_lstm is not None:
+            nodes, _ = self.graph_lstm(nodes, edge_index, schedule=schedule)
         node_pixels = unpool(nodes, superpixels, num_nodes)
         logits = self.classifier(torch.cat([feats, node_pixels], dim=1))
         return SegmenterOutput(logits, confidence_logits, score, schedule)
@@ -261,6 +262,14 @@ class GraphLSTMSegmenter(nn.Module):
         """Run on a PyG ``Batch`` of :class:`segmentation.SuperpixelData`."""
         return self(batch.image, batch.superpixels, batch.edge_index, batch.ptr.diff(),
                     batch.pos, generator)
+
+
+def _rename_graph_layers(module, state_dict, prefix, *args) -> None:
+    # Checkpoints from before GraphLSTMStack held layer l at graph_layers.l.
+    old = prefix + "graph_layers."
+    for key in [k for k in state_dict if k.startswith(old)]:
+        layer, _, rest = key[len(old):].partition(".")
+        state_dict[f"{prefix}graph_lstm.layers.{layer}.0.{rest}"] = state_dict.pop(key)
 
 
 def segmentation_loss(output: SegmenterOutput, mask: Tensor, ignore_index: int = 255) -> Tensor:

@@ -7,6 +7,11 @@ nodes of image ``b`` are ``offset_b .. offset_b + N_b - 1`` with
 every superpixel into its node; :func:`unpool` paints every pixel with the
 value of its node. Both are a single scatter/gather over all images at once,
 differentiable, and run on the device of their inputs.
+
+Pixels labelled :data:`PAD_LABEL` (``-1``) are padding (images of different
+sizes padded to one batch, see :func:`segmentation.data.pad_collate`): they
+belong to no node, :func:`pool` skips them and :func:`unpool` paints them
+with zeros.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["pool", "unpool"]
+__all__ = ["PAD_LABEL", "pool", "unpool"]
+
+#: Superpixel label of padding pixels: they belong to no node.
+PAD_LABEL = -1
 
 
 def _check_superpixels(superpixels: torch.Tensor, name: str = "superpixels") -> torch.Tensor:
@@ -38,13 +46,19 @@ def _check_superpixels(superpixels: torch.Tensor, name: str = "superpixels") -> 
 
 def _node_offsets(
     superpixels: torch.Tensor, num_nodes: torch.Tensor | Sequence[int] | None
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Validate labels against ``num_nodes``; return (counts [B], offsets [B], total)."""
+) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+    """Validate labels against ``num_nodes``.
+
+    Returns (counts [B], offsets [B], total, whether some pixel is padding).
+    """
     batch_size = superpixels.shape[0]
     device = superpixels.device
     minimum = int(superpixels.min())
-    if minimum < 0:
-        raise ValueError(f"superpixels must be non-negative, got the minimum {minimum}")
+    if minimum < PAD_LABEL:
+        raise ValueError(
+            f"superpixels must be non-negative (or PAD_LABEL = {PAD_LABEL} for padding), "
+            f"got the minimum {minimum}"
+        )
     max_label = superpixels.reshape(batch_size, -1).amax(dim=1)
     if num_nodes is None:
         counts = max_label + 1
@@ -65,12 +79,19 @@ def _node_offsets(
                 f"num_nodes[{b}] = {int(counts[b])}; labels must be < num_nodes"
             )
     offsets = torch.cumsum(counts, dim=0) - counts
-    return counts, offsets, int(counts.sum())
+    return counts, offsets, int(counts.sum()), minimum == PAD_LABEL
 
 
-def _global_index(superpixels: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def _global_index(
+    superpixels: torch.Tensor, offsets: torch.Tensor, total: int, padded: bool
+) -> torch.Tensor:
     # Shift every image's labels by its node offset: one flat index for the batch.
-    return (superpixels + offsets.view(-1, 1, 1)).reshape(-1)
+    index = (superpixels + offsets.view(-1, 1, 1)).reshape(-1)
+    if padded:
+        # Padding goes to one extra row ``total`` that the callers drop (pool) or
+        # fill with zeros (unpool): no boolean selection, no host synchronisation.
+        index = torch.where(superpixels.reshape(-1) == PAD_LABEL, total, index)
+    return index
 
 
 def pool(
@@ -85,8 +106,9 @@ def pool(
     features : Tensor, shape (B, C, H, W)
         Floating-point pixel features.
     superpixels : LongTensor, shape (B, H, W) or (H, W)
-        Label map of every image, labels ``0..N_b-1`` per image; a single
-        ``(H, W)`` map is shared by all ``B`` images.
+        Label map of every image, labels ``0..N_b-1`` per image, or
+        :data:`PAD_LABEL` for padding pixels (skipped); a single ``(H, W)``
+        map is shared by all ``B`` images.
     num_nodes : Tensor or sequence of int, shape (B,), optional
         Number of nodes ``N_b`` of every image; default: largest label + 1.
         Nodes without pixels get zeros.
@@ -95,7 +117,8 @@ def pool(
     -------
     node_features : Tensor, shape (sum_b N_b, C)
         Row ``offset_b + k`` is the mean of ``features[b]`` over the pixels of
-        superpixel ``k`` of image ``b`` (PyG ``Batch`` node order).
+        superpixel ``k`` of image ``b`` (PyG ``Batch`` node order); padding
+        pixels contribute to no row.
 
     Raises
     ------
@@ -103,8 +126,8 @@ def pool(
         If ``features`` is not a floating tensor or ``superpixels`` not an
         integer tensor.
     ValueError
-        If the shapes or devices disagree, a label is negative, or a label is
-        ``>= num_nodes``.
+        If the shapes or devices disagree, a label is negative (other than
+        :data:`PAD_LABEL`), or a label is ``>= num_nodes``.
     """
     if not isinstance(features, torch.Tensor):
         raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
@@ -126,11 +149,12 @@ def pool(
         raise ValueError(
             f"superpixels is on {superpixels.device} but features is on {features.device}"
         )
-    _, offsets, total = _node_offsets(superpixels, num_nodes)
-    index = _global_index(superpixels, offsets)
+    _, offsets, total, padded = _node_offsets(superpixels, num_nodes)
+    index = _global_index(superpixels, offsets, total, padded)
+    rows = total + int(padded)
     pixels = features.permute(0, 2, 3, 1).reshape(-1, channels)
-    sums = features.new_zeros(total, channels).index_add(0, index, pixels)
-    counts = torch.bincount(index, minlength=total).clamp_(min=1).to(features.dtype)
+    sums = features.new_zeros(rows, channels).index_add(0, index, pixels)[:total]
+    counts = torch.bincount(index, minlength=rows)[:total].clamp_(min=1).to(features.dtype)
     return sums / counts.unsqueeze(1)
 
 
@@ -146,7 +170,8 @@ def unpool(
     node_values : Tensor, shape (sum_b N_b, C)
         One row per node, in PyG ``Batch`` order (see :func:`pool`).
     superpixels : LongTensor, shape (B, H, W) or (H, W)
-        Label map of every image, labels ``0..N_b-1`` per image. A single
+        Label map of every image, labels ``0..N_b-1`` per image, or
+        :data:`PAD_LABEL` for padding pixels (painted with zeros). A single
         ``(H, W)`` map with ``N`` nodes is shared by ``B`` images, ``B`` taken
         from ``num_nodes`` or else from ``node_values.shape[0] / N``.
     num_nodes : Tensor or sequence of int, shape (B,), optional
@@ -155,7 +180,8 @@ def unpool(
     Returns
     -------
     pixel_values : Tensor, shape (B, C, H, W)
-        Contiguous; ``pixel_values[b, :, y, x] = node_values[offset_b + superpixels[b, y, x]]``.
+        Contiguous; ``pixel_values[b, :, y, x] = node_values[offset_b + superpixels[b, y, x]]``,
+        zeros where ``superpixels[b, y, x]`` is :data:`PAD_LABEL`.
 
     Raises
     ------
@@ -163,7 +189,8 @@ def unpool(
         If ``node_values`` or ``superpixels`` is not a tensor of the right kind.
     ValueError
         If the number of rows of ``node_values`` is not ``sum_b N_b``, shapes or
-        devices disagree, or a label is negative or ``>= num_nodes``.
+        devices disagree, or a label is negative (other than :data:`PAD_LABEL`)
+        or ``>= num_nodes``.
     """
     if not isinstance(node_values, torch.Tensor):
         raise TypeError(f"node_values must be a torch.Tensor, got {type(node_values).__name__}")
@@ -181,6 +208,11 @@ def unpool(
             batch_size = torch.as_tensor(num_nodes).numel()
         else:
             per_image = int(superpixels.max()) + 1
+            if per_image == 0:
+                raise ValueError(
+                    "the shared [H, W] superpixels map is all padding (no node); "
+                    "pass num_nodes to give the number of images"
+                )
             batch_size, remainder = divmod(node_values.shape[0], per_image)
             if remainder or batch_size == 0:
                 raise ValueError(
@@ -189,13 +221,15 @@ def unpool(
                 )
         superpixels = superpixels.unsqueeze(0).expand(batch_size, -1, -1)
     batch_size, height, width = superpixels.shape
-    _, offsets, total = _node_offsets(superpixels, num_nodes)
+    _, offsets, total, padded = _node_offsets(superpixels, num_nodes)
     if node_values.shape[0] != total:
         raise ValueError(
             f"node_values has {node_values.shape[0]} rows but the superpixels define "
             f"{total} nodes (sum of num_nodes)"
         )
-    index = _global_index(superpixels, offsets)
+    index = _global_index(superpixels, offsets, total, padded)
+    if padded:
+        node_values = torch.cat([node_values, node_values.new_zeros(1, node_values.shape[1])])
     pixels = node_values.index_select(0, index)
     channels = node_values.shape[1]
     return pixels.view(batch_size, height, width, channels).permute(0, 3, 1, 2).contiguous()

@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch_geometric.loader import DataLoader
+from torch.utils.data import DataLoader
 
+from segmentation.data import group_by_size, pad_collate
 from segmentation.images import atomic_write
 from segmentation.metrics import confusion_matrix, scores_from_confusion
 from segmentation.model import GraphLSTMSegmenter, ModelConfig, segmentation_loss
@@ -38,14 +39,27 @@ __all__ = [
 CHECKPOINT_FORMAT = "graphlstm-segmentation/1"
 
 
+LR_SCHEDULES = ("poly", "constant")
+
+
 @dataclass
 class TrainConfig:
+    """Optimisation settings (saved in checkpoints).
+
+    ``lr_schedule="poly"`` sets the learning rate of step ``t`` (of ``T`` in
+    the whole run) to ``lr * (1 - t / T) ** 0.9``, the schedule of DeepLab and
+    of mmsegmentation's defaults; ``"constant"`` keeps it at ``lr``. The rate
+    is a function of the step alone, so a resumed run continues exactly where
+    it stopped (and a run resumed with more epochs stretches the schedule).
+    """
+
     epochs: int = 20
     batch_size: int = 8
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
     device: str = "cpu"
+    lr_schedule: str = "poly"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -54,6 +68,15 @@ class TrainConfig:
                 raise ValueError(f"'{name}' must be a positive int, got {value!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"'lr' must be a positive number, got {self.lr!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"'lr_schedule' must be one of {', '.join(LR_SCHEDULES)}, "
+                             f"got {self.lr_schedule!r}")
+
+    def learning_rate(self, step: int, total_steps: int) -> float:
+        """The learning rate of step ``step`` (counted from 0) of ``total_steps``."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        return self.lr * (1.0 - min(step, total_steps) / total_steps) ** 0.9
 
 
 def _resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,15 +120,6 @@ def build_graphs(
             image, mask = _resize_pair(image, mask, image_size)
         graphs.append(transform((image, mask)))
     return graphs
-
-
-def _check_same_size(graphs: Sequence, what: str) -> None:
-    sizes = {tuple(g.superpixels.shape[-2:]) for g in graphs}
-    if len(sizes) > 1:
-        raise ValueError(
-            f"{what} images have different sizes ({len(sizes)} sizes, e.g. "
-            f"{sorted(sizes)[:2]}); pass an image size to resize them"
-        )
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
@@ -154,21 +168,23 @@ def evaluate(
     device="cpu",
     class_names: Sequence[str] | None = None,
     seed: int = 0,
+    num_workers: int = 0,
 ) -> dict:
     """Mean IoU, per-class IoU and pixel accuracy of ``model`` on labelled graphs.
 
-    Images of different sizes are evaluated one at a time.
+    ``graphs`` is a sequence or a (lazy) dataset of graphs. Every image is
+    evaluated at its own size: images of one size share a batch, unpadded.
     """
     model.eval()
     k = model.config.num_classes
-    sizes = {tuple(g.superpixels.shape[-2:]) for g in graphs}
-    loader = DataLoader(list(graphs), batch_size=batch_size if len(sizes) == 1 else 1)
+    loader = DataLoader(graphs, batch_size=batch_size, collate_fn=list, num_workers=num_workers)
     generator = torch.Generator().manual_seed(seed)  # for order="random": same every time
     confusion = torch.zeros(k, k, dtype=torch.long)
-    for batch in loader:
-        batch = batch.to(device)
-        out = model.forward_batch(batch, generator)
-        confusion += confusion_matrix(out.logits.argmax(1), batch.mask, k)
+    for chunk in loader:
+        for group in group_by_size(chunk):
+            batch = pad_collate(group).to(device)
+            out = model.forward_batch(batch, generator)
+            confusion += confusion_matrix(out.logits.argmax(1), batch.mask, k)
     return scores_from_confusion(confusion, class_names)
 
 
@@ -182,11 +198,18 @@ def train(
     resume: str | os.PathLike | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    num_workers: int = 0,
 ) -> dict:
     """Train, validate every epoch, and keep ``last.pt`` and ``best.pt`` in ``out_dir``.
 
     Parameters
     ----------
+    train_graphs, val_graphs : sequence or dataset of SuperpixelData
+        E.g. :class:`segmentation.data.SuperpixelDataset` (built lazily,
+        ``set_epoch`` called every epoch); images may differ in size
+        (batches are padded by :func:`segmentation.data.pad_collate`).
+    num_workers : int, optional
+        ``DataLoader`` worker processes that build the graphs.
     resume : path, optional
         A checkpoint of an earlier run (``last.pt``) to continue from. Its model
         config must equal ``model_config``.
@@ -203,7 +226,6 @@ def train(
         raise ValueError("the training set is empty")
     if len(val_graphs) == 0:
         raise ValueError("the validation set is empty")
-    _check_same_size(train_graphs, "training")
     device = torch.device(train_config.device)
     torch.manual_seed(train_config.seed)
     model = GraphLSTMSegmenter(model_config).to(device)
@@ -244,8 +266,10 @@ def train(
         # Everything random in an epoch derives from (seed, epoch): resumable exactly.
         torch.manual_seed(train_config.seed * 100_003 + epoch)
         order = torch.Generator().manual_seed(train_config.seed * 100_003 + epoch)
-        loader = DataLoader(list(train_graphs), batch_size=train_config.batch_size,
-                            shuffle=True, generator=order)
+        if hasattr(train_graphs, "set_epoch"):
+            train_graphs.set_epoch(epoch)  # before the iterator copies it into the workers
+        loader = DataLoader(train_graphs, batch_size=train_config.batch_size, shuffle=True,
+                            generator=order, collate_fn=pad_collate, num_workers=num_workers)
         model.train()
         losses = []
         batches = loader
@@ -253,7 +277,9 @@ def train(
             from tqdm import tqdm
 
             batches = tqdm(loader, desc=f"epoch {epoch + 1}/{train_config.epochs}", leave=False)
-        for batch in batches:
+        for step, batch in enumerate(batches, start=epoch * len(loader)):
+            for group in optimizer.param_groups:
+                group["lr"] = train_config.learning_rate(step, train_config.epochs * len(loader))
             batch = batch.to(device)
             out = model.forward_batch(batch)
             loss = segmentation_loss(out, batch.mask)
@@ -266,7 +292,7 @@ def train(
             optimizer.step()
             losses.append(float(loss.detach()))
         scores = evaluate(model, val_graphs, train_config.batch_size, device, class_names,
-                          seed=train_config.seed)
+                          seed=train_config.seed, num_workers=num_workers)
         record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_miou": scores["miou"],
                   "val_pixel_accuracy": scores["pixel_accuracy"]}
         history.append(record)

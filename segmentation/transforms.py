@@ -14,7 +14,11 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from segmentation.features import superpixel_centroids, superpixel_features_and_centroids
+from segmentation.features import (
+    edge_features,
+    superpixel_centroids,
+    superpixel_features_and_centroids,
+)
 from segmentation.images import atomic_write, check_image, check_mask
 from segmentation.pooling import pool
 from segmentation.rag import region_adjacency
@@ -23,7 +27,8 @@ from segmentation.superpixels import _check_int, _check_number, slic_superpixels
 __all__ = ["SuperpixelData", "SuperpixelGraph"]
 
 # Bump when the content or layout of cached graphs changes.
-_CACHE_FORMAT = 1
+# 2: the edge_features option (edge_attr with the EDGE_FEATURE_NAMES columns).
+_CACHE_FORMAT = 2
 _CACHED_TENSORS = ("x", "pos", "edge_index", "edge_attr", "superpixels")
 
 
@@ -89,6 +94,13 @@ class SuperpixelGraph(BaseTransform):
         Make every superpixel connected.
     keep_image : bool, optional
         Store the image as ``image`` (``[1, C, H, W]`` float in ``[0, 1]``).
+    edge_features : bool, optional
+        If true, ``edge_attr`` holds the columns of
+        :func:`segmentation.features.edge_features` (see
+        ``EDGE_FEATURE_NAMES``: shared boundary length in pixels, CIELAB
+        colour difference of the mean colours, centroid distance in pixels);
+        otherwise only the boundary length. Turn them into edge weights with
+        :func:`segmentation.features.edge_weight_from_features`.
 
     Notes
     -----
@@ -107,12 +119,13 @@ class SuperpixelGraph(BaseTransform):
     It returns a :class:`SuperpixelData` with ``x`` (float32 ``[N, F]``),
     ``pos`` (centroids, pixels, x then y, float32 ``[N, 2]``), ``edge_index``
     (``[2, E]``, both directions, no self-loops, coalesced), ``edge_attr``
-    (shared boundary length in pixels, float32 ``[E, 1]``), ``superpixels``
+    (shared boundary length in pixels, float32 ``[E, 1]``; ``[E, 3]`` with
+    ``edge_features=True``), ``superpixels``
     (int64 ``[1, H, W]``, labels ``0..N-1``), ``num_nodes``, and ``image`` /
     ``mask`` (int64 ``[1, H, W]``, 255 = ignore) when available.
 
-    Images of different sizes cannot be batched together (their pixel maps
-    do not concatenate); resize them first.
+    Images of different sizes batch with :func:`segmentation.data.pad_collate`
+    (``Batch.from_data_list`` alone cannot concatenate their pixel maps).
     """
 
     def __init__(
@@ -127,6 +140,7 @@ class SuperpixelGraph(BaseTransform):
         max_num_iter: int = 10,
         enforce_connectivity: bool = True,
         keep_image: bool = True,
+        edge_features: bool = False,
     ) -> None:
         self.n_segments = _check_int(n_segments, "n_segments", minimum=1)
         self.compactness = _check_number(compactness, "compactness", minimum=0.0, strict=True)
@@ -138,12 +152,14 @@ class SuperpixelGraph(BaseTransform):
             ("add_features", add_features),
             ("enforce_connectivity", enforce_connectivity),
             ("keep_image", keep_image),
+            ("edge_features", edge_features),
         ):
             if not isinstance(flag, bool | np.bool_):
                 raise TypeError(f"{name} must be a bool, got {flag!r}")
         self.add_features = bool(add_features)
         self.enforce_connectivity = bool(enforce_connectivity)
         self.keep_image = bool(keep_image)
+        self.edge_features = bool(edge_features)
         self.max_num_iter = _check_int(max_num_iter, "max_num_iter", minimum=1)
         if cache_dir is not None:
             cache_dir = Path(cache_dir)
@@ -157,6 +173,7 @@ class SuperpixelGraph(BaseTransform):
             f"{self.__class__.__name__}(n_segments={self.n_segments}, "
             f"compactness={self.compactness}, sigma={self.sigma}, "
             f"connectivity={self.connectivity}, add_features={self.add_features}, "
+            f"edge_features={self.edge_features}, "
             f"cache_dir={None if self.cache_dir is None else str(self.cache_dir)!r})"
         )
 
@@ -216,6 +233,7 @@ class SuperpixelGraph(BaseTransform):
             self.add_features,
             self.max_num_iter,
             self.enforce_connectivity,
+            self.edge_features,
             image.dtype.str,
             image.shape,
         )
@@ -238,8 +256,17 @@ class SuperpixelGraph(BaseTransform):
             enforce_connectivity=self.enforce_connectivity,
             max_num_iter=self.max_num_iter,
         )
+        return self._graph_from_labels(image, labels)
+
+    def _graph_from_labels(self, image: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        # Everything after SLIC: also rebuilds the graph of an augmented (flipped,
+        # scaled, cropped) image from its transformed label map, without SLIC.
         edge_index, boundary = region_adjacency(labels, connectivity=self.connectivity)
         superpixels = torch.from_numpy(labels)
+        if self.edge_features:
+            edge_attr = edge_features(image, labels, edge_index, connectivity=self.connectivity)
+        else:
+            edge_attr = boundary.unsqueeze(1)
         if self.add_features:
             x, pos = superpixel_features_and_centroids(image, labels)
         else:
@@ -249,7 +276,7 @@ class SuperpixelGraph(BaseTransform):
             "x": x,
             "pos": pos,
             "edge_index": edge_index,
-            "edge_attr": boundary.unsqueeze(1),
+            "edge_attr": edge_attr,
             "superpixels": superpixels.unsqueeze(0),
             "num_nodes": int(labels.max()) + 1,
         }

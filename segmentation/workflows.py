@@ -7,9 +7,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from segmentation.data import RandomFlipScaleCrop, SuperpixelDataset
 from segmentation.datasets import SYNTHETIC_CLASSES, SyntheticScenes, VOCSegmentation
 from segmentation.images import VOC_PALETTE, read_image, write_mask_png
-from segmentation.training import build_graphs, evaluate, load_checkpoint, model_from_checkpoint
+from segmentation.training import evaluate, load_checkpoint, model_from_checkpoint
+from segmentation.transforms import SuperpixelGraph
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -38,14 +40,26 @@ def load_training_data(
     image_size: int | None = None,
     cache_dir: str | None = None,
     progress: bool = False,
-) -> tuple[list, list, list[str]]:
-    """Superpixel graphs of the training and validation images, and the class names.
+    augment: bool = False,
+    crop_size: int | None = None,
+) -> tuple[SuperpixelDataset, SuperpixelDataset, list[str]]:
+    """Lazy superpixel-graph datasets of the training and validation images, and the class names.
 
     Exactly one of ``data`` (a VOC-layout folder) and ``synthetic`` (a number
-    of procedural scenes) must be given.
+    of procedural scenes) must be given. Graphs are built when a
+    ``DataLoader`` asks for them (see :class:`segmentation.data.SuperpixelDataset`),
+    and read back from ``cache_dir`` after the first time. Images may differ
+    in size; ``image_size`` resizes them all to one square. ``augment``
+    flips, rescales (0.5-2.0) and, with ``crop_size``, crops the training
+    images (never the validation ones), from the seed ``seed``.
+    ``progress`` is accepted for compatibility; nothing is built up front.
     """
+    del progress
     if (data is None) == (synthetic is None):
         raise ValueError("give exactly one of 'data' (a folder) and 'synthetic' (a count)")
+    if crop_size is not None and not augment:
+        raise ValueError("crop_size needs augment=True (the crop is part of the augmentation)")
+    augmentation = RandomFlipScaleCrop(crop_size) if augment else None
     if synthetic is not None:
         n_val = synthetic_val or max(8, synthetic // 4)
         train_samples = SyntheticScenes(synthetic, seed=seed)
@@ -56,9 +70,12 @@ def load_training_data(
         val_samples = VOCSegmentation(data, split=val_split,
                                       num_classes=train_samples.num_classes)
         class_names = list(train_samples.class_names)
-    kwargs = dict(n_segments=n_segments, compactness=compactness, image_size=image_size,
-                  cache_dir=cache_dir, progress=progress)
-    return build_graphs(train_samples, **kwargs), build_graphs(val_samples, **kwargs), class_names
+    transform = SuperpixelGraph(n_segments=n_segments, compactness=compactness,
+                                add_features=False, cache_dir=cache_dir)
+    train_set = SuperpixelDataset(train_samples, transform, augmentation, seed,
+                                  image_size=image_size)
+    val_set = SuperpixelDataset(val_samples, transform, image_size=image_size)
+    return train_set, val_set, class_names
 
 
 def evaluate_checkpoint(
@@ -80,7 +97,9 @@ def evaluate_checkpoint(
         class_names = dataset.class_names
     if len(dataset) == 0:
         raise ValueError(f"split {split!r} of {data!r} lists no images")
-    graphs = build_graphs(dataset, config.n_segments, config.compactness, image_size, cache_dir)
+    transform = SuperpixelGraph(n_segments=config.n_segments, compactness=config.compactness,
+                                add_features=False, cache_dir=cache_dir)
+    graphs = SuperpixelDataset(dataset, transform, image_size=image_size)
     scores = evaluate(model, graphs, batch_size, device, class_names)
     scores["images"] = len(graphs)
     return scores
@@ -165,8 +184,10 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", scenes: int = 160, epochs:
 
     out_dir = Path(out_dir)
     run_dir, data_dir, seg_dir = out_dir / "run", out_dir / "scenes", out_dir / "segmented"
-    log(f"1/4 superpixel graphs of {scenes} procedural training scenes")
-    train_graphs, val_graphs, class_names = load_training_data(synthetic=scenes, seed=seed)
+    log(f"1/4 {scenes} procedural training scenes (graphs built in the first epoch, then "
+        f"read from {out_dir / 'graph_cache'})")
+    train_graphs, val_graphs, class_names = load_training_data(
+        synthetic=scenes, seed=seed, cache_dir=str(out_dir / "graph_cache"))
     log(f"2/4 training the Graph LSTM model for {epochs} epochs -> {run_dir}")
     config = ModelConfig(num_classes=len(class_names))
     train(config, TrainConfig(epochs=epochs, seed=seed), train_graphs, val_graphs, run_dir,

@@ -46,3 +46,32 @@ def test_grid_schedule_benchmark_measures_both_engines_on_the_grid():
     seconds = bench_grid_schedule(side=20, repeats=1, print_fn=lines.append)
     assert set(seconds) == {"compiled", "torch"} and all(t > 0 for t in seconds.values())
     assert "400 nodes, 1520 edges" in lines[0]
+
+
+def test_data_benchmark_counts_slic_runs_and_cache_files(tmp_path):
+    from segmentation.data_benchmark import bench_data, format_reports, write_scenes_voc
+
+    data = write_scenes_voc(tmp_path / "scenes", 6, (40, 40), processes=1)
+    reports, peak_main = bench_data(data, tmp_path / "cache", epochs=2, batch_size=3, workers=1,
+                                    n_segments=12, max_steps=1, log=lambda line: None)
+    first, second = reports
+    assert (first.batches, first.steps, second.batches, second.steps) == (2, 1, 2, 1)
+    assert (first.slic_calls, first.cache_hits, first.cache_files) == (6, 0, 6)
+    assert (second.slic_calls, second.cache_hits, second.cache_files) == (0, 6, 6)
+    assert second.cache_files_replaced == 0
+    for report in reports:  # the workers are in the tree: it holds more than the main process
+        assert 0 < report.peaks["main_rss"] < report.peaks["tree_rss"]
+    assert "| 2 | 2 | 1 |" in format_reports(reports, peak_main)
+
+
+def test_peak_memory_sees_an_allocation():
+    import numpy as np
+
+    from segmentation.data_benchmark import PeakMemory
+
+    with PeakMemory(interval=0.01) as memory:
+        before = memory.reset()["main_rss"]
+        block = np.ones(40 * 2**20 // 8)  # 40 MiB, touched
+        memory.sample()
+        del block
+    assert memory.peaks["main_rss"] - before > 35 * 2**20

@@ -27,14 +27,53 @@ def test_forward_shapes_and_loss(batch, order, layers):
     assert out.logits.shape == (3, 6, 40, 48)
     assert out.confidence_logits.shape == (3, 6, 40, 48)
     assert out.node_score.shape == (batch.num_nodes,)
-    assert len(model.graph_layers) == layers
+    assert (model.graph_lstm is None) if layers == 0 else model.graph_lstm.num_layers == layers
     loss = segmentation_loss(out, batch.mask)
     loss.backward()
     # The first Graph LSTM layer starts from a zero state, so its state projections
     # (lin_h, lin_fn) get no gradient; every other parameter does.
-    unused = {"graph_layers.0.lin_h.weight", "graph_layers.0.lin_fn.weight"}
+    unused = {"graph_lstm.layers.0.0.lin_h.weight", "graph_lstm.layers.0.0.lin_fn.weight"}
     for name, p in model.named_parameters():
         assert (p.grad is None) == (name in unused), name
+
+
+def test_graph_part_is_layers_with_state_carried_and_residuals(batch):
+    # What the model ran before GraphLSTMStack: GraphLSTM layers sharing the
+    # schedule, each starting from the previous one's state, each output added to
+    # its input. Checked on the stack's own input, captured by a hook.
+    torch.manual_seed(0)
+    model = GraphLSTMSegmenter(small()).eval()
+    seen = {}
+    model.graph_lstm.register_forward_hook(
+        lambda module, args, kwargs, output: seen.update(args=args, kwargs=kwargs, out=output),
+        with_kwargs=True,
+    )
+    out = model.forward_batch(batch)
+    nodes, edge_index = seen["args"][:2]
+    assert seen["kwargs"]["schedule"] is out.schedule
+    state = None
+    for layers in model.graph_lstm.layers:
+        assert len(layers) == 1
+        h, state = layers[0](nodes, edge_index, schedule=out.schedule, state=state)
+        nodes = nodes + h
+    assert torch.equal(seen["out"][0], nodes)
+
+
+def test_checkpoints_with_the_former_layer_keys_still_load(batch):
+    torch.manual_seed(0)
+    model = GraphLSTMSegmenter(small()).eval()
+    old_style = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("graph_lstm.layers."):
+            layer, direction, rest = key[len("graph_lstm.layers."):].split(".", 2)
+            assert direction == "0"
+            key = f"graph_layers.{layer}.{rest}"
+        old_style[key] = value
+    assert any(k.startswith("graph_layers.1.") for k in old_style)
+    torch.manual_seed(1)
+    fresh = GraphLSTMSegmenter(small()).eval()
+    fresh.load_state_dict(old_style)  # strict
+    assert torch.equal(fresh.forward_batch(batch).logits, model.forward_batch(batch).logits)
 
 
 def test_confidence_order_is_most_confident_superpixel_first(batch):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from segmentation.pooling import pool, unpool
+from segmentation.pooling import PAD_LABEL, pool, unpool
 from segmentation.superpixels import relabel_contiguous
 
 # Device-agnostic code is checked on every device this machine has.
@@ -43,6 +43,61 @@ def test_pool_and_unpool_match_loop_reference():
     image = unpool(nodes, labels)
     assert image.shape == features.shape and image.is_contiguous()
     np.testing.assert_allclose(image.numpy(), expected_image, rtol=1e-12, atol=1e-12)
+
+
+def padded_label_maps(seed: int = 3) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """Three images of different sizes, padded bottom/right with PAD_LABEL to one size."""
+    sizes = [(6, 7), (4, 7), (5, 3)]
+    rng = np.random.default_rng(seed)
+    maps = torch.full((3, 6, 7), PAD_LABEL, dtype=torch.long)
+    for b, (h, w) in enumerate(sizes):
+        maps[b, :h, :w] = torch.from_numpy(relabel_contiguous(rng.integers(0, 4 + b, (h, w))))
+    return maps, sizes
+
+
+def test_padding_label_is_skipped_by_pool_and_zero_after_unpool():
+    features = torch.randn(3, 4, 6, 7, dtype=torch.float64)
+    labels, sizes = padded_label_maps()
+    nodes = pool(features, labels)
+    # Reference: every image on its own, cropped to its real size (no padding at all).
+    expected = []
+    for b, (h, w) in enumerate(sizes):
+        crop_nodes, _ = pool_reference(features[b : b + 1, :, :h, :w].numpy(),
+                                       labels[b : b + 1, :h, :w].numpy())
+        expected.append(crop_nodes)
+    np.testing.assert_allclose(nodes.numpy(), np.concatenate(expected), rtol=0, atol=1e-12)
+    image = unpool(nodes, labels)
+    offsets = np.cumsum([0] + [int(m.max()) + 1 for m in labels])
+    for b in range(3):
+        for y in range(6):
+            for x in range(7):
+                label = int(labels[b, y, x])
+                want = 0.0 if label == PAD_LABEL else nodes[offsets[b] + label]
+                torch.testing.assert_close(image[b, :, y, x], torch.as_tensor(want).expand(4)
+                                           .to(image.dtype), rtol=0, atol=0)
+    # Padding receives no gradient; nodes get the gradient of their real pixels only.
+    features.requires_grad_(True)
+    pool(features, labels).sum().backward()
+    assert torch.all(features.grad.permute(1, 0, 2, 3)[:, labels == PAD_LABEL] == 0)
+    assert torch.autograd.gradcheck(lambda f: pool(f, labels), (features,))
+    values = torch.randn(nodes.shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: unpool(v, labels), (values,))
+
+
+def test_padding_with_explicit_num_nodes_and_shared_map():
+    labels, _ = padded_label_maps(seed=4)
+    features = torch.randn(3, 2, 6, 7)
+    counts = [int(m.max()) + 2 for m in labels]  # one empty node per image too
+    nodes = pool(features, labels, num_nodes=counts)
+    torch.testing.assert_close(
+        unpool(nodes, labels, num_nodes=counts), unpool(pool(features, labels), labels)
+    )
+    shared = labels[2]
+    torch.testing.assert_close(pool(features, shared), pool(features, shared.expand(3, -1, -1)))
+    torch.testing.assert_close(unpool(pool(features, shared), shared),
+                               unpool(pool(features, shared), shared.expand(3, -1, -1)))
+    with pytest.raises(ValueError, match="all padding"):
+        unpool(torch.zeros(0, 2), torch.full((3, 3), PAD_LABEL))
 
 
 def test_batch_offsets_follow_pyg_batch():
@@ -128,7 +183,9 @@ def test_every_available_device_matches_the_loop_reference(device):
         (lambda f, s: pool(f, s[:, :-1]), ValueError, "superpixels has shape"),
         (lambda f, s: pool(f, s[:1]), ValueError, "superpixels has shape"),
         (lambda f, s: pool(f, s[None]), ValueError, r"superpixels must have shape \[B, H, W\]"),
-        (lambda f, s: pool(f, s - 1), ValueError, "non-negative"),
+        (lambda f, s: pool(f, s - 2), ValueError, "non-negative"),
+        (lambda f, s: pool(f, s - 1 - s.max()), ValueError, "got the minimum"),
+        (lambda f, s: unpool(pool(f, s), s - 2), ValueError, "non-negative"),
         (lambda f, s: pool(f, s, num_nodes=[5]), ValueError, "one count per image"),
         (lambda f, s: pool(f, s, num_nodes=[1, 1]), ValueError, "num_nodes"),
         (lambda f, s: pool(f, s, num_nodes=[1.5, 2.0]), TypeError, "num_nodes"),

@@ -87,17 +87,46 @@ def test_segment_folder_writes_labels_and_overlays(data, trained, tmp_path):
     assert overlay.mode == "RGB" and overlay.size == (32, 32)
 
 
-def test_resume_gives_the_same_result_as_an_uninterrupted_run(data, trained, tmp_path):
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(data, trained, tmp_path,
+                                                              monkeypatch):
+    """Stop a 2-epoch run right after its first checkpoint (as Ctrl-C would), resume it, and
+    get the weights and history of the run that was never stopped (``trained``)."""
+    import segmentation.training as training
+
     out = tmp_path / "resumed"
-    assert run("train", ["--data", str(data), "--epochs", "1", "--out", str(out), *TINY]) == 0
-    assert run("train", ["--data", str(data), "--epochs", "2", "--out", str(out), "--resume",
-                         *TINY]) == 0
+    save = training.save_checkpoint
+
+    def save_then_stop(path, payload):
+        written = save(path, payload)
+        if Path(path).name == "last.pt":
+            raise KeyboardInterrupt
+        return written
+
+    argv = ["--data", str(data), "--epochs", "2", "--out", str(out), *TINY]
+    monkeypatch.setattr(training, "save_checkpoint", save_then_stop)
+    assert run("train", argv) == 130
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 0
+    monkeypatch.setattr(training, "save_checkpoint", save)
+    assert run("train", [*argv, "--resume"]) == 0
     a = torch.load(trained / "last.pt", weights_only=True)
     b = torch.load(out / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 1
     for key, value in a["model_state"].items():
         assert torch.equal(value, b["model_state"][key]), key
     assert a["history"] == b["history"]
+
+
+def test_poly_schedule_decays_the_learning_rate_to_zero():
+    from segmentation.training import TrainConfig
+
+    config = TrainConfig(lr=0.01, lr_schedule="poly")
+    rates = [config.learning_rate(t, 10) for t in range(11)]
+    assert rates[0] == 0.01 and rates[10] == 0.0
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert rates[5] == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert TrainConfig(lr=0.01, lr_schedule="constant").learning_rate(7, 10) == 0.01
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(lr_schedule="cosine")
 
 
 def corrupt_copy(data, tmp_path):
@@ -203,6 +232,7 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path):
         ("evaluate", ["--device", "quantum"], "--device"),
         ("segment", ["--device", "cuda:7"], "--device"),
         ("train", ["--synthetic", "4", "--lr", "-1"], "--lr"),
+        ("train", ["--synthetic", "4", "--lr-schedule", "cosine"], "--lr-schedule"),
         ("train", ["--synthetic", "4", "--data", "x"], "--data"),
     ],
 )
@@ -217,6 +247,63 @@ def test_bad_option_values_are_one_line(script, argv, needle, data, trained, tmp
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def mixed_sizes(tmp_path_factory):
+    """A VOC folder whose images all have different sizes."""
+    from segmentation.datasets import SYNTHETIC_CLASSES, SyntheticScenes, write_voc
+
+    root = tmp_path_factory.mktemp("mixed")
+    sizes = [(32 + 3 * i, 48 - 2 * i) for i in range(8)]
+    samples = [SyntheticScenes(i + 1, size=size, seed=2)[i] for i, size in enumerate(sizes)]
+    write_voc(root, samples, {"train": range(6), "val": range(6, 8)}, SYNTHETIC_CLASSES,
+              image_format="png")
+    return root
+
+
+def test_train_on_images_of_different_sizes_with_augmentation_and_workers(
+    mixed_sizes, tmp_path, capsys
+):
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    argv = ["--data", str(mixed_sizes), "--epochs", "2", "--out", str(out), "--augment",
+            "--crop-size", "24", "--workers", "2", "--cache", str(cache), *TINY]
+    assert run("train", argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "last.pt"]
+    assert len(list(cache.iterdir())) == 8  # one graph per image, train and val
+    assert run("evaluate", ["--data", str(mixed_sizes), "--checkpoint", str(out / "best.pt"),
+                            "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert 0.0 <= scores["pixel_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--crop-size", "0", "--augment"], "--crop-size"),
+        (["--crop-size", "24"], "--crop-size needs --augment"),
+        (["--workers", "-1"], "--workers"),
+        (["--workers", "two"], "--workers"),
+    ],
+)
+def test_bad_data_flags_are_one_line(argv, needle, tmp_path, capsys):
+    assert run("train", ["--synthetic", "4", "--out", str(tmp_path / "o"), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_error_in_a_worker_is_one_line(data, tmp_path, capsys):
+    root = corrupt_copy(data, tmp_path)
+    first = sorted((root / "JPEGImages").iterdir())[0]
+    first.write_bytes(b"not an image at all")
+    out = tmp_path / "run"
+    code = run("train", ["--data", str(root), "--out", str(out), "--epochs", "1", "--workers",
+                         "2", *TINY])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and first.name in err
+    assert "Traceback" not in err and "Caught" not in err
+    assert not out.exists() or not any(out.iterdir())
 
 
 def test_evaluate_mask_size_mismatch_is_one_line(data, trained, tmp_path, capsys):

@@ -7,8 +7,15 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear, is_uninitialized_parameter
+from torch_geometric.typing import Adj, OptTensor
 
-from graphlstm._validation import check_edge_index, check_node_features, check_tensor
+from graphlstm._adjacency import edges_and_weights, is_sparse_adjacency
+from graphlstm._validation import (
+    check_edge_index,
+    check_edge_weight,
+    check_node_features,
+    check_tensor,
+)
 from graphlstm.functional import graph_lstm_recurrence
 from graphlstm.schedule import Schedule, build_schedule
 
@@ -47,10 +54,40 @@ class GraphLSTM(MessagePassing):
     **previous** :math:`\mathbf{h}_j`, and a node without in-neighbours has
     :math:`\bar{\mathbf{h}}_i = 0` and no neighbour memory term.
 
+    **Edge weights** (``edge_weight``, SPEC §3.1a): with a non-negative weight
+    :math:`w_{ji}` per edge, both means become weighted means with
+    :math:`s_i = \sum_{j \in \mathcal{N}(i)} w_{ji}`:
+
+    .. math::
+        \bar{\mathbf{h}}_i = \frac{1}{s_i} \sum_{j} w_{ji} \hat{\mathbf{h}}_j,
+        \qquad
+        \mathbf{m}'_i = \frac{1}{s_i} \sum_{j} w_{ji} \, \bar{\mathbf{g}}^f_{ij}
+            \odot \hat{\mathbf{m}}_j
+            + \mathbf{g}^f_i \odot \mathbf{m}_i + \mathbf{g}^u_i \odot \mathbf{g}^c_i
+
+    and a node with :math:`s_i = 0` has no neighbour term (as with
+    :math:`d_i = 0`; no gradient reaches its in-edges' weights, where the
+    weighted mean jumps). All weights 1 give the unweighted layer, a zero
+    weight removes its edge. Gradients flow into ``edge_weight``.
+
+    **Explainers**: in PyG's explain mode
+    (:func:`torch_geometric.explain.algorithm.utils.set_masks`, used by
+    :class:`~torch_geometric.explain.Explainer`), the edge mask (after a
+    sigmoid when the explainer asks for one) multiplies the weights of all
+    edges, visited or not, so explainers such as
+    :class:`~torch_geometric.explain.algorithm.GNNExplainer` get a gradient for
+    every edge that matters. (``explain_message`` therefore leaves the
+    messages of :meth:`propagate` alone.)
+
     Edges follow PyG: ``edge_index[0]`` sends to ``edge_index[1]``; an
     undirected graph holds both directions. Self-loops are ignored (a node is
     neither before nor after itself); duplicate edges count with their
-    multiplicity in :math:`d_i` and in both sums, like ``aggr="mean"``.
+    multiplicity in :math:`d_i` and in both sums, like ``aggr="mean"`` (with
+    weights: each copy adds its weight). ``edge_index`` may also be any PyG
+    ``Adj``: an ``EdgeIndex``, or a sparse adjacency matrix ``[N, N]``
+    (``torch.sparse`` COO, CSR or CSC, or a ``torch_sparse.SparseTensor`` when
+    that package is installed) read like PyG's convolutions read ``adj_t``:
+    entry ``(i, j)`` is the edge ``j -> i``, its value the edge weight.
 
     The result equals the sequential per-node pass exactly, but is computed
     level by level (see :mod:`graphlstm.schedule`): the cost of the recurrent
@@ -90,8 +127,9 @@ class GraphLSTM(MessagePassing):
 
     Shapes
     ------
-    - **input:** node features :math:`(N, F)`, edge indices :math:`(2, E)`,
-      optional order :math:`(N)` (a permutation) *or* score :math:`(N)`,
+    - **input:** node features :math:`(N, F)`, edge indices :math:`(2, E)`
+      (or a sparse adjacency :math:`(N, N)`), optional edge weights
+      :math:`(E)`, optional order :math:`(N)` (a permutation) *or* score :math:`(N)`,
       optional state ``(h, m)`` each :math:`(N, H)`, optional ``schedule``.
     - **output:** ``out`` :math:`(N, H)` (the new ``h`` of every node) and the
       new state ``(h, m)``, each :math:`(N, H)`, as ``out, (h, m)`` in the
@@ -127,21 +165,25 @@ class GraphLSTM(MessagePassing):
 
     def schedule(
         self,
-        edge_index: Tensor,
+        edge_index: Adj,
         num_nodes: int,
         order: Tensor | None = None,
         score: Tensor | None = None,
     ) -> Schedule:
         """The :class:`~graphlstm.schedule.Schedule` this layer would use; pass it
-        back as ``schedule=`` to share it across layers and steps."""
+        back as ``schedule=`` to share it across layers and steps. ``edge_index``
+        may be any ``Adj`` that :meth:`forward` takes."""
+        if is_sparse_adjacency(edge_index):
+            edge_index, _ = edges_and_weights(edge_index, None, num_nodes)
         return build_schedule(edge_index, num_nodes, order=order, score=score)
 
     def forward(
         self,
         x: Tensor,
-        edge_index: Tensor,
-        order: Tensor | None = None,
-        score: Tensor | None = None,
+        edge_index: Adj,
+        edge_weight: OptTensor = None,
+        order: OptTensor = None,
+        score: OptTensor = None,
         state: tuple[Tensor, Tensor] | None = None,
         schedule: Schedule | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
@@ -150,7 +192,16 @@ class GraphLSTM(MessagePassing):
         Parameters
         ----------
         x : Tensor ``[N, F]``
-        edge_index : LongTensor ``[2, E]``
+        edge_index : LongTensor ``[2, E]``, ``EdgeIndex``, or sparse ``[N, N]``
+            The edges ``edge_index[0] -> edge_index[1]``; or a sparse adjacency
+            matrix (``torch.sparse`` COO/CSR/CSC, or ``torch_sparse.SparseTensor``
+            when installed) in PyG's transposed ``adj_t`` convention: entry
+            ``(i, j)`` is the edge ``j -> i`` and its value the edge weight.
+        edge_weight : Tensor ``[E]``, optional
+            Non-negative, finite weight of every edge (SPEC §3.1a): the means
+            over in-neighbours become weighted means. Default: all 1 (the
+            unweighted layer). Not with a sparse ``edge_index`` (whose values
+            are the weights).
         order : LongTensor ``[N]``, optional
             Permutation: ``order[k]`` is updated ``k``-th.
         score : Tensor ``[N]``, optional
@@ -174,6 +225,10 @@ class GraphLSTM(MessagePassing):
                 f"'x' must have {self.in_channels} channels (in_channels), got {x.size(1)}"
             )
         num_nodes, hidden = x.size(0), self.hidden_channels
+        if edge_weight is not None or is_sparse_adjacency(edge_index):
+            edge_index, edge_weight = edges_and_weights(edge_index, edge_weight, num_nodes)
+        if self.explain:
+            edge_weight = self._explain_edge_weight(edge_index, edge_weight, num_nodes)
         if schedule is None:
             schedule = build_schedule(edge_index, num_nodes, order=order, score=score)
         else:
@@ -220,19 +275,37 @@ class GraphLSTM(MessagePassing):
         weight_n = torch.cat(
             [self.lin_n.weight[: 2 * hidden], 2.0 * self.lin_n.weight[2 * hidden :]], dim=0
         )
-        inv_deg = schedule.in_degree.index_select(0, perm).to(x.dtype)
-        inv_deg = inv_deg.clamp(min=1.0).reciprocal().unsqueeze(1)
         src, dst = schedule.visited_src_pos, schedule.visited_dst_pos
+        if edge_weight is None:
+            # 1/d_i, or 0 where d_i = 0 (no neighbour term).
+            inv_norm = schedule.in_degree.index_select(0, perm).to(x.dtype)
+            inv_norm = inv_norm.clamp(min=1.0).reciprocal().unsqueeze(1)
+            visited_weight = unvisited_weight = None
+        else:
+            # Weighted means (SPEC 3.1a): 1/s_i with s_i the sum of the weights of
+            # i's non-self-loop in-edges, or 0 where s_i = 0 (no neighbour term;
+            # then no gradient reaches those weights either: the mean jumps there).
+            edge_weight = edge_weight.to(x.dtype)
+            visited_weight = edge_weight.index_select(0, schedule.visited_eid)
+            unvisited_weight = edge_weight.index_select(0, schedule.unvisited_eid)
+            total = x.new_zeros(num_nodes).index_add(0, dst, visited_weight)
+            total = total.index_add(0, schedule.unvisited_edge_index_pos[1], unvisited_weight)
+            positive = total > 0
+            inv_norm = torch.where(positive, torch.where(positive, total, 1.0).reciprocal(), 0.0)
+            inv_norm = inv_norm.unsqueeze(1)
 
+        edge_scale = None
         if h0 is None:
             # No previous state: no unvisited contribution, no previous memory, and
             # every neighbour forget gate of node i is sigma(W^f x_i + b^f), so the
-            # weights [1/d_i ; g^f_i / d_i] of the visited neighbours are per node.
+            # weights [1/s_i ; g^f_i / s_i] of the visited neighbours are per node,
+            # and an edge weight w_ji scales the neighbour's state before the sum.
             base_m = None
             per_node = True
             weight = torch.cat(
-                [inv_deg.expand(-1, hidden), torch.sigmoid(input_forget) * inv_deg], dim=1
+                [inv_norm.expand(-1, hidden), torch.sigmoid(input_forget) * inv_norm], dim=1
             )
+            edge_scale = visited_weight
         else:
             h0, m0 = h0.index_select(0, perm), m0.index_select(0, perm)
             wh = self.lin_h.weight
@@ -247,16 +320,19 @@ class GraphLSTM(MessagePassing):
                 m=m0,
                 xf=input_forget,
                 fn=neighbour_forget,
+                edge_weight=unvisited_weight,
                 size=(num_nodes, num_nodes),
             )
-            agg = agg * inv_deg
+            agg = agg * inv_norm
             base_z = base_z + F.linear(agg[:, :hidden], weight_n)
             base_m = torch.addcmul(agg[:, hidden:], self_forget, m0)
-            # Visited edges: weights [1/d_i ; g^f_ij / d_i] of the new [h_j ; m_j].
+            # Visited edges: weights [w_ji/s_i ; g^f_ij w_ji/s_i] of the new [h_j ; m_j].
             edge_gate = torch.sigmoid(
                 input_forget.index_select(0, dst) + neighbour_forget.index_select(0, src)
             )
-            w = inv_deg.index_select(0, dst)
+            w = inv_norm.index_select(0, dst)
+            if visited_weight is not None:
+                w = w * visited_weight.unsqueeze(1)
             per_node = False
             weight = torch.cat([w.expand(-1, hidden), edge_gate * w], dim=1)
 
@@ -270,14 +346,53 @@ class GraphLSTM(MessagePassing):
             src,
             schedule.visited_dst_local,
             per_node,
+            edge_scale,
         )
         state = state.index_select(0, schedule.pos)
         h, m = state[:, :hidden], state[:, hidden:]
         return h, (h, m)
 
-    def message(self, h_j: Tensor, m_j: Tensor, xf_i: Tensor, fn_j: Tensor) -> Tensor:
-        # [h_j ; g^f_ij * m_j] for a neighbour j still in its previous state.
-        return torch.cat([h_j, torch.sigmoid(xf_i + fn_j) * m_j], dim=-1)
+    def _explain_edge_weight(
+        self, edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int
+    ) -> Tensor:
+        """Explain mode: PyG's edge mask multiplies the weights of all edges."""
+        edge_mask = self._edge_mask
+        if edge_mask is None:
+            raise ValueError(
+                "GraphLSTM is in explain mode but has no edge mask; set one with "
+                "torch_geometric.explain.algorithm.utils.set_masks"
+            )
+        if self._apply_sigmoid:
+            edge_mask = edge_mask.sigmoid()
+        num_edges = edge_index.size(1)
+        loop_mask = self._loop_mask
+        if edge_mask.numel() != num_edges and loop_mask is not None and (
+            int(loop_mask.sum()) + num_nodes == num_edges
+        ):
+            # As PyG's explain_message: the model removed the self-loops of the
+            # explained graph and appended one per node; those get weight 1.
+            edge_mask = torch.cat([edge_mask[loop_mask], edge_mask.new_ones(num_nodes)])
+        if edge_mask.dim() != 1 or edge_mask.numel() != num_edges:
+            raise ValueError(
+                f"the explainer's edge mask has shape {list(edge_mask.shape)}, but 'edge_index' "
+                f"has {num_edges} edges; the mask must hold one entry per edge"
+            )
+        edge_mask = check_edge_weight(edge_mask, num_edges, "edge mask (explain mode)")
+        return edge_mask if edge_weight is None else edge_weight * edge_mask
+
+    def message(
+        self, h_j: Tensor, m_j: Tensor, xf_i: Tensor, fn_j: Tensor, edge_weight: Tensor | None
+    ) -> Tensor:
+        # [h_j ; g^f_ij * m_j] for a neighbour j still in its previous state,
+        # times the edge weight w_ji when there is one.
+        msg = torch.cat([h_j, torch.sigmoid(xf_i + fn_j) * m_j], dim=-1)
+        return msg if edge_weight is None else msg * edge_weight.unsqueeze(-1)
+
+    def explain_message(self, inputs: Tensor, dim_size: int | None) -> Tensor:
+        # In explain mode the edge mask has already entered the edge weights of
+        # all edges in forward(); the messages of propagate() (the unvisited
+        # edges only) must not be masked a second time.
+        return inputs
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels})"

@@ -4,7 +4,11 @@ They define what the fast layers must compute and are used by the tests and
 the benchmarks; the layers never call them.
 """
 
-from graphlstm.reference.graph_lstm import graph_lstm_loop, graph_lstm_reference
+from graphlstm.reference.graph_lstm import (
+    graph_lstm_loop,
+    graph_lstm_reference,
+    graph_lstm_weighted_reference,
+)
 from graphlstm.reference.lattice import (
     graph_scan_reference,
     grid_lstm_step,
@@ -16,6 +20,7 @@ from graphlstm.reference.lattice import (
 __all__ = [
     "graph_lstm_loop",
     "graph_lstm_reference",
+    "graph_lstm_weighted_reference",
     "graph_scan_reference",
     "grid_lstm_step",
     "lattice_scan_reference",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["graph_lstm_reference", "graph_lstm_loop"]
+__all__ = ["graph_lstm_reference", "graph_lstm_loop", "graph_lstm_weighted_reference"]
 
 
 def _weights(layer):
@@ -147,3 +147,68 @@ def graph_lstm_loop(
         m[i] = m_i
         h[i] = torch.tanh(g_o * m_i)
     return h, m
+
+
+def graph_lstm_weighted_reference(
+    layer,
+    x: Tensor,
+    edge_index: Tensor,
+    edge_weight: Tensor,
+    order: Tensor | None = None,
+    state: tuple[Tensor, Tensor] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """The weighted Graph LSTM (SPEC §3.1a) as a plain loop over nodes.
+
+    Node by node in ``order``, over the list of its in-edges ``j -> i`` (self-loops
+    dropped, duplicates kept): ``s_i`` is the sum of their weights; if it is
+    positive, ``h_bar = sum_j w_ji h_hat_j / s_i`` and the neighbour memory term is
+    ``sum_j w_ji g^f_ij m_hat_j / s_i``, otherwise both are zero. No state is
+    written in place, so autograd differentiates it, also in ``edge_weight``.
+
+    Returns
+    -------
+    h, m : Tensor ``[N, H]``
+    """
+    hidden, wx, bx, wh, wn, wfn, r, rn = _weights(layer)
+    n = x.size(0)
+    order, h_old, m_old = _defaults(x, hidden, order, state)
+    in_edges: list[list[tuple[int, int]]] = [[] for _ in range(n)]
+    for e, (j, i) in enumerate(edge_index.t().tolist()):
+        if i != j:
+            in_edges[i].append((j, e))
+    h_new: dict[int, Tensor] = {}
+    m_new: dict[int, Tensor] = {}
+
+    def pre(gate: str, i: int, h_bar: Tensor | None = None) -> Tensor:
+        z = wx[r[gate]] @ x[i] + wh[r[gate]] @ h_old[i] + bx[r[gate]]
+        return z if h_bar is None else z + wn[rn[gate]] @ h_bar
+
+    for i in order.tolist():
+        edges = in_edges[i]
+        s = sum((edge_weight[e] for _, e in edges), x.new_zeros(()))
+        if edges and s > 0:
+            h_bar = sum(edge_weight[e] * (h_new[j] if j in h_new else h_old[j])
+                        for j, e in edges) / s
+            neighbour_memory = sum(
+                edge_weight[e]
+                * torch.sigmoid(wx[r["f"]] @ x[i] + wfn @ h_old[j] + bx[r["f"]])
+                * (m_new[j] if j in m_new else m_old[j])
+                for j, e in edges
+            ) / s
+        else:
+            h_bar = x.new_zeros(hidden)
+            neighbour_memory = x.new_zeros(hidden)
+        g_u = torch.sigmoid(pre("u", i, h_bar))
+        g_o = torch.sigmoid(pre("o", i, h_bar))
+        g_c = torch.tanh(pre("c", i, h_bar))
+        g_f = torch.sigmoid(pre("f", i))
+        m = neighbour_memory + g_f * m_old[i] + g_u * g_c
+        h_new[i] = torch.tanh(g_o * m)
+        m_new[i] = m
+
+    if n == 0:
+        return x.new_zeros(0, hidden), x.new_zeros(0, hidden)
+    return (
+        torch.stack([h_new[i] for i in range(n)]),
+        torch.stack([m_new[i] for i in range(n)]),
+    )
