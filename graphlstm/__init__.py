@@ -5,8 +5,11 @@
 - :mod:`graphlstm.lattice`: lattice graphs and scan directions.
 - :mod:`graphlstm.nn`: the layers and cells (one per module) and the wavefront engine.
 - :mod:`graphlstm.reference`: plain sequential loops that define the semantics.
+- :mod:`graphlstm.backend`: compiled kernels or the PyTorch path (``use_backend``).
 """
 
+from graphlstm import backend  # noqa: F401  (graphlstm.backend.set_backend, ...)
+from graphlstm.backend import use_backend
 from graphlstm.lattice import lattice_graph, lattice_order
 from graphlstm.nn import (
     MDLSTM,
@@ -36,4 +39,5 @@ __all__ = [
     "lattice_graph",
     "lattice_order",
     "order_from_score",
+    "use_backend",
 ]

@@ -32,16 +32,38 @@ node is complete once every later level has been processed), and computes all
 per-node factors and all parameter gradients in whole-graph operations before
 and after the loop. Saved tensors are ``O(N·H)`` (plus ``O(E·H)`` per-edge
 weights when there is a previous state), independent of the number of levels.
+
+Two engines run it (:mod:`graphlstm.backend`): compiled kernels
+(:mod:`graphlstm._kernels.recurrence`: the rows in level order, each finished
+where it is reached, with no Python or dispatcher round trip per level, and a
+level's rows on several threads where it is large), used for CPU tensors of
+float32/float64; and the PyTorch operations described above, the readable
+reference, used otherwise. :func:`graph_lstm_recurrence` is the face that
+chooses; both engines give the same values and gradients.
+
+:func:`graph_lstm_gated_recurrence` is the same recurrence with a previous
+state taken one step further: the neighbour forget gates
+:math:`\bar g^f_{ij} = \sigma(x^f_i + n^f_j)` and the unvisited neighbours are
+computed inside the loop from per-node tensors, so that the compiled engine
+makes no per-edge ``[E, H]`` tensor at all (its PyTorch path builds them and
+calls the level loop).
 """
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from graphlstm import backend
 
-class _GraphLSTMRecurrence(torch.autograd.Function):
+
+class _TorchRecurrence(torch.autograd.Function):
+    """The level loop in PyTorch operations: the readable reference, on any device."""
+
     @staticmethod
     def forward(ctx, base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src,
                 dst_local, per_node):
@@ -171,6 +193,105 @@ class _GraphLSTMRecurrence(torch.autograd.Function):
                 None)
 
 
+class _CompiledRecurrence(torch.autograd.Function):
+    """The level loop in compiled kernels (:mod:`graphlstm._kernels.recurrence`): the
+    same forward and backward as :class:`_TorchRecurrence`, with no per-level round
+    trip. CPU, float32/float64, every floating input of one dtype."""
+
+    @staticmethod
+    def forward(ctx, kernels, base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr,
+                src, dst_local, per_node):
+        n, hidden = base_z.size(0), weight_n.size(1)
+        ptr = np.asarray(ptr, dtype=np.int64)
+        src = src.long().contiguous()
+        node_ptr, edges = kernels.node_edges(
+            ptr, np.asarray(visited_ptr, dtype=np.int64), src.numpy(),
+            dst_local.long().contiguous().numpy(),
+        )
+        base_z, weight = base_z.detach().contiguous(), weight.detach().contiguous()
+        has_m, has_scale = base_m is not None, edge_scale is not None
+        base_m = base_m.detach().contiguous() if has_m else base_z.new_empty(0, hidden)
+        scale = edge_scale.detach().contiguous() if has_scale else base_z.new_empty(0)
+        state = base_z.new_empty(n, 2 * hidden)
+        gates = base_z.new_empty(n, 3 * hidden)
+        agg_h = base_z.new_empty(n, hidden)
+        sums = base_z.new_empty(n if per_node else 0, 2 * hidden)
+        args = (base_z.numpy(), base_m.numpy(), has_m, weight.numpy(),
+                weight_n.detach().contiguous().numpy(), scale.numpy(), has_scale,
+                bool(per_node), ptr, node_ptr, edges, src.numpy())
+        outputs = (state.numpy(), gates.numpy(), agg_h.numpy(), sums.numpy())
+        if _threads_for(ptr) > 1:
+            kernels.set_threads(torch.get_num_threads())
+            kernels.forward_parallel(*args, _PARALLEL_FROM, *outputs)
+        else:
+            kernels.forward(*args, *outputs)
+        ctx.save_for_backward(state, gates, agg_h, weight, weight_n, sums, scale, src,
+                              torch.from_numpy(node_ptr), torch.from_numpy(edges))
+        ctx.kernels, ctx.ptr, ctx.per_node, ctx.has_scale = kernels, ptr, per_node, has_scale
+        return state
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_state):
+        state, gates, agg_h, weight, weight_n, sums, scale, src, node_ptr, edges = (
+            ctx.saved_tensors
+        )
+        kernels, ptr, per_node, has_scale = ctx.kernels, ctx.ptr, ctx.per_node, ctx.has_scale
+        n, hidden = state.size(0), state.size(1) // 2
+        num_edges = src.numel()
+        need_weight, need_scale = ctx.needs_input_grad[3], has_scale and ctx.needs_input_grad[5]
+        need_edge_weight = need_weight and not per_node
+        # The kernel completes the state gradient in place.
+        grad_state = grad_state.to(state.dtype).contiguous().clone()
+        grad_z = state.new_empty(n, 3 * hidden)
+        grad_m = state.new_empty(n, hidden)
+        grad_agg_h = state.new_empty(n, hidden)
+        grad_edge_weight = state.new_empty(num_edges if need_edge_weight else 0, 2 * hidden)
+        grad_scale = state.new_empty(num_edges if need_scale else 0)
+        weight_nt = weight_n.detach().t().contiguous()
+        args = (grad_state.numpy(), state.numpy(), gates.numpy(), weight.numpy(),
+                weight_nt.numpy(), scale.numpy(), has_scale, bool(per_node), ptr,
+                node_ptr.numpy(), edges.numpy(), src.numpy())
+        outputs = (grad_z.numpy(), grad_m.numpy(), grad_agg_h.numpy(),
+                   grad_edge_weight.numpy(), need_edge_weight, grad_scale.numpy(), need_scale)
+        if _threads_for(ptr) > 1:
+            kernels.set_threads(torch.get_num_threads())
+            kernels.backward_parallel(*args, _PARALLEL_FROM, *outputs)
+        else:
+            kernels.backward(*args, *outputs)
+        grad_weight_n = grad_z.t() @ agg_h if ctx.needs_input_grad[4] else None
+        grad_weight = None
+        if need_weight:
+            grad_weight = (torch.cat([grad_agg_h, grad_m], 1) * sums if per_node
+                           else grad_edge_weight)
+        return (None, grad_z, grad_m if ctx.needs_input_grad[2] else None, grad_weight,
+                grad_weight_n, grad_scale if need_scale else None, None, None, None, None, None)
+
+
+# Levels with fewer rows run on one thread. A row costs a few microseconds, a
+# parallel region some ten, and numba's OpenMP threads (a pool of their own, next
+# to torch's) spin for a while after each region, competing with torch's threads:
+# only levels of this many rows are worth it. (SLIC graphs of a few thousand
+# superpixels have a few dozen per level; a batch of them, hundreds.)
+_PARALLEL_FROM = 128
+_parallel_pid: int | None = None
+
+
+def _threads_for(ptr: np.ndarray) -> int:
+    """Threads for the compiled loop: torch's, if some level is large enough.
+
+    GNU OpenMP (numba's thread pool) cannot run in a process forked after the
+    pool started: a forked child keeps to one thread.
+    """
+    global _parallel_pid
+    threads = torch.get_num_threads()
+    if threads <= 1 or ptr.size < 2 or int(np.diff(ptr).max()) < _PARALLEL_FROM:
+        return 1
+    if _parallel_pid is None:
+        _parallel_pid = os.getpid()
+    return threads if _parallel_pid == os.getpid() else 1
+
+
 def _level_starts(ptr: list, visited_ptr: list, device) -> Tensor:
     """For every visited edge, the first row of its target's level."""
     counts = torch.tensor(visited_ptr, device=device).diff()
@@ -228,6 +349,204 @@ def graph_lstm_recurrence(
         ``[h' | m']``, the new hidden state and memory of every node
         (level-sorted layout).
     """
-    return _GraphLSTMRecurrence.apply(
-        base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local, per_node
+    args = (base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local,
+            per_node)
+    floats = [t for t in (base_z, base_m, weight, weight_n, edge_scale) if t is not None]
+    kernels = None
+    if all(t.dtype == base_z.dtype for t in floats):
+        kernels = backend.kernels_for(*floats, src, dst_local)
+    if kernels is not None:
+        try:
+            return _CompiledRecurrence.apply(kernels, *args)
+        except kernels.CompileError as error:
+            backend.disable_after_failure(error)
+    return _TorchRecurrence.apply(*args)
+
+
+class _CompiledGatedRecurrence(torch.autograd.Function):
+    """:func:`graph_lstm_gated_recurrence` in compiled kernels
+    (:mod:`graphlstm._kernels.recurrence`): per node, the neighbour forget gates and the
+    unvisited neighbours are computed where they are summed, so that no per-edge
+    ``[E, H]`` tensor is made, forward or backward."""
+
+    @staticmethod
+    def forward(ctx, kernels, base_z, base_m, input_forget, neighbour_forget, h, m, weight_n,
+                visited_scale, unvisited_scale, ptr, visited_ptr, src, dst_local,
+                unvisited_edge_index):
+        n, hidden = base_z.size(0), weight_n.size(1)
+        ptr = np.asarray(ptr, dtype=np.int64)
+        src = src.long().contiguous()
+        node_ptr, edges = kernels.node_edges(
+            ptr, np.asarray(visited_ptr, dtype=np.int64), src.numpy(),
+            dst_local.long().contiguous().numpy(),
+        )
+        unv_src = unvisited_edge_index[0].long().contiguous()
+        unv_ptr, unv_edges = kernels.group_by_target(
+            unv_src.numpy(), unvisited_edge_index[1].long().contiguous().numpy(), n
+        )
+        base_z, base_m, input_forget, neighbour_forget, weight_n = (
+            t.detach().contiguous()
+            for t in (base_z, base_m, input_forget, neighbour_forget, weight_n)
+        )
+        visited_scale = visited_scale.detach().contiguous()
+        unvisited_scale = unvisited_scale.detach().contiguous()
+        hm_prev = torch.cat([h.detach(), m.detach()], 1)
+        state = base_z.new_empty(n, 2 * hidden)
+        gates = base_z.new_empty(n, 3 * hidden)
+        agg_h = base_z.new_empty(n, hidden)
+        args = (base_z.numpy(), base_m.numpy(), input_forget.numpy(), neighbour_forget.numpy(),
+                hm_prev.numpy(), weight_n.numpy(), ptr, node_ptr, edges, src.numpy(),
+                visited_scale.numpy(), unv_ptr, unv_edges, unv_src.numpy(),
+                unvisited_scale.numpy())
+        outputs = (state.numpy(), gates.numpy(), agg_h.numpy())
+        if _threads_for(ptr) > 1:
+            kernels.set_threads(torch.get_num_threads())
+            kernels.gated_forward_parallel(*args, _PARALLEL_FROM, *outputs)
+        else:
+            kernels.gated_forward(*args, *outputs)
+        ctx.save_for_backward(state, gates, agg_h, input_forget, neighbour_forget, hm_prev,
+                              weight_n, visited_scale, unvisited_scale, src,
+                              torch.from_numpy(node_ptr), torch.from_numpy(edges), unv_src,
+                              torch.from_numpy(unv_ptr), torch.from_numpy(unv_edges))
+        ctx.kernels, ctx.ptr = kernels, ptr
+        return state
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_state):
+        (state, gates, agg_h, input_forget, neighbour_forget, hm_prev, weight_n, visited_scale,
+         unvisited_scale, src, node_ptr, edges, unv_src, unv_ptr, unv_edges) = ctx.saved_tensors
+        kernels, ptr = ctx.kernels, ctx.ptr
+        n, hidden = state.size(0), state.size(1) // 2
+        grad_state = grad_state.to(state.dtype).contiguous().clone()
+        grad_z = state.new_empty(n, 3 * hidden)
+        grad_m = state.new_empty(n, hidden)
+        grad_agg_h = state.new_empty(n, hidden)
+        grad_input_forget = state.new_empty(n, hidden)
+        grad_neighbour_forget = state.new_zeros(n, hidden)
+        grad_hm_prev = state.new_zeros(n, 2 * hidden)
+        grad_visited_scale = state.new_empty(visited_scale.numel())
+        grad_unvisited_scale = state.new_empty(unvisited_scale.numel())
+        args = (grad_state.numpy(), state.numpy(), gates.numpy(), input_forget.numpy(),
+                neighbour_forget.numpy(), hm_prev.numpy(), weight_n.t().contiguous().numpy(),
+                ptr, node_ptr.numpy(), edges.numpy(), src.numpy(), visited_scale.numpy(),
+                unv_ptr.numpy(), unv_edges.numpy(), unv_src.numpy(), unvisited_scale.numpy())
+        outputs = (grad_z.numpy(), grad_m.numpy(), grad_agg_h.numpy(),
+                   grad_input_forget.numpy(), grad_neighbour_forget.numpy(),
+                   grad_hm_prev.numpy(), grad_visited_scale.numpy(),
+                   grad_unvisited_scale.numpy())
+        if _threads_for(ptr) > 1:
+            kernels.set_threads(torch.get_num_threads())
+            kernels.gated_backward_parallel(*args, _PARALLEL_FROM, *outputs)
+        else:
+            kernels.gated_backward(*args, *outputs)
+        grad_weight_n = grad_z.t() @ agg_h if ctx.needs_input_grad[7] else None
+        return (None, grad_z, grad_m, grad_input_forget, grad_neighbour_forget,
+                grad_hm_prev[:, :hidden], grad_hm_prev[:, hidden:], grad_weight_n,
+                grad_visited_scale, grad_unvisited_scale, None, None, None, None, None)
+
+
+def _gated_recurrence_torch(base_z, base_m, input_forget, neighbour_forget, h, m, weight_n,
+                            visited_scale, unvisited_scale, ptr, visited_ptr, src, dst_local,
+                            unvisited_edge_index) -> Tensor:
+    """:func:`graph_lstm_gated_recurrence` in PyTorch operations (the reference): the
+    unvisited neighbours in one scatter, the visited ones through
+    :class:`_TorchRecurrence` with per-edge weights ``[1 ; g^f_ij]`` and the scales."""
+    n, hidden = base_z.size(0), weight_n.size(1)
+    unv_src, unv_dst = unvisited_edge_index[0], unvisited_edge_index[1]
+    gate = torch.sigmoid(input_forget.index_select(0, unv_dst)
+                         + neighbour_forget.index_select(0, unv_src))
+    message = torch.cat([h.index_select(0, unv_src), gate * m.index_select(0, unv_src)], 1)
+    agg = base_z.new_zeros(n, 2 * hidden).index_add(
+        0, unv_dst, message * unvisited_scale.unsqueeze(1)
     )
+    base_z = base_z + agg[:, :hidden] @ weight_n.t()
+    base_m = base_m + agg[:, hidden:]
+    dst = dst_local + _level_starts(ptr, visited_ptr, dst_local.device)
+    gate = torch.sigmoid(input_forget.index_select(0, dst) + neighbour_forget.index_select(0, src))
+    weight = torch.cat([torch.ones_like(gate), gate], 1)
+    return _TorchRecurrence.apply(base_z, base_m, weight, weight_n, visited_scale, ptr,
+                                  visited_ptr, src, dst_local, False)
+
+
+def graph_lstm_gated_recurrence(
+    base_z: Tensor,
+    base_m: Tensor,
+    input_forget: Tensor,
+    neighbour_forget: Tensor,
+    h: Tensor,
+    m: Tensor,
+    weight_n: Tensor,
+    ptr: list,
+    visited_ptr: list,
+    src: Tensor,
+    dst_local: Tensor,
+    visited_scale: Tensor,
+    unvisited_edge_index: Tensor,
+    unvisited_scale: Tensor,
+) -> Tensor:
+    r"""The Graph LSTM recurrence with a previous state, neighbour gates included.
+
+    What :class:`graphlstm.GraphLSTM` computes when a previous state ``(h, m)``
+    is given, from its whole-graph projections: for node :math:`i` and each
+    in-edge :math:`e = (j \to i)` with scale :math:`s_e` (:math:`1/d_i`, or
+    :math:`w_{ji}/s_i` with edge weights), the message is
+
+    .. math::
+        s_e \, [\hat h_j \,;\, \sigma(x^f_i + n^f_j) \odot \hat m_j]
+
+    where :math:`\hat h_j, \hat m_j` is :math:`j`'s new state if :math:`j` is
+    visited (an earlier level) and its previous state ``h, m`` otherwise; the
+    messages are summed into :math:`[\bar h_i ; \bar m_i]`, and then, as in
+    :func:`graph_lstm_recurrence`, :math:`z_i = B_i + W_n \bar h_i`,
+    :math:`m'_i = M_i + \bar m_i + \sigma(z^u_i) \odot (2\sigma(z^{2c}_i) - 1)`,
+    :math:`h'_i = \tanh(\sigma(z^o_i) \odot m'_i)`.
+
+    It equals :func:`graph_lstm_recurrence` in the per-edge mode with weights
+    :math:`[1 ; \sigma(x^f_i + n^f_j)]`, ``edge_scale = visited_scale`` and the
+    unvisited messages folded into ``base_z`` and ``base_m`` (which is its
+    PyTorch path), but the compiled path makes the gates where they are used:
+    no ``[E, H]`` tensor, no GEMM for the unvisited part, and saved memory
+    ``O(N·H)``. All node tensors are in the level-sorted layout of a schedule.
+
+    Parameters
+    ----------
+    base_z : Tensor ``[N, 3H]``
+        Gate pre-activations ``u, o, 2c`` without any neighbour term.
+    base_m : Tensor ``[N, H]``
+        The node's own memory term :math:`g^f_i \odot m_i`.
+    input_forget : Tensor ``[N, H]``
+        :math:`x^f_i = W^f x_i + b^f`.
+    neighbour_forget : Tensor ``[N, H]``
+        :math:`n^f_j = U^{fn} h_j` of the previous :math:`h_j`.
+    h, m : Tensor ``[N, H]``
+        The previous state, read through unvisited edges.
+    weight_n : Tensor ``[3H, H]``
+        ``lin_n`` with rows ``u, o, 2c``.
+    ptr, visited_ptr, src, dst_local
+        The visited edges, as in :func:`graph_lstm_recurrence`.
+    visited_scale : Tensor ``[E_v]``
+        :math:`s_e` of each visited edge.
+    unvisited_edge_index : LongTensor ``[2, E_u]``
+        Unvisited edges as level-sorted positions (source, target), e.g.
+        ``schedule.unvisited_edge_index_pos``.
+    unvisited_scale : Tensor ``[E_u]``
+        :math:`s_e` of each unvisited edge.
+
+    Returns
+    -------
+    state : Tensor ``[N, 2H]``
+        ``[h' | m']`` (level-sorted layout). Every floating input is differentiable.
+    """
+    args = (base_z, base_m, input_forget, neighbour_forget, h, m, weight_n, visited_scale,
+            unvisited_scale, ptr, visited_ptr, src, dst_local, unvisited_edge_index)
+    floats = args[:9]
+    kernels = None
+    if all(t.dtype == base_z.dtype for t in floats):
+        kernels = backend.kernels_for(*floats, src, dst_local, unvisited_edge_index)
+    if kernels is not None:
+        try:
+            return _CompiledGatedRecurrence.apply(kernels, *args)
+        except kernels.CompileError as error:
+            backend.disable_after_failure(error)
+    return _gated_recurrence_torch(*args)

@@ -25,8 +25,11 @@ lies in an earlier level.
 
 A :class:`Schedule` depends on the graph and the order only, so it is computed
 once and shared by every layer (and every training step) that uses the same
-graph and order. It is computed on the CPU (a handful of small integer ops per
-level) and moved with :meth:`Schedule.to`.
+graph and order. It is computed on the CPU and moved with :meth:`Schedule.to`:
+by default in O(N + E) compiled code (one pass over the nodes in rank order, and
+counting sorts for the layouts; :mod:`graphlstm._kernels.schedule`), or by the
+PyTorch reference (Kahn's algorithm, a handful of tensor ops per level), which
+gives the identical :class:`Schedule` (see :mod:`graphlstm.backend`).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import Tensor
 
+from graphlstm import backend
 from graphlstm._validation import (
     check_edge_index,
     check_num_nodes,
@@ -226,6 +230,60 @@ def build_schedule(
         order = order_from_score(check_score(score, n).detach().to(cpu))
     else:
         order = torch.arange(n)
+
+    kernels = backend.kernels_for()
+    schedule = None
+    if kernels is not None and n < 2**31:  # the kernel counts nodes in 32 bits
+        try:
+            schedule = _schedule_compiled(kernels, ei, order)
+        except kernels.CompileError as error:
+            backend.disable_after_failure(error)
+    if schedule is None:
+        schedule = _schedule_torch(ei, order)
+    return schedule if device == cpu else schedule.to(device)
+
+
+def _schedule_compiled(kernels, ei: Tensor, order: Tensor) -> Schedule:
+    """The schedule from the O(N + E) kernel (:mod:`graphlstm._kernels.schedule`)."""
+    ei = ei.contiguous()
+    (rank, level, perm, pos, ptr, vis_eid, visited_ptr, visited, unvisited_eid, unvisited_ptr,
+     unvisited, unvisited_pos, in_degree) = (
+        torch.from_numpy(a)
+        for a in kernels.schedule_layout(ei[0].numpy(), ei[1].numpy(), order.contiguous().numpy())
+    )
+    ptr = ptr.tolist()
+    return Schedule(
+        num_nodes=order.numel(),
+        num_edges=ei.size(1),
+        num_levels=len(ptr) - 1,
+        order=order,
+        rank=rank,
+        level=level,
+        perm=perm,
+        pos=pos,
+        ptr=ptr,
+        visited_eid=vis_eid,
+        visited_ptr=visited_ptr.tolist(),
+        visited_src=visited[0],
+        visited_dst=visited[1],
+        visited_src_pos=visited[2],
+        visited_dst_pos=visited[3],
+        visited_dst_local=visited[4],
+        unvisited_eid=unvisited_eid,
+        unvisited_ptr=unvisited_ptr.tolist(),
+        unvisited_edge_index=unvisited,
+        unvisited_edge_index_pos=unvisited_pos,
+        in_degree=in_degree,
+    )
+
+
+def _schedule_torch(ei: Tensor, order: Tensor) -> Schedule:
+    """The schedule in whole-tensor PyTorch operations: the readable reference.
+
+    Levels by Kahn's algorithm one frontier per level (:func:`_levels`), layouts by
+    stable sorts.
+    """
+    n = order.numel()
     rank = torch.empty_like(order)
     rank[order] = torch.arange(n)
 
@@ -252,7 +310,7 @@ def build_schedule(
     unvisited_ptr = [0] + unv_counts.cumsum(0).tolist()
     in_degree = torch.bincount(dst[not_loop], minlength=n)
 
-    schedule = Schedule(
+    return Schedule(
         num_nodes=n,
         num_edges=ei.size(1),
         num_levels=num_levels,
@@ -275,7 +333,6 @@ def build_schedule(
         unvisited_edge_index_pos=pos[ei[:, unvisited_eid]],
         in_degree=in_degree,
     )
-    return schedule if device == cpu else schedule.to(device)
 
 
 def _levels(rank: Tensor, a: Tensor, b: Tensor, num_nodes: int) -> Tensor:

@@ -3,8 +3,8 @@
 
 Examples::
 
-    python scripts/benchmark.py graph-lstm            # ~1,000 and ~4,000 superpixels
-    python scripts/benchmark.py graph-lstm --quick    # ~1,000 superpixels, hidden 64
+    python scripts/benchmark.py graph-lstm          # ~1,000 and ~4,000 superpixels; 1, 2 threads
+    python scripts/benchmark.py graph-lstm --quick  # ~1,000 superpixels
     python scripts/benchmark.py md-lstm grid-lstm
     python scripts/benchmark.py inference             # one 321x321 image, SLIC + network
     python scripts/benchmark.py levels --out levels.png
@@ -41,13 +41,17 @@ def main(argv=None) -> int:
     parser.add_argument("cases", nargs="*", default=["graph-lstm"], metavar="CASE",
                         help=f"what to measure: {', '.join(CASES)} or all (default: graph-lstm)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: shared machines stall OpenMP)")
+                        help="torch threads (default 1: shared machines stall OpenMP); the "
+                             "graph-lstm case measures 1 and 2 threads side by side")
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats (median)")
     parser.add_argument("--quick", action="store_true",
-                        help="smaller graph-lstm run: ~1,000 superpixels, hidden 64")
+                        help="smaller graph-lstm run: ~1,000 superpixels only")
     parser.add_argument("--out", default="levels.png", help="PNG written by the levels case")
     parser.add_argument("--device", type=device, default="cpu",
                         help="device of the graph-lstm case (e.g. cuda)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="graph-lstm case: wall time (default) or the thread's CPU time, "
+                             "which a busy machine does not inflate (1 thread only)")
     train = parser.add_argument_group("train case")
     train.add_argument("--processes", type=process_counts, metavar="N[,N...]",
                        help="process counts to compare (default: 1,2; on CUDA 1,2 with 2 GPUs)")
@@ -72,13 +76,11 @@ def main(argv=None) -> int:
           f"load average {load:.2f} (figures are only meaningful on an idle machine)")
     for case in cases:
         if case == "graph-lstm":
-            from segmentation.benchmarks import bench_graph_lstm
+            from segmentation.benchmarks import bench_graph_lstm, bench_grid_schedule
 
-            if args.quick:
-                bench_graph_lstm(sizes=(1000,), hiddens=(64,), repeats=args.repeats,
-                                 device=args.device)
-            else:
-                bench_graph_lstm(repeats=args.repeats, device=args.device)
+            bench_graph_lstm(sizes=(1000,) if args.quick else (1000, 4000),
+                             repeats=args.repeats, device=args.device, clock=args.clock)
+            bench_grid_schedule(300 if args.quick else 1000)
         elif case == "md-lstm":
             from _bench_lattice import bench_md_lstm
 

@@ -1,7 +1,9 @@
 """Benchmarks of the Graph LSTM layer on SLIC graphs of a scikit-image sample image.
 
 Used by ``scripts/benchmark.py``; every figure is a median over repeats, and the
-level-by-level layer and the per-node loop run side by side in the same process.
+level-by-level layer and the per-node loop (or PyG's ``GatedGraphConv``) run
+interleaved in the same process, so that their ratio holds when the machine's
+speed drifts.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
-from torch_geometric.data import Batch, Data
 
 from graphlstm import GraphLSTM, build_schedule
 from graphlstm.reference import graph_lstm_loop
@@ -48,20 +49,23 @@ def sample_graph(n_segments: int, seed: int = 0, sigma: float = 0.1) -> SampleGr
     return SampleGraph(labels, edge_index, score)
 
 
-def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in seconds."""
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2,
+                clock: Callable[[], float] = time.perf_counter) -> float:
+    """Median time of ``fn()`` in seconds: wall time, or ``clock`` (e.g.
+    ``time.thread_time``, which a busy machine does not inflate by descheduling)."""
     for _ in range(warmup):
         fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     return statistics.median(times)
 
 
 def paired_median_times(
-    fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int, repeats_b: int
+    fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int, repeats_b: int,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> tuple[float, float]:
     """Median seconds of ``fn_a`` and ``fn_b``, measured interleaved.
 
@@ -74,13 +78,13 @@ def paired_median_times(
     per_b = max(1, repeats // max(1, repeats_b))
     for i in range(max(repeats, repeats_b)):
         if i < repeats:
-            start = time.perf_counter()
+            start = clock()
             fn_a()
-            times_a.append(time.perf_counter() - start)
+            times_a.append(clock() - start)
         if i < repeats_b * per_b and i % per_b == 0:
-            start = time.perf_counter()
+            start = clock()
             fn_b()
-            times_b.append(time.perf_counter() - start)
+            times_b.append(clock() - start)
     return statistics.median(times_a), statistics.median(times_b)
 
 
@@ -106,102 +110,166 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _no_grad_forward(layer, x, edge_index, schedule):
-    with torch.no_grad():
-        out = layer(x, edge_index, schedule=schedule)
-    _synchronize(x.device)
-    return out
+def _call(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    """``fn`` without autograd, waiting for the device (CUDA kernels run asynchronously)."""
+
+    def run() -> None:
+        with torch.no_grad():
+            fn()
+        _synchronize(device)
+
+    return run
 
 
-def _forward_backward(layer, x, edge_index, schedule) -> None:
-    out, (_, m) = layer(x.requires_grad_(), edge_index, schedule=schedule)
+def _forward_backward(layer, x, edge_index, schedule, state) -> None:
+    out, (_, m) = layer(x.requires_grad_(), edge_index, schedule=schedule, state=state)
     (out.sum() + m.sum()).backward()
     _synchronize(x.device)
 
 
-def _loop(layer, x, edge_index, order):
-    out = graph_lstm_loop(layer, x, edge_index, order)
-    _synchronize(x.device)
-    return out
-
-
-def _time_layer(layer, x, edge_index, schedule, batch_edge_index, batch_schedule, repeats,
-                loop_repeats) -> tuple[float, ...]:
-    """Forward (interleaved with the per-node loop), loop, forward+backward, and the
-    batch's forward and forward+backward: median seconds."""
-    t_fwd, t_loop = paired_median_times(
-        lambda: _no_grad_forward(layer, x, edge_index, schedule),
-        lambda: _loop(layer, x, edge_index, schedule.order),
-        repeats, loop_repeats,
-    )
-    t_fb = median_time(lambda: _forward_backward(layer, x, edge_index, schedule), repeats)
-    xb = torch.randn(batch_schedule.num_nodes, x.size(1), device=x.device)
-    t_bfwd = median_time(
-        lambda: _no_grad_forward(layer, xb, batch_edge_index, batch_schedule), repeats
-    )
-    t_bfb = median_time(
-        lambda: _forward_backward(layer, xb, batch_edge_index, batch_schedule), repeats
-    )
-    return t_fwd, t_loop, t_fb, t_bfwd, t_bfb
-
-
 def bench_graph_lstm(
-    sizes=(1000, 4000), hiddens=(64, 256), repeats: int = 10, batch: int = 8,
-    loop_repeats: int = 5, print_fn=print, device="cpu",
+    sizes=(1000, 4000), hidden: int = 64, threads=(1, 2), engines=("compiled", "torch"),
+    repeats: int = 10, loop_repeats: int = 3, print_fn=print, device="cpu", clock: str = "wall",
 ) -> list[dict]:
-    """Forward and forward+backward of :class:`GraphLSTM` against the per-node loop."""
+    """:class:`GraphLSTM` against a per-node loop and PyG's ``GatedGraphConv``.
+
+    For every graph (a SLIC graph of ``astronaut`` per entry of ``sizes``), thread
+    count and engine (:mod:`graphlstm.backend`), median milliseconds of:
+
+    - ``schedule``: :func:`build_schedule` from the per-superpixel score;
+    - ``layer``: ``GraphLSTM(H, H)`` with a previous state, the schedule given;
+    - ``layer_schedule``: the same with the schedule built in the call (``score=``);
+    - ``forward_backward``: ``layer`` and its backward;
+    - ``loop``: :func:`graphlstm.reference.graph_lstm_loop` with the same state,
+      timed interleaved with ``layer_schedule`` (``speedup = loop / layer_schedule``);
+    - ``no_state``: ``GraphLSTM(H, H)`` with the order given, no state, schedule built
+      in the call, interleaved with ``gated``: ``GatedGraphConv(H, num_layers=1)`` on
+      the same graph (``gated_ratio = no_state / gated``).
+
+    Forward timings run without autograd. ``saved_bytes`` is the memory autograd
+    holds for the backward of ``layer``. ``clock="cpu"`` times the calling thread's
+    CPU time instead of wall time (robust on a busy machine; with more than one
+    thread it leaves out the other threads' work, so only 1-thread rows are run).
+    """
+    from torch_geometric.nn import GatedGraphConv
+
+    from graphlstm import use_backend
+
     device = torch.device(device)
+    if clock not in ("wall", "cpu"):
+        raise ValueError(f"'clock' must be 'wall' or 'cpu', got {clock!r}")
+    if clock == "cpu":
+        threads = (1,)
+    timer = time.thread_time if clock == "cpu" else time.perf_counter
+    previous_threads = torch.get_num_threads()
     rows = []
-    for n_segments in sizes:
-        g = sample_graph(n_segments)
-        n = g.num_nodes
-        schedule = build_schedule(g.edge_index, n, score=g.score).to(device)
-        edge_index = g.edge_index.to(device)
-        graphs = [sample_graph(n_segments, seed=s) if s else g for s in range(batch)]
-        big = Batch.from_data_list(
-            [Data(edge_index=h.edge_index, num_nodes=h.num_nodes, score=h.score) for h in graphs]
-        )
-        batch_schedule = build_schedule(big.edge_index, big.num_nodes, score=big.score)
-        batch_schedule = batch_schedule.to(device)
-        print_fn(
-            f"\nSLIC graph of astronaut, n_segments={n_segments}: {n} nodes, "
-            f"{g.edge_index.size(1)} edges, {schedule.num_levels} levels; batch of {batch}: "
-            f"{big.num_nodes} nodes, {batch_schedule.num_levels} levels"
-        )
-        for hidden in hiddens:
+    try:
+        for n_segments in sizes:
+            g = sample_graph(n_segments)
+            n = g.num_nodes
+            edge_index, score = g.edge_index.to(device), g.score.to(device)
+            schedule = build_schedule(edge_index, n, score=score)
+            order = schedule.order
             torch.manual_seed(0)
             layer = GraphLSTM(hidden, hidden).to(device)
+            gated = GatedGraphConv(hidden, num_layers=1).to(device)
             x = torch.randn(n, hidden, device=device)
-            t_fwd, t_loop, t_fb, t_bfwd, t_bfb = _time_layer(
-                layer, x, edge_index, schedule, big.edge_index.to(device), batch_schedule,
-                repeats, loop_repeats,
-            )
-            ei = edge_index
-            saved = saved_tensor_bytes(
-                lambda layer=layer, x=x, ei=ei, s=schedule: layer(x.requires_grad_(), ei,
-                                                                  schedule=s)[0]
-            )
-            row = dict(
-                n_segments=n_segments, nodes=n, edges=g.edge_index.size(1),
-                levels=schedule.num_levels, hidden=hidden, forward_ms=t_fwd * 1e3,
-                forward_backward_ms=t_fb * 1e3, loop_ms=t_loop * 1e3, speedup=t_loop / t_fwd,
-                saved_bytes=saved, batch_forward_ms=t_bfwd * 1e3,
-                batch_forward_backward_ms=t_bfb * 1e3,
-            )
-            rows.append(row)
+            state = (0.5 * torch.randn(n, hidden, device=device),
+                     0.5 * torch.randn(n, hidden, device=device))
             print_fn(
-                f"  H={hidden:<4d} forward {row['forward_ms']:8.2f} ms   "
-                f"fwd+bwd {row['forward_backward_ms']:8.2f} ms   "
-                f"per-node loop {row['loop_ms']:8.1f} ms   speed-up x{row['speedup']:.1f}   "
-                f"saved for backward {saved / 2**20:6.2f} MiB "
-                f"({saved / (n * hidden):.0f} B per node per hidden unit)"
+                f"\nSLIC graph of astronaut, n_segments={n_segments}: {n} nodes, "
+                f"{g.edge_index.size(1)} edges, {schedule.num_levels} levels; H={hidden}; "
+                f"median ms ({device.type}, {'thread CPU' if clock == 'cpu' else 'wall'} time)"
             )
-            print_fn(
-                f"         batch of {batch}: forward {row['batch_forward_ms']:8.2f} ms   "
-                f"fwd+bwd {row['batch_forward_backward_ms']:8.2f} ms   "
-                f"(x{batch * t_fwd / t_bfwd:.1f} vs {batch} separate forwards)"
-            )
+            print_fn(f"{'threads':>7} {'engine':>8} {'schedule':>9} {'layer':>8} "
+                     f"{'+schedule':>9} {'fwd+bwd':>8} {'per-node loop':>13} {'speed-up':>8}   "
+                     f"{'no state':>8} {'GatedGraphConv':>14} {'ratio':>6}")
+            for num_threads in threads:
+                torch.set_num_threads(num_threads)
+                for engine in engines:
+                    with use_backend(engine):
+                        row = _bench_one(layer, gated, x, edge_index, score, order, state,
+                                         repeats, loop_repeats, device, timer)
+                    row.update(n_segments=n_segments, nodes=n, edges=g.edge_index.size(1),
+                               levels=schedule.num_levels, hidden=hidden,
+                               threads=num_threads, engine=engine)
+                    rows.append(row)
+                    speedup, gated_ratio = f"x{row['speedup']:.1f}", f"x{row['gated_ratio']:.2f}"
+                    print_fn(
+                        f"{num_threads:>7} {engine:>8} {row['schedule_ms']:>9.2f} "
+                        f"{row['layer_ms']:>8.2f} {row['layer_schedule_ms']:>9.2f} "
+                        f"{row['forward_backward_ms']:>8.2f} {row['loop_ms']:>13.1f} "
+                        f"{speedup:>8}   {row['no_state_ms']:>8.2f} "
+                        f"{row['gated_ms']:>14.2f} {gated_ratio:>6}"
+                    )
+    finally:
+        torch.set_num_threads(previous_threads)
     return rows
+
+
+def grid_graph(side: int) -> Tensor:
+    """``edge_index`` of a ``side`` x ``side`` 4-neighbour grid, both directions."""
+    idx = torch.arange(side * side).view(side, side)
+    right = torch.stack([idx[:, :-1].reshape(-1), idx[:, 1:].reshape(-1)])
+    down = torch.stack([idx[:-1].reshape(-1), idx[1:].reshape(-1)])
+    edges = torch.cat([right, down], dim=1)
+    return torch.cat([edges, edges.flip(0)], dim=1)
+
+
+def bench_grid_schedule(side: int = 1000, repeats: int = 3, engines=("compiled", "torch"),
+                        print_fn=print) -> dict:
+    """Median seconds of :func:`build_schedule` on a ``side`` x ``side`` 4-neighbour grid
+    in a random order, per engine."""
+    from graphlstm import use_backend
+
+    edge_index = grid_graph(side)
+    n = side * side
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    seconds = {}
+    for engine in engines:
+        with use_backend(engine):
+            seconds[engine] = median_time(lambda: build_schedule(edge_index, n, order=order),
+                                          repeats, warmup=1)
+    levels = build_schedule(edge_index, n, order=order).num_levels
+    print_fn(f"\n{side}x{side} 4-neighbour grid ({n} nodes, {edge_index.size(1)} edges), random "
+             f"order, {levels} levels: schedule " + ", ".join(
+                 f"{engine} {t:.3f} s" for engine, t in seconds.items()))
+    return seconds
+
+
+def _bench_one(layer, gated, x, edge_index, score, order, state, repeats, loop_repeats,
+               device, clock) -> dict:
+    n = x.size(0)
+    t_schedule = median_time(_call(lambda: build_schedule(edge_index, n, score=score), device),
+                             repeats, clock=clock)
+    schedule = build_schedule(edge_index, n, score=score)
+    t_layer = median_time(
+        _call(lambda: layer(x, edge_index, schedule=schedule, state=state), device), repeats,
+        clock=clock,
+    )
+    t_layer_schedule, t_loop = paired_median_times(
+        _call(lambda: layer(x, edge_index, score=score, state=state), device),
+        _call(lambda: graph_lstm_loop(layer, x, edge_index, order, state), device),
+        repeats, loop_repeats, clock=clock,
+    )
+    t_no_state, t_gated = paired_median_times(
+        _call(lambda: layer(x, edge_index, order=order), device),
+        _call(lambda: gated(x, edge_index), device),
+        repeats, repeats, clock=clock,
+    )
+    t_fb = median_time(
+        lambda: _forward_backward(layer, x.clone(), edge_index, schedule, state), repeats,
+        clock=clock,
+    )
+    saved = saved_tensor_bytes(
+        lambda: layer(x.clone().requires_grad_(), edge_index, schedule=schedule, state=state)[0]
+    )
+    return dict(
+        schedule_ms=t_schedule * 1e3, layer_ms=t_layer * 1e3,
+        layer_schedule_ms=t_layer_schedule * 1e3, forward_backward_ms=t_fb * 1e3,
+        loop_ms=t_loop * 1e3, speedup=t_loop / t_layer_schedule, no_state_ms=t_no_state * 1e3,
+        gated_ms=t_gated * 1e3, gated_ratio=t_no_state / t_gated, saved_bytes=saved,
+    )
 
 
 def bench_inference(size: int = 321, n_segments_list=(150, 1000), repeats: int = 5,

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+import graphlstm
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -10,3 +12,12 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(params=["compiled", "torch"])
+def engine(request):
+    """Run a test on both engines of graphlstm.backend: the compiled kernels and the
+    PyTorch reference path. A module opts in with
+    ``pytestmark = pytest.mark.usefixtures("engine")``."""
+    with graphlstm.use_backend(request.param):
+        yield request.param

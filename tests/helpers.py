@@ -2,9 +2,45 @@
 
 import torch
 
+from graphlstm.functional import graph_lstm_gated_recurrence
+from graphlstm.schedule import build_schedule
+
+DT = torch.float64
+
 
 def flat_tensors(out) -> tuple:
     """Flatten nested ``(tensor, (tensor, ...))`` results, e.g. for gradcheck."""
     if isinstance(out, torch.Tensor):
         return (out,)
     return tuple(t for o in out if o is not None for t in flat_tensors(o))
+
+
+def gated_case(seed, n=30, hidden=3):
+    """Random inputs of the gated recurrence on a directed graph with duplicate edges,
+    self-loops (dropped by the schedule) and isolated nodes, with random edge scales."""
+    gen = torch.Generator().manual_seed(seed)
+    edge_index = torch.randint(0, n - 3, (2, 3 * n), generator=gen)
+    edge_index = torch.cat([edge_index, edge_index[:, :n]], 1)
+    sched = build_schedule(edge_index, n, order=torch.randperm(n, generator=gen))
+    e_v, e_u = sched.visited_src_pos.numel(), sched.unvisited_eid.numel()
+
+    def rand(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=gen, dtype=DT) * scale).requires_grad_()
+
+    tensors = dict(
+        base_z=rand(n, 3 * hidden), base_m=rand(n, hidden), input_forget=rand(n, hidden),
+        neighbour_forget=rand(n, hidden), h=rand(n, hidden), m=rand(n, hidden),
+        weight_n=rand(3 * hidden, hidden, scale=0.5),
+        visited_scale=(torch.rand(e_v, generator=gen, dtype=DT) + 0.1).requires_grad_(),
+        unvisited_scale=(torch.rand(e_u, generator=gen, dtype=DT) + 0.1).requires_grad_(),
+    )
+    return sched, tensors
+
+
+def run_gated(sched, t):
+    return graph_lstm_gated_recurrence(
+        t["base_z"], t["base_m"], t["input_forget"], t["neighbour_forget"], t["h"], t["m"],
+        t["weight_n"], sched.ptr, sched.visited_ptr, sched.visited_src_pos,
+        sched.visited_dst_local, t["visited_scale"], sched.unvisited_edge_index_pos,
+        t["unvisited_scale"],
+    )

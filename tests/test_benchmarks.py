@@ -8,15 +8,17 @@ from segmentation.benchmarks import bench_graph_lstm, sample_graph, saved_tensor
 
 def test_graph_lstm_benchmark_reports_the_graph_it_measured():
     lines = []
-    rows = bench_graph_lstm(sizes=(60,), hiddens=(4, 8), repeats=1, batch=2, loop_repeats=1,
+    rows = bench_graph_lstm(sizes=(60,), hidden=4, threads=(1,), repeats=1, loop_repeats=1,
                             print_fn=lines.append)
     g = sample_graph(60)
     levels = build_schedule(g.edge_index, g.num_nodes, score=g.score).num_levels
-    assert [r["hidden"] for r in rows] == [4, 8]
+    assert [(r["threads"], r["engine"]) for r in rows] == [(1, "compiled"), (1, "torch")]
     for r in rows:
         assert (r["nodes"], r["edges"], r["levels"]) == (g.num_nodes, g.edge_index.size(1), levels)
-        assert r["speedup"] == r["loop_ms"] / r["forward_ms"]
+        assert r["speedup"] == r["loop_ms"] / r["layer_schedule_ms"]
+        assert r["gated_ratio"] == r["no_state_ms"] / r["gated_ms"]
     assert any(f"{levels} levels" in line for line in lines)
+    assert sum(line.lstrip().startswith("1 ") for line in lines) == 2  # one line per engine
 
 
 def test_memory_saved_for_backward_grows_with_nodes_times_hidden_not_levels():
@@ -33,6 +35,17 @@ def test_memory_saved_for_backward_grows_with_nodes_times_hidden_not_levels():
     base = saved(200, 8)
     assert 1.6 < saved(400, 8) / base < 2.4
     assert 1.6 < saved(200, 16) / base < 2.4
+
+
+def test_grid_schedule_benchmark_measures_both_engines_on_the_grid():
+    from segmentation.benchmarks import bench_grid_schedule, grid_graph
+
+    edge_index = grid_graph(4)
+    assert edge_index.size(1) == 2 * 2 * 4 * 3  # 24 undirected grid edges, both directions
+    lines = []
+    seconds = bench_grid_schedule(side=20, repeats=1, print_fn=lines.append)
+    assert set(seconds) == {"compiled", "torch"} and all(t > 0 for t in seconds.values())
+    assert "400 nodes, 1520 edges" in lines[0]
 
 
 def test_data_benchmark_counts_slic_runs_and_cache_files(tmp_path):

@@ -1,11 +1,18 @@
-"""The level loop of :mod:`graphlstm.functional` on its own: per-edge scalars (edge weights)."""
+"""The level loops of :mod:`graphlstm.functional` on their own: per-edge scalars (edge
+weights), and the gated recurrence (previous state, gates inside)."""
 
 import pytest
 import torch
+from helpers import gated_case, run_gated
 from torch_geometric.utils import to_undirected
 
-from graphlstm.functional import graph_lstm_recurrence
+from graphlstm import GraphLSTM
+from graphlstm.functional import graph_lstm_gated_recurrence, graph_lstm_recurrence
+from graphlstm.reference import graph_lstm_reference
 from graphlstm.schedule import build_schedule
+
+# Every test runs on the compiled kernels and on the PyTorch reference path.
+pytestmark = pytest.mark.usefixtures("engine")
 
 DT = torch.float64
 
@@ -95,3 +102,116 @@ def test_zero_scale_removes_the_edge():
         )
     torch.testing.assert_close(full, cut, atol=1e-12, rtol=0)
     torch.testing.assert_close(full, cut_edge, atol=1e-12, rtol=0)
+
+
+# --------------------------------------------------------------------------
+# graph_lstm_gated_recurrence: the recurrence with a previous state, gates inside.
+# --------------------------------------------------------------------------
+
+
+def gated_sequential(sched, t):
+    """The gated recurrence literally: rows in order (every visited source comes
+    earlier), one edge at a time, with autograd."""
+    hidden = t["h"].size(1)
+    vis_dst = sched.visited_dst_pos.tolist()
+    vis_src = sched.visited_src_pos.tolist()
+    unv_src, unv_dst = sched.unvisited_edge_index_pos.tolist()
+    new_h, new_m = [], []
+    for i in range(sched.num_nodes):
+        h_bar = t["h"].new_zeros(hidden)
+        m_bar = t["h"].new_zeros(hidden)
+        edges = [(vis_src[e], t["visited_scale"][e], True) for e in range(len(vis_dst))
+                 if vis_dst[e] == i]
+        edges += [(unv_src[e], t["unvisited_scale"][e], False) for e in range(len(unv_dst))
+                  if unv_dst[e] == i]
+        for j, s, visited in edges:
+            h_j, m_j = (new_h[j], new_m[j]) if visited else (t["h"][j], t["m"][j])
+            gate = torch.sigmoid(t["input_forget"][i] + t["neighbour_forget"][j])
+            h_bar = h_bar + s * h_j
+            m_bar = m_bar + s * gate * m_j
+        z = t["base_z"][i] + t["weight_n"] @ h_bar
+        u, o = torch.sigmoid(z[:hidden]), torch.sigmoid(z[hidden:2 * hidden])
+        c = torch.tanh(z[2 * hidden:] / 2)  # the third block holds 2c
+        m = t["base_m"][i] + m_bar + u * c
+        new_m.append(m)
+        new_h.append(torch.tanh(o * m))
+    return torch.cat([torch.stack(new_h), torch.stack(new_m)], 1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_gated_recurrence_equals_the_sequential_definition(seed):
+    sched, t = gated_case(seed)
+    got = run_gated(sched, t)
+    expected = gated_sequential(sched, t)
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
+    grad_out = torch.randn_like(got)
+    grads = torch.autograd.grad(got, list(t.values()), grad_out)
+    expected_grads = torch.autograd.grad(expected, list(t.values()), grad_out)
+    for name, g, e in zip(t, grads, expected_grads, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-10, rtol=0, msg=name)
+
+
+def test_gated_recurrence_gradcheck():
+    sched, t = gated_case(7, n=12, hidden=2)
+    names = list(t)
+
+    def fn(*values):
+        return run_gated(sched, dict(zip(names, values, strict=True)))
+
+    assert torch.autograd.gradcheck(fn, tuple(t.values()))
+
+
+def gated_layer(layer, x, edge_index, order, state):
+    """GraphLSTM.forward with a previous state written on graph_lstm_gated_recurrence:
+    the change proposed for the layer (unweighted: every scale 1/d_i)."""
+    hidden = layer.hidden_channels
+    sched = build_schedule(edge_index, x.size(0), order=order)
+    perm = sched.perm
+    rows = [slice(k * hidden, (k + 1) * hidden) for k in range(4)]  # u, f, o, c
+
+    def uoc(w):
+        return torch.cat([w[rows[0]], w[rows[2]], 2.0 * w[rows[3]]], 0)
+
+    wx, bx, wh = layer.lin_x.weight, layer.lin_x.bias, layer.lin_h.weight
+    x, h0, m0 = x.index_select(0, perm), state[0].index_select(0, perm), state[1].index_select(
+        0, perm)
+    pre = torch.nn.functional.linear(x, torch.cat([uoc(wx), wx[rows[1]]]),
+                                     torch.cat([uoc(bx), bx[rows[1]]]))
+    from_h = torch.nn.functional.linear(h0, torch.cat([uoc(wh), wh[rows[1]],
+                                                       layer.lin_fn.weight]))
+    base_z = pre[:, :3 * hidden] + from_h[:, :3 * hidden]
+    input_forget = pre[:, 3 * hidden:]
+    base_m = torch.sigmoid(input_forget + from_h[:, 3 * hidden:4 * hidden]) * m0
+    inv_deg = sched.in_degree.index_select(0, perm).to(x.dtype).clamp(min=1.0).reciprocal()
+    wn = layer.lin_n.weight
+    out = graph_lstm_gated_recurrence(
+        base_z, base_m, input_forget, from_h[:, 4 * hidden:], h0, m0,
+        torch.cat([wn[:2 * hidden], 2.0 * wn[2 * hidden:]]), sched.ptr, sched.visited_ptr,
+        sched.visited_src_pos, sched.visited_dst_local,
+        inv_deg.index_select(0, sched.visited_dst_pos), sched.unvisited_edge_index_pos,
+        inv_deg.index_select(0, sched.unvisited_edge_index_pos[1]),
+    ).index_select(0, sched.pos)
+    return out[:, :hidden], out[:, hidden:]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_gated_recurrence_gives_the_layer_with_a_state(seed):
+    gen = torch.Generator().manual_seed(seed)
+    n = 40
+    edge_index = torch.randint(0, n - 4, (2, 100), generator=gen)
+    if seed % 2:
+        edge_index = to_undirected(edge_index, num_nodes=n)
+    torch.manual_seed(seed)
+    layer = GraphLSTM(3, 4).to(DT)
+    x = torch.randn(n, 3, generator=gen, dtype=DT, requires_grad=True)
+    state = tuple(torch.randn(n, 4, generator=gen, dtype=DT, requires_grad=True) for _ in "hm")
+    order = torch.randperm(n, generator=gen)
+    h, m = gated_layer(layer, x, edge_index, order, state)
+    h_ref, m_ref = graph_lstm_reference(layer, x, edge_index, order, state)
+    torch.testing.assert_close(h, h_ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(m, m_ref, atol=1e-10, rtol=0)
+    wrt = [x, *state, *layer.parameters()]
+    grads = torch.autograd.grad((h.sin() * 3).sum() + (m * m).sum(), wrt)
+    expected = torch.autograd.grad((h_ref.sin() * 3).sum() + (m_ref * m_ref).sum(), wrt)
+    for g, e in zip(grads, expected, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-10, rtol=0)

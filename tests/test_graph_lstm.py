@@ -7,6 +7,9 @@ from graphlstm import GraphLSTM
 from graphlstm.reference import graph_lstm_loop, graph_lstm_reference
 from graphlstm.schedule import build_schedule
 
+# Every test runs on the compiled kernels and on the PyTorch reference path.
+pytestmark = pytest.mark.usefixtures("engine")
+
 DT = torch.float64
 
 

@@ -10,6 +10,9 @@ from torch_geometric.utils import to_undirected
 from graphlstm import GraphLSTM, GraphLSTMStack, build_schedule
 from graphlstm.reference import graph_lstm_reference, graph_lstm_weighted_reference
 
+# Every test runs on the compiled kernels and on the PyTorch reference path.
+pytestmark = pytest.mark.usefixtures("engine")
+
 DT = torch.float64
 
 

@@ -4,6 +4,9 @@ from torch_geometric.data import Batch, Data
 
 from graphlstm.schedule import build_schedule, order_from_score
 
+# Every test runs on the compiled kernels and on the PyTorch reference path.
+pytestmark = pytest.mark.usefixtures("engine")
+
 
 def brute_force_levels(edge_index, order):
     """SPEC §2 literally: level(v) = 1 + max level of earlier neighbours, either direction."""

@@ -1,0 +1,47 @@
+"""Compiled kernels (numba): the schedule and the Graph LSTM level loop.
+
+Importing this package imports numba and defines the kernels; each compiles on
+its first call for a given dtype (seconds) and is then loaded from numba's
+on-disk cache (see :mod:`graphlstm._kernels._jit`). Nothing here is public: the
+Python faces :func:`graphlstm.build_schedule` and
+:func:`graphlstm.functional.graph_lstm_recurrence` choose between these
+kernels and the PyTorch reference (:mod:`graphlstm.backend`).
+"""
+
+import numba
+from numba.core.errors import NumbaError as CompileError
+
+from graphlstm._kernels.recurrence import (
+    backward,
+    backward_parallel,
+    forward,
+    forward_parallel,
+    gated_backward,
+    gated_backward_parallel,
+    gated_forward,
+    gated_forward_parallel,
+    group_by_target,
+    node_edges,
+)
+from graphlstm._kernels.schedule import schedule_layout
+
+__all__ = [
+    "CompileError",
+    "backward",
+    "backward_parallel",
+    "forward",
+    "forward_parallel",
+    "gated_backward",
+    "gated_backward_parallel",
+    "gated_forward",
+    "gated_forward_parallel",
+    "group_by_target",
+    "node_edges",
+    "schedule_layout",
+    "set_threads",
+]
+
+
+def set_threads(num_threads: int) -> None:
+    """Threads for the next parallel kernel (at most the number numba started with)."""
+    numba.set_num_threads(max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS)))
