@@ -16,7 +16,7 @@ from graphlstm._validation import (
     check_node_features,
     check_tensor,
 )
-from graphlstm.functional import graph_lstm_recurrence
+from graphlstm.functional import graph_lstm_gated_recurrence, graph_lstm_recurrence
 from graphlstm.schedule import Schedule, build_schedule
 
 __all__ = ["GraphLSTM"]
@@ -91,11 +91,13 @@ class GraphLSTM(MessagePassing):
 
     The result equals the sequential per-node pass exactly, but is computed
     level by level (see :mod:`graphlstm.schedule`): the cost of the recurrent
-    part grows with the number of levels, not of nodes. The unvisited
-    neighbours' contribution (previous states, known up front) is one
-    :meth:`propagate` over the unvisited edges; the visited ones run in the
-    lean inner loop of :mod:`graphlstm.functional`, with a hand-written
-    backward whose memory is :math:`O(N \cdot H)`. Without a previous state,
+    part grows with the number of levels, not of nodes. All node projections
+    are whole-graph GEMMs; the neighbours run in the inner loop of
+    :mod:`graphlstm.functional`, with a hand-written backward whose memory is
+    :math:`O(N \cdot H)`. With a previous state, the neighbour forget gates and
+    the unvisited neighbours (read in their previous state) are computed inside
+    that loop (:func:`~graphlstm.functional.graph_lstm_gated_recurrence`), so
+    no per-edge ``[E, H]`` tensor is made. Without a previous state,
     every neighbour forget gate of node :math:`i` is
     :math:`\sigma(\mathbf{W}^f \mathbf{x}_i + \mathbf{b}^f)`, so the visited
     neighbours are summed first and weighted once per node: no per-edge tensor
@@ -294,7 +296,6 @@ class GraphLSTM(MessagePassing):
             inv_norm = torch.where(positive, torch.where(positive, total, 1.0).reciprocal(), 0.0)
             inv_norm = inv_norm.unsqueeze(1)
 
-        edge_scale = None
         if h0 is None:
             # No previous state: no unvisited contribution, no previous memory, and
             # every neighbour forget gate of node i is sigma(W^f x_i + b^f), so the
@@ -306,48 +307,53 @@ class GraphLSTM(MessagePassing):
                 [inv_norm.expand(-1, hidden), torch.sigmoid(input_forget) * inv_norm], dim=1
             )
             edge_scale = visited_weight
+            state = graph_lstm_recurrence(
+                base_z,
+                base_m,
+                weight,
+                weight_n,
+                schedule.ptr,
+                schedule.visited_ptr,
+                src,
+                schedule.visited_dst_local,
+                per_node,
+                edge_scale,
+            )
         else:
             h0, m0 = h0.index_select(0, perm), m0.index_select(0, perm)
             wh = self.lin_h.weight
-            base_z = base_z + F.linear(h0, uoc(wh))
-            self_forget = torch.sigmoid(input_forget + F.linear(h0, wh[rows_f]))
-            neighbour_forget = self.lin_fn(h0)  # U^fn h_j, the previous h_j
-            # Unvisited neighbours are read in their previous state, known before
-            # the recurrence starts: one whole-graph message passing.
-            agg = self.propagate(
-                schedule.unvisited_edge_index_pos,
-                h=h0,
-                m=m0,
-                xf=input_forget,
-                fn=neighbour_forget,
-                edge_weight=unvisited_weight,
-                size=(num_nodes, num_nodes),
-            )
-            agg = agg * inv_norm
-            base_z = base_z + F.linear(agg[:, :hidden], weight_n)
-            base_m = torch.addcmul(agg[:, hidden:], self_forget, m0)
-            # Visited edges: weights [w_ji/s_i ; g^f_ij w_ji/s_i] of the new [h_j ; m_j].
-            edge_gate = torch.sigmoid(
-                input_forget.index_select(0, dst) + neighbour_forget.index_select(0, src)
-            )
-            w = inv_norm.index_select(0, dst)
+            # One GEMM for all that the previous h feeds: gates u, o, c, the self
+            # forget gate and U^fn h_j of the neighbour forget gates.
+            from_h = F.linear(h0, torch.cat([uoc(wh), wh[rows_f], self.lin_fn.weight], dim=0))
+            base_z = base_z + from_h[:, : 3 * hidden]
+            base_m = torch.sigmoid(input_forget + from_h[:, 3 * hidden : 4 * hidden]) * m0
+            # Every in-edge j -> i brings s_e [h_j ; sigma(W^f x_i + b^f + U^fn h_j) m_j]
+            # with s_e = w_ji / s_i (1/d_i unweighted): the new state of a visited j,
+            # the previous one otherwise. The gates and the unvisited neighbours are
+            # made inside the loop, without a per-edge [E, H] tensor.
+            unvisited = schedule.unvisited_edge_index_pos
+            inv_norm = inv_norm.view(-1)
+            visited_scale = inv_norm.index_select(0, dst)
+            unvisited_scale = inv_norm.index_select(0, unvisited[1])
             if visited_weight is not None:
-                w = w * visited_weight.unsqueeze(1)
-            per_node = False
-            weight = torch.cat([w.expand(-1, hidden), edge_gate * w], dim=1)
-
-        state = graph_lstm_recurrence(
-            base_z,
-            base_m,
-            weight,
-            weight_n,
-            schedule.ptr,
-            schedule.visited_ptr,
-            src,
-            schedule.visited_dst_local,
-            per_node,
-            edge_scale,
-        )
+                visited_scale = visited_scale * visited_weight
+                unvisited_scale = unvisited_scale * unvisited_weight
+            state = graph_lstm_gated_recurrence(
+                base_z,
+                base_m,
+                input_forget,
+                from_h[:, 4 * hidden :],
+                h0,
+                m0,
+                weight_n,
+                schedule.ptr,
+                schedule.visited_ptr,
+                src,
+                schedule.visited_dst_local,
+                visited_scale,
+                unvisited,
+                unvisited_scale,
+            )
         state = state.index_select(0, schedule.pos)
         h, m = state[:, :hidden], state[:, hidden:]
         return h, (h, m)
