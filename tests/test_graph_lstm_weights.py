@@ -243,14 +243,3 @@ def test_every_available_device_matches_the_weighted_reference(device, with_stat
     (g,) = torch.autograd.grad(h.sum() + m.square().sum(), [w_dev])
     assert g.device == w_dev.device
     torch.testing.assert_close(g.cpu(), g_ref, atol=1e-10, rtol=0)
-
-
-def test_message_signature_keeps_pygs_compiled_propagate():
-    # PyG compiles propagate() from the message() signature when every annotation
-    # resolves in the generated module; otherwise it silently falls back to the
-    # generic, slower propagate. The weighted message must not cause that.
-    from torch_geometric.nn import MessagePassing
-
-    layer = GraphLSTM(3, 4)
-    assert type(layer).propagate is not MessagePassing.propagate
-    assert layer.propagate.__module__.startswith("graphlstm.nn.graph_lstm_GraphLSTM")

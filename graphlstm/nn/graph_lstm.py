@@ -76,8 +76,7 @@ class GraphLSTM(MessagePassing):
     sigmoid when the explainer asks for one) multiplies the weights of all
     edges, visited or not, so explainers such as
     :class:`~torch_geometric.explain.algorithm.GNNExplainer` get a gradient for
-    every edge that matters. (``explain_message`` therefore leaves the
-    messages of :meth:`propagate` alone.)
+    every edge that matters.
 
     Edges follow PyG: ``edge_index[0]`` sends to ``edge_index[1]``; an
     undirected graph holds both directions. Self-loops are ignored (a node is
@@ -139,8 +138,8 @@ class GraphLSTM(MessagePassing):
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, bias: bool = True, **kwargs):
-        # The mean over *all* neighbours (visited and not) is taken by the layer
-        # itself; propagate() only sums the unvisited ones.
+        # The layer takes its own (weighted) means over visited and unvisited
+        # neighbours inside the level loop; no other aggregation is offered.
         if kwargs.setdefault("aggr", "add") != "add":
             raise ValueError(f"GraphLSTM aggregates by its own mean; 'aggr' must be 'add', "
                              f"got {kwargs['aggr']!r}")
@@ -385,20 +384,6 @@ class GraphLSTM(MessagePassing):
             )
         edge_mask = check_edge_weight(edge_mask, num_edges, "edge mask (explain mode)")
         return edge_mask if edge_weight is None else edge_weight * edge_mask
-
-    def message(
-        self, h_j: Tensor, m_j: Tensor, xf_i: Tensor, fn_j: Tensor, edge_weight: Tensor | None
-    ) -> Tensor:
-        # [h_j ; g^f_ij * m_j] for a neighbour j still in its previous state,
-        # times the edge weight w_ji when there is one.
-        msg = torch.cat([h_j, torch.sigmoid(xf_i + fn_j) * m_j], dim=-1)
-        return msg if edge_weight is None else msg * edge_weight.unsqueeze(-1)
-
-    def explain_message(self, inputs: Tensor, dim_size: int | None) -> Tensor:
-        # In explain mode the edge mask has already entered the edge weights of
-        # all edges in forward(); the messages of propagate() (the unvisited
-        # edges only) must not be masked a second time.
-        return inputs
 
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels})"
