@@ -79,7 +79,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--amp", action="store_true",
                         help="mixed precision: bfloat16 on CPU, float16 + gradient scaling on "
                         "CUDA (the Graph LSTM stays float32)")
-    parser.add_argument("--cache", metavar="DIR", help="cache superpixel graphs here")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--cache", metavar="DIR",
+                       help="cache superpixel graphs here (default: OUT/graph_cache), so that "
+                       "SLIC runs once per image, not once per epoch")
+    cache.add_argument("--no-cache", action="store_true",
+                       help="build every graph again in every epoch (no files written)")
     parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
                         help="DataLoader processes that build the graphs (0 = in the main one)")
     parser.add_argument("--augment", action="store_true",
@@ -133,6 +138,12 @@ def main(argv=None) -> int:
         cleanup()
 
 
+def _cache_dir(args) -> str | None:
+    if args.no_cache:
+        return None
+    return args.cache if args.cache is not None else os.path.join(args.out, "graph_cache")
+
+
 def _train(args, device: str, resume, main: bool) -> int:
     from segmentation.model import ModelConfig
     from segmentation.training import TrainConfig, train
@@ -143,7 +154,7 @@ def _train(args, device: str, resume, main: bool) -> int:
         data=args.data, synthetic=args.synthetic, synthetic_val=args.synthetic_val,
         seed=args.seed, train_split=args.train_split, val_split=args.val_split,
         n_segments=args.n_segments, compactness=args.compactness, image_size=args.image_size,
-        cache_dir=args.cache, augment=args.augment, crop_size=args.crop_size,
+        cache_dir=_cache_dir(args), augment=args.augment, crop_size=args.crop_size,
     )
     model_config = ModelConfig(
         num_classes=len(class_names), width=args.width, hidden=args.hidden,

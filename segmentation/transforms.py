@@ -28,7 +28,7 @@ __all__ = ["SuperpixelData", "SuperpixelGraph"]
 
 # Bump when the content or layout of cached graphs changes.
 # 2: the edge_features option (edge_attr with the EDGE_FEATURE_NAMES columns).
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3
 _CACHED_TENSORS = ("x", "pos", "edge_index", "edge_attr", "superpixels")
 
 
@@ -297,6 +297,7 @@ class SuperpixelGraph(BaseTransform):
             warnings.warn(f"ignoring malformed cached graph {str(path)!r}", stacklevel=3)
             return None
         graph = {name: stored[name] for name in _CACHED_TENSORS}
+        graph["superpixels"] = graph["superpixels"].long()
         graph["num_nodes"] = int(stored["num_nodes"])
         return graph
 
@@ -308,7 +309,12 @@ class SuperpixelGraph(BaseTransform):
         graph = self._load(path, key)
         if graph is None:
             graph = self._compute(image)
-            payload = {**graph, "key": key}
+            # The label map is most of a cached graph: stored in the narrowest integer
+            # type that holds its labels (2 bytes a pixel below 32,768 superpixels).
+            labels = graph["superpixels"]
+            narrow = torch.int16 if graph["num_nodes"] <= torch.iinfo(torch.int16).max else (
+                torch.int32)
+            payload = {**graph, "superpixels": labels.to(narrow), "key": key}
             atomic_write(path, lambda handle: torch.save(payload, handle))
         return graph
 

@@ -54,7 +54,10 @@ def trained(data, tmp_path_factory):
 
 
 def test_train_writes_loadable_checkpoints(trained):
-    assert sorted(p.name for p in trained.iterdir()) == ["best.pt", "last.pt"]
+    assert sorted(p.name for p in trained.iterdir()) == ["best.pt", "graph_cache", "last.pt"]
+    # The default cache holds one complete graph per image (8 training and 4 validation).
+    assert len(list((trained / "graph_cache").glob("*.pt"))) == 12
+    assert not list((trained / "graph_cache").glob("*.tmp"))
     payload = torch.load(trained / "last.pt", weights_only=True)
     assert payload["epoch"] == 1 and len(payload["history"]) == 2
     assert payload["model_config"]["n_segments"] == 12
@@ -163,7 +166,10 @@ def test_train_bad_input_is_one_line(case, data, tmp_path, capsys):
                 "mask size": "must match", "unknown order": "--order",
                 "bad epochs": "--epochs"}[case]
     assert expected in err
-    assert not out.exists() or not any(out.iterdir())  # no checkpoint, half-written or not
+    # No checkpoint, half-written or not; at most complete cached graphs of the images
+    # read before the bad one.
+    assert not out.exists() or {p.name for p in out.iterdir()} <= {"graph_cache"}
+    assert not out.exists() or not list(out.rglob("*.tmp"))
 
 
 @pytest.mark.parametrize("case", ["missing", "not a checkpoint", "truncated"])
@@ -303,7 +309,8 @@ def test_error_in_a_worker_is_one_line(data, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 1 and len(err.splitlines()) == 1 and first.name in err
     assert "Traceback" not in err and "Caught" not in err
-    assert not out.exists() or not any(out.iterdir())
+    assert not out.exists() or {p.name for p in out.iterdir()} <= {"graph_cache"}
+    assert not out.exists() or not list(out.rglob("*.tmp"))
 
 
 def test_evaluate_mask_size_mismatch_is_one_line(data, trained, tmp_path, capsys):

@@ -186,6 +186,9 @@ def test_cached_graph_is_identical_and_skips_slic(tmp_path, monkeypatch):
     second = cached_transform(image)
     assert_same_graph(first, fresh)
     assert_same_graph(second, fresh)
+    # The label map is stored narrow (int16) and comes back as the int64 of a fresh graph.
+    assert torch.load(files[0], weights_only=True)["superpixels"].dtype == torch.int16
+    assert second.superpixels.dtype == fresh.superpixels.dtype == torch.int64
     # Any parameter change, or another image, is a different cache entry.
     with pytest.raises(AssertionError, match="SLIC ran"):
         SuperpixelGraph(n_segments=SEGMENTS, connectivity=8, cache_dir=tmp_path)(image)
