@@ -4,20 +4,31 @@ The same :class:`~graphlstm.schedule.Schedule` as the PyTorch reference
 (:func:`graphlstm.schedule._schedule_torch`, Kahn's algorithm one frontier per
 level), in a few linear passes instead of a handful of tensor ops per level:
 
-1. Every non-self-loop edge is oriented from its earlier to its later end (by
-   rank), and the earlier ends are bucketed under the later one (a counting
-   sort); one pass over the ranks then sets ``level = 1 + max level`` of the
-   earlier neighbours, which are all final by then.
-2. A counting sort of the nodes by level, visiting them in rank order, gives
+1. Two counting sorts of the edges (in column order) give, per node, its
+   neighbours in either direction and its in-edges (self-loops dropped).
+2. Kahn's algorithm on the DAG that orients every edge from its earlier to its
+   later end (by rank) gives ``level = 1 + max level`` of the earlier
+   neighbours: a queue that holds the levels one after the other.
+3. A counting sort of the nodes by level, visiting them in rank order, gives
    ``perm`` sorted by ``(level, rank)``, its inverse ``pos`` and ``ptr``.
-3. A counting sort of the visited (and of the unvisited) edges by the position
-   of their target, visiting them in column order, gives the groups sorted by
-   ``pos`` of the target with ties in column order: what the reference's stable
-   ``argsort`` gives.
+4. Per node, its in-edges split into visited (earlier source) and unvisited,
+   written as 32-bit records to the slots of the node's position (and
+   transposed into the int64 outputs at the end): the groups come out sorted by
+   ``pos`` of the target with ties in column order, as the reference's stable
+   ``argsort`` gives them.
 
-Graphs in a random order make every pass a stream of random accesses, so the
-arrays used inside are 32-bit (node and edge counts below 2^31): half the cache
-footprint of the int64 outputs, which are filled by sequential passes.
+Every pass over edges runs through the nodes in *index* order and reads the
+arrays of the node's neighbours by node index, so on graphs whose neighbours
+have nearby indices (lattices, region adjacency graphs) it stays in cache even
+when the update order is random; what a random order costs is a few accesses
+per node, not per edge. Arrays used inside are 32-bit (node and edge counts
+below 2^31).
+
+On large graphs much of the time is the first touch of fresh memory (hundreds
+of MB for 10^6 nodes), so the arrays are allocated by NumPy, which asks Linux
+for transparent huge pages, and the compiled passes (:func:`_adjacency`,
+:func:`_levels_and_layout`, :func:`_edges`) fill them; a page fault per 2 MB
+instead of per 4 kB makes a 1000×1000 grid several times faster.
 """
 
 from __future__ import annotations
@@ -29,156 +40,198 @@ from graphlstm._kernels._jit import jit
 __all__ = ["schedule_layout"]
 
 
-@jit()
 def schedule_layout(src, dst, order):
     """All index tensors of a schedule (see :class:`graphlstm.schedule.Schedule`).
 
     ``src``, ``dst``: int64 ``[E]`` (validated: in ``[0, N)``); ``order``: an int64
     permutation ``[N]``, ``N`` and ``E`` below ``2^31``. Returns ``(rank, level, perm, pos, ptr,
     visited_eid, visited_ptr, visited, unvisited_eid, unvisited_ptr,
-    unvisited_edge_index, unvisited_edge_index_pos, in_degree)``, all int64, where
+    unvisited_edge_index, unvisited_edge_index_pos, in_degree)``, all int64 arrays, where
     ``visited`` stacks ``visited_src, visited_dst, visited_src_pos,
     visited_dst_pos, visited_dst_local``.
     """
     n = order.size
-    num_edges = src.size
     rank = np.empty(n, np.int64)
-    rank32 = np.empty(n, np.int32)
-    for k in range(n):
-        rank[order[k]] = k
-        rank32[order[k]] = k
-
-    # 1. Levels. Ranks of both ends of every edge (-1: a self-loop), and the earlier
-    #    end's rank bucketed under the later end's rank.
-    src_rank = np.empty(num_edges, np.int32)
-    dst_rank = np.empty(num_edges, np.int32)
-    later_ptr = np.zeros(n + 1, np.int32)
-    in_degree32 = np.zeros(n, np.int32)
-    for e in range(num_edges):
-        a, b = src[e], dst[e]
-        if a == b:
-            src_rank[e] = -1
-            continue
-        ra, rb = rank32[a], rank32[b]
-        src_rank[e] = ra
-        dst_rank[e] = rb
-        in_degree32[b] += 1
-        later_ptr[max(ra, rb) + 1] += 1
-    for r in range(n):
-        later_ptr[r + 1] += later_ptr[r]
-    fill = later_ptr[:n].copy()
-    earlier = np.empty(later_ptr[n], np.int32)
-    for e in range(num_edges):
-        ra = src_rank[e]
-        if ra < 0:
-            continue
-        rb = dst_rank[e]
-        later = max(ra, rb)
-        earlier[fill[later]] = min(ra, rb)
-        fill[later] += 1
-    level_of_rank = np.empty(n, np.int32)
-    num_levels = 1 if n > 0 else 0
-    for r in range(n):
-        depth = 0
-        for q in range(later_ptr[r], later_ptr[r + 1]):
-            d = level_of_rank[earlier[q]] + 1
-            if d > depth:
-                depth = d
-        level_of_rank[r] = depth
-        if depth + 1 > num_levels:
-            num_levels = depth + 1
+    node32 = np.empty((n, 4), np.int32)  # rank, level, visited in-edges, in-degree
+    adj_ptr = np.empty(n + 1, np.int32)
+    in_ptr = np.empty(n + 1, np.int32)
     in_degree = np.empty(n, np.int64)
-    for v in range(n):
-        in_degree[v] = in_degree32[v]
-
-    # 2. Level-sorted layout, rank order within a level. Per rank, its position and
-    #    its position within its level side by side (one cache line to look up).
-    ptr = np.zeros(num_levels + 1, np.int64)
-    for r in range(n):
-        ptr[level_of_rank[r] + 1] += 1
-    for lvl in range(num_levels):
-        ptr[lvl + 1] += ptr[lvl]
-    fill = ptr[:num_levels].copy()
+    num_visited = _count(src, dst, order, rank, node32, adj_ptr, in_ptr, in_degree)
+    num_in = int(in_ptr[n])
+    adj = np.empty(int(adj_ptr[n]), np.int32)
+    in_edges = np.empty((num_in, 2), np.int32)  # edge id, source
+    queue = np.empty(n, np.int32)
+    waiting = np.empty(n, np.int32)
+    later_start = np.empty(n, np.int32)
+    level = np.empty(n, np.int64)
     perm = np.empty(n, np.int64)
     pos = np.empty(n, np.int64)
-    level = np.empty(n, np.int64)
-    pos_of_rank = np.empty((n, 2), np.int32)
+    edge_start = np.empty((n, 2), np.int64)
+    ptr, visited_ptr, unvisited_ptr = _levels_and_layout(
+        src, dst, order, node32, adj_ptr, adj, in_ptr, in_edges, queue, waiting, later_start,
+        level, perm, pos, edge_start)
+    num_unvisited = num_in - num_visited
+    visited_eid = np.empty(num_visited, np.int64)
+    visited = np.empty((5, num_visited), np.int64)  # src, dst, src_pos, dst_pos, dst_local
+    unvisited_eid = np.empty(num_unvisited, np.int64)
+    unvisited = np.empty((2, num_unvisited), np.int64)
+    unvisited_pos = np.empty((2, num_unvisited), np.int64)
+    _edges(node32, in_ptr, in_edges, pos, ptr, level, edge_start, visited_eid, visited,
+           unvisited_eid, unvisited, unvisited_pos)
+    return (rank, level, perm, pos, ptr, visited_eid, visited_ptr, visited, unvisited_eid,
+            unvisited_ptr, unvisited, unvisited_pos, in_degree)
+
+
+@jit()
+def _count(src, dst, order, rank, node32, adj_ptr, in_ptr, in_degree):
+    """Ranks, and per node the number of neighbours (either direction) and of
+    in-edges, as prefix sums ``adj_ptr``, ``in_ptr``; returns the number of
+    visited edges. Self-loops are dropped."""
+    n = order.size
+    for k in range(n):
+        rank[order[k]] = k
+        node32[order[k], 0] = k
+    for v in range(n + 1):
+        adj_ptr[v] = 0
+        in_ptr[v] = 0
+    num_visited = 0
+    for e in range(src.size):
+        a, b = src[e], dst[e]
+        if a != b:
+            adj_ptr[a + 1] += 1
+            adj_ptr[b + 1] += 1
+            in_ptr[b + 1] += 1
+            if node32[a, 0] < node32[b, 0]:
+                num_visited += 1
+    for v in range(n):
+        in_degree[v] = in_ptr[v + 1]
+        node32[v, 3] = in_ptr[v + 1]
+        adj_ptr[v + 1] += adj_ptr[v]
+        in_ptr[v + 1] += in_ptr[v]
+    return num_visited
+
+
+@jit()
+def _levels_and_layout(src, dst, order, node32, adj_ptr, adj, in_ptr, in_edges, queue,
+                       waiting, later_start, level, perm, pos, edge_start):
+    """Fill the neighbour lists, the levels (Kahn), the level-sorted layout, and per
+    node the first slot of its visited and of its unvisited in-edges in the
+    outputs; return ``ptr``, ``visited_ptr``, ``unvisited_ptr``."""
+    n = order.size
+    # Neighbours in either direction, and in-edges (edge id, source), column order.
+    adj_fill = adj_ptr[:n].copy()
+    in_fill = in_ptr[:n].copy()
+    for e in range(src.size):
+        a, b = src[e], dst[e]
+        if a != b:
+            adj[adj_fill[a]] = b
+            adj_fill[a] += 1
+            adj[adj_fill[b]] = a
+            adj_fill[b] += 1
+            q = in_fill[b]
+            in_fill[b] += 1
+            in_edges[q, 0] = e
+            in_edges[q, 1] = a
+
+    # Levels by Kahn's algorithm on the DAG that orients every edge from its earlier
+    # to its later end: a node joins the queue once its last earlier neighbour is
+    # done, so the queue holds the levels one after the other. Also counts each
+    # node's visited in-edges (earlier source).
+    # Each neighbour list is reordered, earlier neighbours first, so that the queue
+    # loop below walks only the later ones (from later_start[v]).
+    tail = 0
+    for v in range(n):
+        rv = node32[v, 0]
+        first, last = adj_ptr[v], adj_ptr[v + 1] - 1
+        while first <= last:
+            if node32[adj[first], 0] < rv:
+                first += 1
+            else:
+                adj[first], adj[last] = adj[last], adj[first]
+                last -= 1
+        waiting[v] = first - adj_ptr[v]
+        later_start[v] = first
+        if first == adj_ptr[v]:
+            queue[tail] = v
+            tail += 1
+        c = 0
+        for q in range(in_ptr[v], in_ptr[v + 1]):
+            if node32[in_edges[q, 1], 0] < rv:
+                c += 1
+        node32[v, 2] = c
+    depth = 0
+    level_end = tail
+    for head in range(n):
+        if head == level_end:
+            depth += 1
+            level_end = tail
+        v = queue[head]
+        node32[v, 1] = depth
+        for q in range(later_start[v], adj_ptr[v + 1]):
+            u = adj[q]
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                queue[tail] = u
+                tail += 1
+    num_levels = depth + 1 if n > 0 else 0
+
+    # Level-sorted layout, rank order within a level (a counting sort by level), and
+    # the slots of every node's edges, which follow the same order.
+    ptr = np.zeros(num_levels + 1, np.int64)
+    visited_ptr = np.zeros(num_levels + 1, np.int64)
+    unvisited_ptr = np.zeros(num_levels + 1, np.int64)
+    for v in range(n):
+        lvl = node32[v, 1]
+        level[v] = lvl
+        ptr[lvl + 1] += 1
+        visited_ptr[lvl + 1] += node32[v, 2]
+        unvisited_ptr[lvl + 1] += node32[v, 3] - node32[v, 2]
+    for lvl in range(num_levels):
+        ptr[lvl + 1] += ptr[lvl]
+        visited_ptr[lvl + 1] += visited_ptr[lvl]
+        unvisited_ptr[lvl + 1] += unvisited_ptr[lvl]
+    fill = ptr[:num_levels].copy()
+    vis_fill = visited_ptr[:num_levels].copy()
+    unv_fill = unvisited_ptr[:num_levels].copy()
     for r in range(n):
         v = order[r]
-        lvl = level_of_rank[r]
+        lvl = node32[v, 1]
         p = fill[lvl]
         fill[lvl] += 1
         perm[p] = v
         pos[v] = p
-        level[v] = lvl
-        pos_of_rank[r, 0] = p
-        pos_of_rank[r, 1] = p - ptr[lvl]
+        edge_start[v, 0] = vis_fill[lvl]
+        edge_start[v, 1] = unv_fill[lvl]
+        vis_fill[lvl] += node32[v, 2]
+        unv_fill[lvl] += node32[v, 3] - node32[v, 2]
+    return ptr, visited_ptr, unvisited_ptr
 
-    # 3. Visited and unvisited edges, each grouped by the position of the target with
-    #    column order within (counting sorts). Per edge, the positions of both ends
-    #    are looked up once; each edge's output record is then written to its slot
-    #    at once, and the records are transposed at the end.
-    start = np.zeros((n + 1, 2), np.int32)  # column 0: visited, 1: unvisited
-    src_pos = np.empty(num_edges, np.int32)
-    dst_pos = np.empty((num_edges, 2), np.int32)
-    for e in range(num_edges):
-        ra = src_rank[e]
-        if ra < 0:
-            continue
-        rb = dst_rank[e]
-        src_pos[e] = pos_of_rank[ra, 0]
-        pb = pos_of_rank[rb, 0]
-        dst_pos[e, 0] = pb
-        dst_pos[e, 1] = pos_of_rank[rb, 1]
-        start[pb + 1, 0 if ra < rb else 1] += 1
-    for p in range(n):
-        start[p + 1, 0] += start[p, 0]
-        start[p + 1, 1] += start[p, 1]
-    num_visited, num_unvisited = start[n, 0], start[n, 1]
-    visited_ptr = np.empty(num_levels + 1, np.int64)
-    unvisited_ptr = np.empty(num_levels + 1, np.int64)
-    for lvl in range(num_levels + 1):
-        visited_ptr[lvl] = start[ptr[lvl], 0]
-        unvisited_ptr[lvl] = start[ptr[lvl], 1]
-    # Records (32 bit): eid, src, dst, src_pos, dst_pos, dst_local (visited only).
-    visited_rec = np.empty((num_visited, 6), np.int32)
-    unvisited_rec = np.empty((num_unvisited, 5), np.int32)
-    for e in range(num_edges):
-        ra = src_rank[e]
-        if ra < 0:
-            continue
-        pb = dst_pos[e, 0]
-        if ra < dst_rank[e]:
-            q = start[pb, 0]
-            start[pb, 0] += 1
-            visited_rec[q, 0] = e
-            visited_rec[q, 1] = src[e]
-            visited_rec[q, 2] = dst[e]
-            visited_rec[q, 3] = src_pos[e]
-            visited_rec[q, 4] = pb
-            visited_rec[q, 5] = dst_pos[e, 1]
-        else:
-            q = start[pb, 1]
-            start[pb, 1] += 1
-            unvisited_rec[q, 0] = e
-            unvisited_rec[q, 1] = src[e]
-            unvisited_rec[q, 2] = dst[e]
-            unvisited_rec[q, 3] = src_pos[e]
-            unvisited_rec[q, 4] = pb
-    visited_eid = np.empty(num_visited, np.int64)
-    visited = np.empty((5, num_visited), np.int64)  # src, dst, src_pos, dst_pos, dst_local
-    for q in range(num_visited):
-        visited_eid[q] = visited_rec[q, 0]
-        for c in range(5):
-            visited[c, q] = visited_rec[q, c + 1]
-    unvisited_eid = np.empty(num_unvisited, np.int64)
-    unvisited = np.empty((2, num_unvisited), np.int64)
-    unvisited_pos = np.empty((2, num_unvisited), np.int64)
-    for q in range(num_unvisited):
-        unvisited_eid[q] = unvisited_rec[q, 0]
-        unvisited[0, q] = unvisited_rec[q, 1]
-        unvisited[1, q] = unvisited_rec[q, 2]
-        unvisited_pos[0, q] = unvisited_rec[q, 3]
-        unvisited_pos[1, q] = unvisited_rec[q, 4]
-    return (rank, level, perm, pos, ptr, visited_eid, visited_ptr, visited, unvisited_eid,
-            unvisited_ptr, unvisited, unvisited_pos, in_degree)
+
+@jit()
+def _edges(node32, in_ptr, in_edges, pos, ptr, level, edge_start, visited_eid, visited,
+           unvisited_eid, unvisited, unvisited_pos):
+    """Write every node's visited and unvisited in-edges (column order) to its slots."""
+    for v in range(node32.shape[0]):
+        rv = node32[v, 0]
+        pv = pos[v]
+        local = pv - ptr[level[v]]
+        qv = edge_start[v, 0]
+        qu = edge_start[v, 1]
+        for q in range(in_ptr[v], in_ptr[v + 1]):
+            e = in_edges[q, 0]
+            a = in_edges[q, 1]
+            if node32[a, 0] < rv:
+                visited_eid[qv] = e
+                visited[0, qv] = a
+                visited[1, qv] = v
+                visited[2, qv] = pos[a]
+                visited[3, qv] = pv
+                visited[4, qv] = local
+                qv += 1
+            else:
+                unvisited_eid[qu] = e
+                unvisited[0, qu] = a
+                unvisited[1, qu] = v
+                unvisited_pos[0, qu] = pos[a]
+                unvisited_pos[1, qu] = pv
+                qu += 1
