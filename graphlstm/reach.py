@@ -50,6 +50,7 @@ search it is tested against.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import torch
 from torch import Tensor
@@ -95,7 +96,8 @@ def reachable(
     BoolTensor ``[T, N]``
         Row ``i`` marks the nodes ``u`` whose input ``x_u`` can change the
         output of ``targets[i]``; every target marks itself. On the device of
-        ``edge_index``.
+        ``edge_index``; a transposed (column-major) view, so call
+        ``.contiguous()`` before ``.view()``.
 
     Raises
     ------
@@ -122,10 +124,11 @@ def reachable(
     cpu = torch.device("cpu")
     # reaches[u, i]: whether x_u reaches targets[i]. Node-major, so that a level's
     # rows are gathered and scattered whole.
-    reaches = torch.zeros(n, targets.numel(), dtype=torch.bool)
-    reaches[targets, torch.arange(targets.numel())] = True
+    # uint8 0/1 rather than bool: the or is a maximum, fastest on bytes.
+    reaches = torch.zeros(n, targets.numel(), dtype=torch.uint8)
+    reaches[targets, torch.arange(targets.numel())] = 1
     if n == 0 or targets.numel() == 0:
-        return reaches.t().to(device)
+        return reaches.view(torch.bool).t().to(device)
     schedule = schedule.to(cpu)
     by_level = _visited_edges_by_source_level(schedule)
     _ancestors_(reaches, *by_level)
@@ -137,7 +140,9 @@ def reachable(
             # S: a node reads the previous state of every in-neighbour j -> a.
             _or_rows_(reaches, src, reaches.index_select(0, dst))
             _ancestors_(reaches, *by_level)
-    return reaches.t().contiguous().to(device)
+    # A transposed view of the node-major result: a transposing copy would cost
+    # more than the whole computation.
+    return reaches.view(torch.bool).t().to(device)
 
 
 def _check_targets(targets, num_nodes: int) -> Tensor:
@@ -198,5 +203,11 @@ def _ancestors_(reaches: Tensor, src: Tensor, dst: Tensor, ptr: list[int]) -> No
 
 
 def _or_rows_(reaches: Tensor, index: Tensor, rows: Tensor) -> None:
-    """``reaches[index[e]] |= rows[e]`` for every ``e``, repeated indices included."""
-    reaches.scatter_reduce_(0, index.view(-1, 1).expand_as(rows), rows, "amax")
+    """``reaches[index[e]] |= rows[e]`` for every ``e``, repeated indices included.
+
+    On 0/1 ``uint8`` rows the maximum is the logical or; ``index_reduce_`` is
+    several times faster than ``scatter_reduce_`` with an expanded index.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="index_reduce", category=UserWarning)
+        reaches.index_reduce_(0, index, rows, "amax")

@@ -20,9 +20,13 @@ package turns both into images, one module per subject:
   :func:`lattice_wavefront_frames` and :func:`plot_lattice_wavefront`, the same
   engine on a 2-D lattice, where the levels of an MD-LSTM scan are its
   anti-diagonal wavefronts.
+- :mod:`~segmentation.visualize.influence`: :func:`plot_influence`, for one
+  target superpixel and each order, the superpixels that can influence it
+  (its reach), shaded by hop distance or by a model's Jacobian norm.
 - :mod:`~segmentation.visualize.plots`: :func:`levels_vs_superpixels` and
   :func:`plot_levels_vs_superpixels`, how the number of levels (the critical
-  path) grows with the number of superpixels.
+  path) grows with the number of superpixels; :func:`plot_reach_statistics`,
+  how far one layer lets information travel in each order.
 
 Figures are plain :class:`matplotlib.figure.Figure` objects on the Agg canvas:
 nothing is shown and no global ``pyplot`` state is touched. Every file is
@@ -45,6 +49,12 @@ from segmentation.visualize.animation import (
     save_level_animation,
 )
 from segmentation.visualize.colors import colorize, overlay
+from segmentation.visualize.influence import (
+    hop_distance,
+    influence_picture,
+    plot_influence,
+    target_superpixel,
+)
 from segmentation.visualize.lattice import (
     lattice_levels,
     lattice_wavefront_frames,
@@ -61,12 +71,15 @@ from segmentation.visualize.plots import (
     LEVEL_ORDER_KINDS,
     levels_vs_superpixels,
     plot_levels_vs_superpixels,
+    plot_reach_statistics,
 )
 
 __all__ = [
     "DEFAULT_N_SEGMENTS",
     "LEVEL_ORDER_KINDS",
     "colorize",
+    "hop_distance",
+    "influence_picture",
     "lattice_levels",
     "lattice_wavefront_frames",
     "level_frames",
@@ -76,9 +89,12 @@ __all__ = [
     "overlay",
     "plot_lattice_wavefront",
     "plot_levels_vs_superpixels",
+    "plot_influence",
     "plot_order_comparison",
+    "plot_reach_statistics",
     "plot_update_order",
     "rank_image",
     "save_figure",
     "save_level_animation",
+    "target_superpixel",
 ]

@@ -1,4 +1,4 @@
-"""Plots of schedule statistics: levels against the number of superpixels."""
+"""Plots of schedule statistics: levels against the number of superpixels, and reach."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from segmentation.visualize._common import (
 )
 
 __all__ = ["DEFAULT_N_SEGMENTS", "LEVEL_ORDER_KINDS", "levels_vs_superpixels",
-           "plot_levels_vs_superpixels"]
+           "plot_levels_vs_superpixels", "plot_reach_statistics"]
 
 #: Order kinds of :func:`levels_vs_superpixels`. ``"smooth score"`` is a spatially
 #: smooth random field averaged over each superpixel: a stand-in for a model's
@@ -178,4 +178,71 @@ def plot_levels_vs_superpixels(path, n_segments_list=DEFAULT_N_SEGMENTS,
     ax.set_title("Critical path of the Graph LSTM schedule", fontsize=11)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_reach_statistics(rows: Sequence[Mapping], path, *, dpi: int = 100) -> Path:
+    """Plot reach statistics (rows of :func:`segmentation.reach_stats.reach_statistics`).
+
+    Panel (a): the probability that a superpixel ``k`` hops away is in reach,
+    against ``k``, one colour per order kind and one line style per graph
+    size. Panel (b): the mean reach against the number of superpixels
+    (log-log), solid for all superpixels and dotted for the least confident
+    quarter.
+
+    Parameters
+    ----------
+    rows : sequence of dict
+        Rows with ``kind``, ``nodes``, ``p_reach``, ``mean_reach`` and
+        ``least_confident_reach``.
+    path : str or path-like
+        Output file (``.png``, ``.pdf``, ``.svg``, ``.jpg``), written atomically.
+    dpi : int, optional
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad path or malformed rows.
+    """
+    path = _check_output(path, FIGURE_FORMATS)
+    dpi = _check_positive_int(dpi, "dpi")
+    needed = {"kind", "nodes", "p_reach", "mean_reach", "least_confident_reach"}
+    if (isinstance(rows, str | Mapping) or not isinstance(rows, Sequence) or not rows
+            or not all(isinstance(r, Mapping) and needed <= set(r) for r in rows)):
+        raise ValueError(f"'rows' must be a non-empty list of dicts with {sorted(needed)}")
+    kinds = list(dict.fromkeys(r["kind"] for r in rows))
+    sizes = sorted({int(r["nodes"]) for r in rows})
+    colours = {k: f"C{i}" for i, k in enumerate(kinds)}
+    styles = ["-", "--", ":", "-."]
+    fig = _new_figure(11.0, 4.2, dpi)
+    left, right = fig.subplots(1, 2)
+    for r in rows:
+        p = np.asarray(r["p_reach"], dtype=np.float64)
+        style = styles[sizes.index(int(r["nodes"])) % len(styles)]
+        left.plot(np.arange(p.size), p, style, color=colours[r["kind"]], marker=".",
+                  label=f"{r['kind']}, N={int(r['nodes']):,}")
+    left.set_xlabel("hop distance k from the target")
+    left.set_ylabel("P(in reach | k hops)")
+    left.set_title("(a) how far one layer sees", fontsize=11)
+    left.set_ylim(0, 1.02)
+    left.grid(True, alpha=0.3)
+    left.legend(fontsize=6, ncol=2)
+    for kind in kinds:
+        mine = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["nodes"])
+        nodes = [r["nodes"] for r in mine]
+        right.plot(nodes, [r["mean_reach"] for r in mine], "-o", color=colours[kind],
+                   label=f"{kind}: all")
+        right.plot(nodes, [r["least_confident_reach"] for r in mine], ":s",
+                   color=colours[kind], label=f"{kind}: least confident ¼")
+    right.set_xscale("log")
+    right.set_yscale("log")
+    right.set_xlabel("superpixels N")
+    right.set_ylabel("mean reach (superpixels)")
+    right.set_title("(b) reach of one layer", fontsize=11)
+    right.grid(True, which="both", alpha=0.3)
+    right.legend(fontsize=6, ncol=2)
     return save_figure(fig, path)
