@@ -63,7 +63,7 @@ def test_scene_format(size):
         assert (ndimage.binary_dilation(region, iterations=2) & (mask == PATH)).any()
 
 
-@pytest.mark.parametrize("min_hops", [2, 4, 6])
+@pytest.mark.parametrize("min_hops", [2, 4, 5])
 def test_gate_is_at_least_min_hops_from_the_beacon_on_the_training_graph(min_hops):
     scenes = LongRangeScenes(8, seed=min_hops, min_hops=min_hops)
     graphs = build_graphs(scenes, n_segments=150)  # what the training builds

@@ -35,7 +35,8 @@ builds (``n_segments=150``, ``compactness=10`` by default), and every scene
 is then checked on that SLIC graph (:func:`superpixel_hops`): a layout whose
 gate is fewer than ``min_hops`` hops from the beacon, in either colour
 version, is redrawn. Objects keep one grid step from the border, where SLIC
-leaves long thin superpixels.
+leaves long thin superpixels. A 96×96 scene holds up to 5 hops at 150
+segments; larger sizes hold more.
 """
 
 from __future__ import annotations
@@ -174,7 +175,7 @@ def generate_long_range_scene(
     # Objects keep a grid step from the border: SLIC leaves thin strips there.
     margin = max(_MARGIN, math.sqrt(height * width / n_segments))
     radius_range = (4.5 * scale, 6.0 * scale)
-    side_range = (8.0 * scale, 11.0 * scale)
+    side_range = (10.0 * scale, 14.0 * scale)  # a gate spans 2-4 superpixels
     extent = max(radius_range[1], side_range[1] * math.sqrt(0.5)) + margin
     longest = gap + radius_range[1] + side_range[1] * math.sqrt(0.5) + 3.0 * scale
     if longest > math.hypot(width - 2 * extent, height - 2 * extent):
