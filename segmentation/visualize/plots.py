@@ -214,35 +214,47 @@ def plot_reach_statistics(rows: Sequence[Mapping], path, *, dpi: int = 100) -> P
     if (isinstance(rows, str | Mapping) or not isinstance(rows, Sequence) or not rows
             or not all(isinstance(r, Mapping) and needed <= set(r) for r in rows)):
         raise ValueError(f"'rows' must be a non-empty list of dicts with {sorted(needed)}")
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import NullFormatter
+
     kinds = list(dict.fromkeys(r["kind"] for r in rows))
     sizes = sorted({int(r["nodes"]) for r in rows})
     colours = {k: f"C{i}" for i, k in enumerate(kinds)}
+    # An order and its reverse have the same curves: the first kinds are drawn wider,
+    # so that a later kind on top of them leaves them visible.
+    widths = {k: 1.2 + 2.4 * (len(kinds) - 1 - i) / max(len(kinds) - 1, 1)
+              for i, k in enumerate(kinds)}
     styles = ["-", "--", ":", "-."]
     fig = _new_figure(11.0, 4.2, dpi)
     left, right = fig.subplots(1, 2)
     for r in rows:
         p = np.asarray(r["p_reach"], dtype=np.float64)
         style = styles[sizes.index(int(r["nodes"])) % len(styles)]
-        left.plot(np.arange(p.size), p, style, color=colours[r["kind"]], marker=".",
-                  label=f"{r['kind']}, N={int(r['nodes']):,}")
+        left.plot(np.arange(p.size), p, style, color=colours[r["kind"]],
+                  linewidth=widths[r["kind"]], alpha=0.85)
+    handles = [Line2D([], [], color=colours[k], linewidth=widths[k], label=k) for k in kinds]
+    handles += [Line2D([], [], color="black", linestyle=styles[i % len(styles)],
+                       label=f"N = {n:,}") for i, n in enumerate(sizes)]
+    left.legend(handles=handles, fontsize=7)
     left.set_xlabel("hop distance k from the target")
     left.set_ylabel("P(in reach | k hops)")
     left.set_title("(a) how far one layer sees", fontsize=11)
     left.set_ylim(0, 1.02)
     left.grid(True, alpha=0.3)
-    left.legend(fontsize=6, ncol=2)
     for kind in kinds:
         mine = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["nodes"])
         nodes = [r["nodes"] for r in mine]
         right.plot(nodes, [r["mean_reach"] for r in mine], "-o", color=colours[kind],
-                   label=f"{kind}: all")
+                   linewidth=widths[kind], alpha=0.85, label=f"{kind}: all")
         right.plot(nodes, [r["least_confident_reach"] for r in mine], ":s",
                    color=colours[kind], label=f"{kind}: least confident ¼")
     right.set_xscale("log")
     right.set_yscale("log")
+    right.xaxis.set_minor_formatter(NullFormatter())
+    right.set_xticks(sizes, labels=[f"{n:,}" for n in sizes])
     right.set_xlabel("superpixels N")
     right.set_ylabel("mean reach (superpixels)")
     right.set_title("(b) reach of one layer", fontsize=11)
     right.grid(True, which="both", alpha=0.3)
-    right.legend(fontsize=6, ncol=2)
+    right.legend(fontsize=7, ncol=2)
     return save_figure(fig, path)
