@@ -104,7 +104,7 @@ def reachable(
     TypeError, ValueError
         For a malformed ``edge_index``, ``order``, ``score`` or ``targets``
         (not integers, or outside ``[0, N)``), both ``order`` and ``score``,
-        or ``num_layers < 1``.
+        or ``num_layers`` not a positive int.
 
     Examples
     --------
@@ -114,9 +114,10 @@ def reachable(
     >>> reachable(path, 3, [2], order=torch.tensor([2, 1, 0])).int()
     tensor([[0, 0, 1]], dtype=torch.int32)
     """
-    if isinstance(num_layers, bool) or not isinstance(num_layers, numbers.Integral) or (
-            num_layers < 1):
-        raise ValueError(f"'num_layers' must be a positive int, got {num_layers!r}")
+    if isinstance(num_layers, bool) or not isinstance(num_layers, numbers.Integral):
+        raise TypeError(f"'num_layers' must be a positive int, got {num_layers!r}")
+    if num_layers < 1:
+        raise ValueError(f"'num_layers' must be a positive int, got {num_layers}")
     schedule = build_schedule(edge_index, num_nodes, order=order, score=score)
     n = schedule.num_nodes
     device = edge_index.device

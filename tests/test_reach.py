@@ -243,6 +243,7 @@ def test_targets_forms_and_empty_cases():
         (dict(targets=[0], score=torch.tensor([0.0, float("nan"), 1.0])), ValueError, "score"),
         (dict(targets=[0], order=torch.arange(3), score=torch.zeros(3)), ValueError, "not both"),
         (dict(targets=[0], num_layers=0), ValueError, "num_layers"),
+        (dict(targets=[0], num_layers=1.0), TypeError, "num_layers"),
         (dict(targets=[0], edge_index=torch.tensor([[0, 5], [1, 0]])), ValueError, "edge_index"),
         (dict(targets=[0], edge_index=torch.zeros(3, 1, dtype=torch.long)), ValueError,
          "edge_index"),
