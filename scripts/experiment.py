@@ -65,6 +65,7 @@ def main(argv=None) -> int:
         context_experiment,
         format_differences,
         format_table,
+        oracle_cue_in_reach,
         standard_comparisons,
     )
     from segmentation.images import atomic_write
@@ -82,7 +83,7 @@ def main(argv=None) -> int:
                                      results_path=results_path,
                                      log=lambda line: print(line, flush=True))
         pairs = standard_comparisons(names)
-        report = "\n\n".join(part for part in (
+        parts = [
             f"### {kind} scenes: test mIoU",
             format_table(results, "miou"),
             f"### {kind} scenes: mean IoU of the ambiguous classes",
@@ -91,7 +92,19 @@ def main(argv=None) -> int:
             format_differences(results, pairs, "miou"),
             f"### {kind} scenes: paired differences of the ambiguous classes' IoU (points)",
             format_differences(results, pairs, "ambiguous_iou"),
-        ) if part)
+        ]
+        if kind == "long-range":
+            if all("cue_in_reach" in e for entries in results.values() for e in entries):
+                parts += ["### long-range scenes: gate superpixels with the beacon in their "
+                          "reach, in the trained model's own order (%)",
+                          format_table(results, "cue_in_reach")]
+            oracle = oracle_cue_in_reach(args.test_scenes, args.n_segments, args.min_hops)
+            parts += ["### long-range scenes: gate superpixels with the beacon in their "
+                      "reach, without a model (%)",
+                      "| order | 1 layer | 2 layers |\n|---|---|---|\n" + "\n".join(
+                          f"| {name} | {100 * one:.1f} | {100 * two:.1f} |"
+                          for name, (one, two) in oracle.items())]
+        report = "\n\n".join(part for part in parts if part)
         print(report, flush=True)
         if args.out is not None:
             path = os.path.join(args.out, f"{kind}.md")

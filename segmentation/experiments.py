@@ -56,6 +56,8 @@ __all__ = [
     "context_experiment",
     "format_differences",
     "format_table",
+    "model_cue_in_reach",
+    "oracle_cue_in_reach",
     "standard_comparisons",
 ]
 
@@ -184,12 +186,77 @@ def context_experiment(
                 entry = {"seed": seed, "miou": scores["miou"],
                          "ambiguous_iou": statistics.mean(ambiguous) if ambiguous else math.nan,
                          "per_class_iou": per_class, "best_epoch": history["best_epoch"]}
+                if scene_kind == "long-range":
+                    entry["cue_in_reach"] = model_cue_in_reach(model, test_graphs)
                 done[(name, seed)] = entry
                 _save_results(results_path, settings, done)
             results[name].append(entry)
             log(f"{scene_kind:<10s} seed {seed}  {name:<36s} test mIoU "
                 f"{100 * entry['miou']:6.2f}  ambiguous {100 * entry['ambiguous_iou']:6.2f}")
     return results
+
+
+def model_cue_in_reach(model, graphs) -> float:
+    """The share of gate superpixels of long-range ``graphs`` whose reach, through the
+    model's layers in the order the model itself chooses, holds a beacon superpixel
+    (0 without Graph LSTM layers: a gate then sees only itself)."""
+    import torch
+    from torch_geometric.data import Batch
+
+    from segmentation.datasets.long_range import BEACON, COLD_GATE, WARM_GATE
+    from segmentation.reach_stats import cue_in_reach
+
+    layers = model.config.graph_layers
+    if layers == 0:
+        return 0.0
+    generator = torch.Generator().manual_seed(0)  # as in evaluate(): order="random" repeats
+
+    @torch.no_grad()
+    def score(graph):
+        return model.forward_batch(Batch.from_data_list([graph]), generator).node_score
+
+    return cue_in_reach(graphs, score, layers, (BEACON,), (WARM_GATE, COLD_GATE))
+
+
+def oracle_cue_in_reach(test_scenes: int = 64, n_segments: int = 150, min_hops: int = 4,
+                        seed: int = 0) -> dict[str, list[float]]:
+    """How often each order *could* bring the beacon to a gate, without a model.
+
+    On the long-range test scenes: the share of gate superpixels whose reach
+    (1 and 2 layers) holds a beacon superpixel, for ``gates last`` (every gate
+    superpixel after all others, which are in random order: what a perfect
+    confidence gives when all the rest is equally confident), ``gates first``
+    (its reverse), ``random`` and ``raster``.
+
+    Returns
+    -------
+    dict
+        ``{order: [rate with 1 layer, rate with 2 layers]}``.
+    """
+    import torch
+
+    from segmentation.datasets.long_range import BEACON, COLD_GATE, WARM_GATE
+    from segmentation.orders import random_score, raster_score
+    from segmentation.reach_stats import cue_in_reach
+
+    graphs = build_graphs(_scenes("long-range", test_scenes, _TEST_SEED, min_hops, n_segments),
+                          n_segments)
+
+    def gates_last(graph, sign=1.0):
+        labels = graph.superpixels.reshape(graph.mask.shape[-2:])
+        gate = torch.zeros(int(graph.num_nodes), dtype=torch.bool)
+        gate[torch.unique(labels[graph.mask.reshape(labels.shape) >= WARM_GATE])] = True
+        noise = torch.rand(gate.numel(), generator=torch.Generator().manual_seed(seed))
+        return sign * ((~gate).double() + 0.5 * noise.double())
+
+    orders = {
+        "gates last": gates_last,
+        "gates first": lambda g: gates_last(g, -1.0),
+        "random": lambda g: random_score(int(g.num_nodes), torch.Generator().manual_seed(seed)),
+        "raster": lambda g: raster_score(g.pos, g.superpixels.shape[-1]),
+    }
+    return {name: [cue_in_reach(graphs, fn, layers, (BEACON,), (WARM_GATE, COLD_GATE))
+                   for layers in (1, 2)] for name, fn in orders.items()}
 
 
 def _load_results(path, settings: dict) -> dict:

@@ -37,6 +37,7 @@ from segmentation.images import check_image
 __all__ = [
     "REACH_ORDER_KINDS",
     "bench_reach",
+    "cue_in_reach",
     "format_reach_table",
     "hop_distances",
     "reach_statistics",
@@ -246,3 +247,42 @@ def _against_reference(edge_index, num_nodes: int, score, repeats: int):
     slow = time.perf_counter() - start
     same = bool(torch.equal(reference, reachable(edge_index, num_nodes, targets, score=score)))
     return fast, slow, same
+
+
+def cue_in_reach(graphs: Sequence, score_fn, num_layers: int = 1, cue_labels=(2,),
+                 target_labels=(3, 4)) -> float:
+    """How often an order lets a cue into the reach of the regions it decides.
+
+    For every graph (a :class:`segmentation.SuperpixelData` with a ``mask``)
+    and every *target* superpixel (one holding a pixel of ``target_labels``,
+    e.g. the gates of :class:`segmentation.datasets.LongRangeScenes`), whether
+    any *cue* superpixel (holding a pixel of ``cue_labels``, the beacon) is in
+    its reach through ``num_layers`` layers; the mean over all target
+    superpixels of all graphs.
+
+    Parameters
+    ----------
+    graphs : sequence of SuperpixelData
+    score_fn : callable
+        ``score_fn(graph) -> Tensor [N]``, the order's scores (higher first).
+    num_layers : int
+    cue_labels, target_labels : sequence of int
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; NaN if no graph holds a target.
+    """
+    hits, total = 0, 0
+    for graph in graphs:
+        labels = graph.superpixels.reshape(graph.mask.shape[-2:])
+        mask = graph.mask.reshape(labels.shape)
+        targets = torch.unique(labels[torch.isin(mask, torch.tensor(list(target_labels)))])
+        cues = torch.unique(labels[torch.isin(mask, torch.tensor(list(cue_labels)))])
+        if targets.numel() == 0:
+            continue
+        reach = reachable(graph.edge_index, int(graph.num_nodes), targets,
+                          score=score_fn(graph), num_layers=num_layers)
+        hits += int(reach[:, cues].any(dim=1).sum())
+        total += targets.numel()
+    return hits / total if total else float("nan")

@@ -69,6 +69,8 @@ def test_tiny_run_and_resume(tmp_path, monkeypatch):
         gates = [entry["per_class_iou"][c] for c in ("warm gate", "cold gate")
                  if entry["per_class_iou"][c] is not None]
         assert entry["ambiguous_iou"] == pytest.approx(statistics.mean(gates))
+        assert 0.0 <= entry["cue_in_reach"] <= 1.0
+    assert results["no-graph-lstm"][0]["cue_in_reach"] == 0.0
     saved = json.loads(path.read_text())
     assert saved["settings"]["scene_kind"] == "long-range" and len(saved["runs"]) == 2
 
@@ -102,3 +104,13 @@ def test_script_errors_are_one_line(argv, message, capsys):
     assert run("experiment", argv) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_oracle_cue_in_reach_orders():
+    rates = experiments.oracle_cue_in_reach(test_scenes=3, n_segments=150, min_hops=4)
+    assert list(rates) == ["gates last", "gates first", "random", "raster"]
+    for one, two in rates.values():
+        assert 0.0 <= one <= two <= 1.0  # a second layer only adds to the reach
+    # Gates first: a gate reads no earlier node, and in the second layer only its
+    # in-neighbours' first-layer states, which the beacon (>= 4 hops) cannot reach.
+    assert rates["gates first"][0] == 0.0

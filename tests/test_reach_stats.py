@@ -98,3 +98,37 @@ def test_bench_prints_agreement_with_the_search(monkeypatch, image, tmp_path):
 def test_bad_arguments(image, kwargs, match):
     with pytest.raises(ValueError, match=match):
         reach_statistics((30,), image=image, **kwargs)
+
+
+def test_cue_in_reach_is_one_when_the_order_spreads_from_the_cue():
+    from segmentation.datasets import LongRangeScenes
+    from segmentation.reach_stats import cue_in_reach
+    from segmentation.training import build_graphs
+    from segmentation.visualize import hop_distance
+
+    graphs = build_graphs(LongRangeScenes(3, seed=5), n_segments=150)
+
+    def from_beacon(graph, sign=-1.0):
+        labels = graph.superpixels.reshape(graph.mask.shape[-2:])
+        beacon = int(torch.unique(labels[graph.mask.reshape(labels.shape) == 2])[0])
+        hops = hop_distance(graph.edge_index, int(graph.num_nodes), beacon)
+        return sign * torch.from_numpy(hops).double()
+
+    # Nearest to the beacon first: every shortest path from it has increasing ranks.
+    assert cue_in_reach(graphs, from_beacon) == 1.0
+    # Farthest first: a gate reads only nodes farther from the beacon than itself.
+    assert cue_in_reach(graphs, lambda g: from_beacon(g, 1.0)) == 0.0
+    # Any order: the figure is the share of gate superpixels whose reach holds a beacon one.
+    scores = [torch.randn(int(g.num_nodes), generator=torch.Generator().manual_seed(i))
+              for i, g in enumerate(graphs)]
+    hits = total = 0
+    for g, s in zip(graphs, scores, strict=True):
+        labels = g.superpixels.reshape(g.mask.shape[-2:]).numpy()
+        mask = g.mask.reshape(labels.shape).numpy()
+        gates, beacons = np.unique(labels[mask >= 3]), np.unique(labels[mask == 2])
+        reach = reach_reference(g.edge_index, int(g.num_nodes), torch.from_numpy(gates),
+                                order_from_score(s), 2).numpy()
+        hits += int(reach[:, beacons].any(axis=1).sum())
+        total += len(gates)
+    it = iter(scores)
+    assert cue_in_reach(graphs, lambda g: next(it), num_layers=2) == pytest.approx(hits / total)
