@@ -28,15 +28,18 @@ gates, besides its own previous state. So the order no longer bounds what a
 node sees of the previous states: one hop in every direction always comes in.
 
 **With more layers** (a stack whose layer :math:`l > 0` starts from the final
-state of layer :math:`l - 1`, SPEC §3.1b, as
-:class:`segmentation.model.GraphLSTMSegmenter` does), the reaches compose:
+state of layer :math:`l - 1`: :class:`graphlstm.nn.GraphLSTMStack`, SPEC
+§3.1b, and so :class:`segmentation.model.GraphLSTMSegmenter`), the reaches
+compose:
 the output of :math:`v` after :math:`L` layers depends on :math:`x_u` for
 :math:`u \in (R \circ S)^{L-1} R(v)`, with :math:`R(A) = \bigcup_{a \in A}
 R(a)`. Every extra layer adds one hop in any direction and then another
 increasing-rank path. Without the state passed on (every layer from zero),
 :math:`R \circ R = R` (increasing paths concatenate), so a second layer in
 the same order would reach nothing new; a residual input ``x + out`` changes
-nothing either, for :math:`R(v)` already contains :math:`v`.
+nothing either, for :math:`R(v)` already contains :math:`v`. One
+bidirectional layer reaches :math:`R(v) \cup R'(v)`, :math:`R'` being the
+reach of the reversed order.
 
 :func:`reachable` computes reaches level by level on the schedule of the
 order (:func:`graphlstm.build_schedule`): the nodes of one level are not

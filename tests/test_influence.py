@@ -132,7 +132,7 @@ def tiny_model(layers, order, seed=0):
     model = GraphLSTMSegmenter(ModelConfig(num_classes=6, width=4, hidden=3,
                                            graph_layers=layers, order=order, n_segments=30))
     with torch.no_grad():  # generic weights: no accidental zero in the Jacobian
-        for p in model.graph_layers.parameters():
+        for p in model.graph_lstm.parameters():
             p.normal_(0.0, 0.7)
         model.classifier[0].bias.fill_(5.0)  # and no dead ReLU at the target's pixels
     return model.eval()

@@ -254,3 +254,36 @@ def test_bad_input(kwargs, exc, match):
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         reachable(**args)
+
+
+@pytest.mark.parametrize(("name", "seed"), GRAPHS[:1] + GRAPHS[-1:])
+def test_graph_lstm_stack_jacobian_is_the_composed_reach(name, seed):
+    from graphlstm.nn import GraphLSTMStack
+
+    n, edge_index, gen = graph_case(name, seed)
+    kwargs = order_kwargs("score", n, gen)
+    torch.manual_seed(seed)
+    stack = GraphLSTMStack(3, 3, num_layers=3, residual=True).to(DT)
+    with torch.no_grad():
+        for p in stack.parameters():
+            p.normal_(0.0, 0.8)
+    x = torch.randn(n, 3, generator=gen, dtype=DT)
+    (support,) = jacobian_support(lambda x: stack(x, edge_index, **kwargs)[0], [x], n)
+    assert torch.equal(support, reachable(edge_index, n, torch.arange(n), num_layers=3, **kwargs))
+
+
+def test_bidirectional_layer_reaches_both_ways():
+    from graphlstm.nn import GraphLSTMStack
+
+    n, edge_index, gen = graph_case("random", 4)
+    order = torch.randperm(n, generator=gen)
+    torch.manual_seed(0)
+    stack = GraphLSTMStack(3, 2, bidirectional=True).to(DT)
+    with torch.no_grad():
+        for p in stack.parameters():
+            p.normal_(0.0, 0.8)
+    x = torch.randn(n, 3, generator=gen, dtype=DT)
+    (support,) = jacobian_support(lambda x: stack(x, edge_index, order=order)[0], [x], n)
+    both = (reachable(edge_index, n, torch.arange(n), order=order)
+            | reachable(edge_index, n, torch.arange(n), order=order.flip(0)))
+    assert torch.equal(support, both)
