@@ -3,7 +3,7 @@
 :func:`node_influence` differentiates the class scores of a
 :class:`segmentation.model.GraphLSTMSegmenter`, averaged over the pixels of a
 target superpixel, with respect to the node input of every superpixel (the
-output of ``node_in``, before the Graph LSTM layers), in float64. The norm per
+output of ``node_in``, before the Graph LSTM layers). The norm per
 superpixel is non-zero exactly on the target's reach through the model's
 layers (:func:`graphlstm.reachable` with ``num_layers=graph_layers``): the
 picture of :func:`segmentation.visualize.plot_influence` with a checkpoint.
@@ -20,22 +20,20 @@ from torch_geometric.data import Batch
 __all__ = ["node_influence"]
 
 
-def node_influence(model, graph, target: int, score: torch.Tensor | None = None,
-                   dtype: torch.dtype = torch.float64):
+def node_influence(model, graph, target: int, score: torch.Tensor | None = None):
     """Jacobian norms of the model's output at ``target`` w.r.t. every node input.
 
     Parameters
     ----------
     model : segmentation.model.GraphLSTMSegmenter
-        Evaluated as it is (``eval()`` is the caller's choice), on a float64
-        copy so that long paths do not underflow.
+        Evaluated as it is (``eval()`` is the caller's choice), on a copy;
+        the superpixel part runs in float32, as in the model.
     graph : segmentation.SuperpixelData
         One image's superpixel graph (e.g. ``Segmenter.transform(image)``).
     target : int
         The target superpixel.
     score : Tensor ``[N]``, optional
         An update order to use instead of the model's own (higher first).
-    dtype : torch.dtype, optional
 
     Returns
     -------
@@ -55,7 +53,7 @@ def node_influence(model, graph, target: int, score: torch.Tensor | None = None,
         raise ValueError(f"'target' must be a superpixel in 0..{num - 1}, got {target!r}")
     if score is not None and (not torch.is_tensor(score) or score.numel() != num):
         raise ValueError(f"'score' must be a tensor of {num} values (one per superpixel)")
-    model = copy.deepcopy(model).to(dtype)
+    model = copy.deepcopy(model)  # node_scores is replaced on the copy only
     batch = Batch.from_data_list([graph])
     captured = {}
 
@@ -66,12 +64,12 @@ def node_influence(model, graph, target: int, score: torch.Tensor | None = None,
         return leaf
 
     if score is not None:  # the model asks node_scores for its order
-        fixed = score.detach().to(dtype)
+        fixed = score.detach().to(graph.edge_index.device)  # its own dtype: the same ties
         model.node_scores = lambda *args, **kwargs: fixed
     handle = model.node_in.register_forward_hook(capture)
     try:
         with torch.enable_grad():
-            out = model.forward_batch(_with_dtype(batch, dtype))
+            out = model.forward_batch(batch)
             pixels = batch.superpixels[0] == target
             scores = out.logits[0][:, pixels].mean(dim=1)
             nodes = captured["nodes"]
@@ -83,8 +81,3 @@ def node_influence(model, graph, target: int, score: torch.Tensor | None = None,
         handle.remove()
     return total.sum(dim=1).sqrt().detach().cpu().numpy(), out.schedule
 
-
-def _with_dtype(batch, dtype):
-    batch = batch.clone()
-    batch.image = batch.image.to(dtype)
-    return batch
