@@ -3,6 +3,7 @@
 - :mod:`graphlstm.schedule`: update order -> levels of independent nodes.
 - :mod:`graphlstm.functional`: the Graph LSTM level loop.
 - :mod:`graphlstm.lattice`: lattice graphs and scan directions.
+- :mod:`graphlstm.reach`: which inputs an update order lets into each node's output.
 - :mod:`graphlstm.nn`: the layers and cells (one per module) and the wavefront engine.
 - :mod:`graphlstm.reference`: plain sequential loops that define the semantics.
 - :mod:`graphlstm.backend`: compiled kernels or the PyTorch path (``use_backend``).
@@ -21,6 +22,7 @@ from graphlstm.nn import (
     MDLSTMCell,
     MDRNNCell,
 )
+from graphlstm.reach import reachable
 from graphlstm.schedule import Schedule, build_schedule, order_from_score
 
 __version__ = "0.1.0"
@@ -39,5 +41,6 @@ __all__ = [
     "lattice_graph",
     "lattice_order",
     "order_from_score",
+    "reachable",
     "use_backend",
 ]

@@ -10,6 +10,7 @@ Examples::
     python scripts/benchmark.py levels --out levels.png
     python scripts/benchmark.py train                 # training images/s, 1 and 2 processes
     python scripts/benchmark.py train --device cuda --backbone resnet50 --amp --processes 1
+    python scripts/benchmark.py reach --reach-out reach.png   # reach of four orders
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def process_counts(text: str) -> tuple[int, ...]:
     return counts
 
 
-CASES = ("graph-lstm", "md-lstm", "grid-lstm", "inference", "levels", "train")
+CASES = ("graph-lstm", "md-lstm", "grid-lstm", "inference", "levels", "train", "reach")
 
 
 def main(argv=None) -> int:
@@ -47,6 +48,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="smaller graph-lstm run: ~1,000 superpixels only")
     parser.add_argument("--out", default="levels.png", help="PNG written by the levels case")
+    parser.add_argument("--reach-out", default="reach.png",
+                        help="PNG written by the reach case")
     parser.add_argument("--device", type=device, default="cpu",
                         help="device of the graph-lstm case (e.g. cuda)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -104,6 +107,10 @@ def main(argv=None) -> int:
 
             path = plot_levels_vs_superpixels(args.out)
             print(f"wrote {path}")
+        elif case == "reach":
+            from segmentation.reach_stats import bench_reach
+
+            bench_reach(repeats=max(1, args.repeats // 3), plot_path=args.reach_out)
     return 0
 
 

@@ -8,20 +8,32 @@ Examples::
     python scripts/show_order.py photo.jpg --order score,random,raster --out compare.png
     python scripts/show_order.py photo.jpg --order confidence --checkpoint model.pt
     python scripts/show_order.py --lattice 6x8 --direction all --out lattice.png
+    python scripts/show_order.py photo.jpg --influence 200,150 --order score,random,raster
+    python scripts/show_order.py photo.jpg --influence 200,150 --order confidence,random \
+        --checkpoint model.pt
 
 Orders: ``confidence`` (a trained model's, needs --checkpoint), ``random``
 (--seed), ``raster`` (centroids, top row first) and ``score`` (the mean of
 --score-image over each superpixel; without it a smooth random field, seeded
-by --seed, stands in for a model's confidence and is called "smooth score").
+by --seed, stands in for a model's confidence and is called "smooth score");
+``reverse-confidence`` and ``reverse-score`` run those two backwards.
 Several comma-separated orders give one comparison picture; the animation
 uses the first. With --order confidence the model's own superpixels are used
 (--n-segments and --compactness do not apply).
 
---out writes the picture (.png, .pdf, .svg, .jpg; default order.png when
---animate is not given). --animate writes the level-by-level animation
-(.gif; .mp4 where imageio-ffmpeg or ffmpeg is installed, otherwise the
-animation is skipped with a warning, or it is an error if it is the only
-output). Files are written atomically. Errors print one line and exit 1.
+--influence X,Y draws, for each order, the superpixels that can change the
+output of the superpixel under pixel (X, Y) (column, row) in one Graph LSTM
+layer (--layers N: a stack of N that passes its state on), shaded by their
+hop distance from it; with --checkpoint, shaded by the Jacobian norm of the
+model's output at that superpixel with respect to each superpixel's node
+input, through all the model's layers, on the model's own superpixels.
+
+--out writes the picture (.png, .pdf, .svg, .jpg; default order.png, or
+influence.png with --influence, when --animate is not given). --animate
+writes the level-by-level animation (.gif; .mp4 where imageio-ffmpeg or
+ffmpeg is installed, otherwise the animation is skipped with a warning, or
+it is an error if it is the only output). Files are written atomically.
+Errors print one line and exit 1.
 """
 
 from __future__ import annotations
@@ -35,7 +47,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _cli import ArgumentParser, CLIError, run_main  # noqa: E402
 
-ORDERS = ("confidence", "random", "raster", "score")
+ORDERS = ("confidence", "reverse-confidence", "random", "raster", "score", "reverse-score")
 FIGURES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 ANIMATIONS = (".gif", ".mp4")
 
@@ -64,6 +76,13 @@ def _parse_direction(text: str) -> tuple[int, ...]:
             f"directions must be distinct values in 0..3 (bit 0: rows backwards, "
             f"bit 1: columns backwards), got {text!r}")
     return values
+
+
+def _parse_pixel(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a pixel X,Y such as 120,80, got {text!r}")
+    return int(match.group(1)), int(match.group(2))
 
 
 def _parse_orders(text: str) -> list[str]:
@@ -108,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="write the picture here (default: order.png without --animate)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of --order random and of the smooth score (default: 0)")
+    parser.add_argument("--influence", type=_parse_pixel, metavar="X,Y",
+                        help="draw the superpixels that can influence the one under pixel "
+                             "X,Y (column, row), for each order")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="Graph LSTM layers of --influence without --checkpoint "
+                             "(default: 1)")
     parser.add_argument("--lattice", type=_parse_lattice, metavar="HxW",
                         help="show an MD-LSTM scan of an H×W lattice instead of an image")
     parser.add_argument("--direction", type=_parse_direction, default=None, metavar="K",
@@ -134,7 +159,7 @@ def _check_args(args) -> None:
     if args.lattice is not None:
         if args.image is not None:
             raise CLIError("give either IMAGE or --lattice, not both")
-        for option in ("score_image", "checkpoint"):
+        for option in ("score_image", "checkpoint", "influence", "layers"):
             if getattr(args, option) is not None:
                 raise CLIError(f"--{option.replace('_', '-')} does not apply to --lattice")
         if args.cell < 1:
@@ -144,13 +169,27 @@ def _check_args(args) -> None:
             raise CLIError("give an IMAGE file (or --lattice HxW)")
         if args.direction is not None:
             raise CLIError("--direction applies to --lattice only")
-        if "confidence" in args.order and args.checkpoint is None:
-            raise CLIError("--order confidence needs --checkpoint (a trained model); "
-                           "use --order score for a stand-in without a model")
-        if args.checkpoint is not None and "confidence" not in args.order:
-            raise CLIError("--checkpoint is used by --order confidence only")
-        if args.score_image is not None and "score" not in args.order:
-            raise CLIError("--score-image is used by --order score only")
+        confident = {"confidence", "reverse-confidence"} & set(args.order)
+        if confident and args.checkpoint is None:
+            raise CLIError(f"--order {sorted(confident)[0]} needs --checkpoint (a trained "
+                           "model); use --order score for a stand-in without a model")
+        if args.checkpoint is not None and not confident and args.influence is None:
+            raise CLIError("--checkpoint is used by --order confidence and --influence only")
+        if args.influence is not None:
+            if args.animate is not None:
+                raise CLIError("--animate does not apply to --influence")
+            if args.numbers:
+                raise CLIError("--numbers does not apply to --influence")
+            if args.layers is not None and args.checkpoint is not None:
+                raise CLIError("--layers does not apply with --checkpoint (the model's "
+                               "own layers are used)")
+        if args.layers is not None:
+            if args.influence is None:
+                raise CLIError("--layers applies to --influence only")
+            if args.layers < 1:
+                raise CLIError(f"--layers must be a positive int, got {args.layers}")
+        if args.score_image is not None and not {"score", "reverse-score"} & set(args.order):
+            raise CLIError("--score-image is used by --order score and reverse-score only")
         if args.n_segments < 1:
             raise CLIError(f"--n-segments must be a positive int, got {args.n_segments}")
         if not args.compactness > 0 or args.compactness == float("inf"):
@@ -205,6 +244,46 @@ def _predict(checkpoint: str, image):
     return load_segmenter(checkpoint, device="cpu").predict(image)
 
 
+def _load(checkpoint: str):
+    try:
+        from segmentation.pipeline import load_segmenter
+    except ImportError as err:
+        raise CLIError(f"--checkpoint needs segmentation.pipeline ({err})") from None
+    return load_segmenter(checkpoint, device="cpu")
+
+
+def _influence(args, image, superpixels, edge_index, schedules, segmenter) -> int:
+    from graphlstm import reachable
+    from segmentation import visualize
+    from segmentation.visualize.influence import target_superpixel
+
+    x, y = args.influence
+    height, width = superpixels.shape
+    if not (x < width and y < height):
+        raise CLIError(f"--influence pixel ({x}, {y}) is outside the {width}×{height} image")
+    target = target_superpixel(superpixels, x, y)
+    values = None
+    layers = args.layers or 1
+    if segmenter is not None:
+        from segmentation.influence import node_influence
+
+        layers = segmenter.model.config.graph_layers
+        if layers == 0:
+            raise CLIError("--influence: the model has no Graph LSTM layers (graph_layers=0)")
+        graph = segmenter.transform(image)
+        values = {name: node_influence(segmenter.model, graph, target, args.scores[name])[0]
+                  for name in schedules}
+    visualize.plot_influence(image, superpixels, edge_index, target, schedules,
+                             values=values, num_layers=layers, path=args.out)
+    num = int(superpixels.max()) + 1
+    reach = {name: reachable(edge_index, num, [target], order=s.order, num_layers=layers)
+             for name, s in schedules.items()}
+    sizes = ", ".join(f"{name}: {int(r.sum())}" for name, r in reach.items())
+    print(f"wrote {args.out} ({num} superpixels; target superpixel {target} at ({x}, {y}); "
+          f"reach {sizes})")
+    return 0
+
+
 def _lattice(args) -> int:
     from segmentation import visualize
 
@@ -225,7 +304,7 @@ def _lattice(args) -> int:
 def _resolve_outputs(args) -> None:
     """Default --out; skip an MP4 that cannot be written (checked before any work)."""
     if args.out is None and args.animate is None:
-        args.out = "order.png"
+        args.out = "order.png" if args.influence is None else "influence.png"
     if args.animate is not None and args.animate.lower().endswith(".mp4"):
         from segmentation.visualize import mp4_writer_available
 
@@ -262,9 +341,13 @@ def _image(args) -> int:
     shape = image.shape[:2]
     score_map = _read_score_image(args.score_image, shape) if args.score_image else None
 
-    prediction = None
-    if "confidence" in args.order:
+    prediction = segmenter = None
+    if args.influence is not None and args.checkpoint is not None:
+        segmenter = _load(args.checkpoint)
+        prediction = segmenter.predict(image)
+    elif {"confidence", "reverse-confidence"} & set(args.order):
         prediction = _predict(args.checkpoint, image)
+    if prediction is not None:
         superpixels = np.asarray(prediction.superpixels)
         edge_index = torch.as_tensor(prediction.edge_index).long()
     else:
@@ -273,11 +356,13 @@ def _image(args) -> int:
         edge_index, _ = region_adjacency(superpixels)
     num = int(superpixels.max()) + 1
 
-    schedules, panels = {}, {}
+    schedules, panels, scores = {}, {}, {}
+    score_name = "score" if score_map is not None else "smooth score"
     for kind in args.order:
-        if kind == "confidence":
-            name = "confidence"
+        if kind in ("confidence", "reverse-confidence"):
+            name = kind
             score = torch.as_tensor(prediction.node_score).double()
+            score = score if kind == "confidence" else -score
             panels[name] = (np.asarray(prediction.confidence), "confidence")
         elif kind == "random":
             name = "random"
@@ -286,13 +371,21 @@ def _image(args) -> int:
             name = "raster"
             score = raster_score(superpixel_centroids(superpixels), shape[1])
         else:
-            name = "score" if score_map is not None else "smooth score"
+            name = score_name
             if score_map is None:
                 score_map = smooth_random_field(shape, 0.1, args.seed)
             score = score_from_image(score_map, superpixels, num)
             panels[name] = (score_map, f"{name} (higher = earlier)")
+            if kind == "reverse-score":
+                name = f"reverse {name}"
+                score = -score
+                panels[name] = (-score_map, f"{name} (higher = earlier)")
         schedules[name] = build_schedule(edge_index, num, score=score)
+        scores[name] = score
+    args.scores = scores
 
+    if args.influence is not None:
+        return _influence(args, image, superpixels, edge_index, schedules, segmenter)
     out, animate = args.out, args.animate
     first, schedule = next(iter(schedules.items()))
     if out is not None:

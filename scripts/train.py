@@ -59,8 +59,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device", type=device, default="cpu")
     parser.add_argument("--graph-layers", type=non_negative_int, default=2,
                         help="Graph LSTM layers (0 = the baseline without graph context)")
-    parser.add_argument("--order", choices=("confidence", "random", "raster"),
-                        default="confidence", help="update order of the superpixels")
+    parser.add_argument("--order", default="confidence",
+                        choices=("confidence", "reverse-confidence", "random", "raster"),
+                        help="update order of the superpixels")
     parser.add_argument("--n-segments", type=positive_int, default=150,
                         help="SLIC superpixels per image")
     parser.add_argument("--compactness", type=positive_float, default=10.0)

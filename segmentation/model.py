@@ -63,8 +63,9 @@ class ModelConfig:
         Hidden size of the Graph LSTM layers.
     graph_layers : int
         Number of Graph LSTM layers (0 = no graph context: the baseline).
-    order : {"confidence", "random", "raster"}
-        Update order of the superpixels.
+    order : {"confidence", "reverse-confidence", "random", "raster"}
+        Update order of the superpixels (``reverse-confidence``: least
+        confident first).
     n_segments, compactness : int, float
         SLIC parameters of the superpixel graphs this model was trained with.
     backbone : {"small", "resnet18", "resnet34", "resnet50"}
@@ -177,9 +178,10 @@ class GraphLSTMSegmenter(nn.Module):
         """The per-node score that orders the update (higher first)."""
         order = self.config.order
         total = int(num_nodes.sum())
-        if order == "confidence":
+        if order in ("confidence", "reverse-confidence"):
             probs = pool(confidence_logits.detach().softmax(dim=1), superpixels, num_nodes)
-            return probs.max(dim=1).values
+            confidence = probs.max(dim=1).values
+            return confidence if order == "confidence" else -confidence
         if order == "random":
             return random_score(total, generator).to(confidence_logits.device)
         if pos is None:

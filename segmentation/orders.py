@@ -5,6 +5,8 @@ turns scores into an order (ties by the smaller index). The kinds:
 
 - ``confidence``: the model's confidence per superpixel (see
   :mod:`segmentation.model`), the order of Liang et al. 2016;
+- ``reverse-confidence``: the same, least confident first (a control: it
+  sends information from uncertain superpixels to confident ones);
 - ``random``: a random permutation;
 - ``raster``: superpixels by their centroid, top row first, left to right;
 - a score image: any ``H×W`` map averaged over each superpixel
@@ -17,7 +19,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-ORDER_KINDS = ("confidence", "random", "raster")
+ORDER_KINDS = ("confidence", "reverse-confidence", "random", "raster")
 
 __all__ = [
     "ORDER_KINDS",

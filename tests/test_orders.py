@@ -53,3 +53,24 @@ def test_smooth_field_is_smooth_and_normalised():
 def test_bad_input(call, exc, match):
     with pytest.raises(exc, match=match):
         call()
+
+
+def test_reverse_confidence_order_is_least_confident_first():
+    from torch_geometric.data import Batch
+
+    from segmentation.datasets import SyntheticScenes
+    from segmentation.model import GraphLSTMSegmenter, ModelConfig
+    from segmentation.orders import ORDER_KINDS
+    from segmentation.training import build_graphs
+
+    assert "reverse-confidence" in ORDER_KINDS
+    batch = Batch.from_data_list(build_graphs(SyntheticScenes(2, size=(40, 48), seed=5), 30))
+    outs = {}
+    for kind in ("confidence", "reverse-confidence"):
+        torch.manual_seed(0)
+        model = GraphLSTMSegmenter(ModelConfig(num_classes=6, width=6, hidden=5, order=kind))
+        outs[kind] = model.forward_batch(batch)
+    confidence = outs["confidence"].node_score
+    assert torch.equal(outs["reverse-confidence"].node_score, -confidence)
+    order = outs["reverse-confidence"].schedule.order
+    assert bool((confidence[order].diff() >= 0).all())  # ascending confidence

@@ -331,7 +331,7 @@ def test_animation_errors_leave_no_file(scene, tmp_path, monkeypatch):
         vis.save_level_animation(tmp_path / "a.gif", [frames[0], frames[1][:-1]])
     with pytest.raises(ValueError, match="frames"):
         vis.save_level_animation(tmp_path / "a.gif", [])
-    monkeypatch.setattr(vis, "mp4_writer_available", lambda: False)
+    monkeypatch.setattr(vis.animation, "mp4_writer_available", lambda: False)
     with pytest.raises(RuntimeError, match="imageio-ffmpeg"):
         vis.save_level_animation(tmp_path / "a.mp4", frames)
     assert os.listdir(tmp_path) == []
@@ -461,7 +461,7 @@ def test_plot_levels_with_defaults_only_a_path(tmp_path, monkeypatch):
     # The benchmark calls plot_levels_vs_superpixels(path): run those defaults on a
     # smaller image so the test stays fast.
     big = np.kron(np.eye(2, dtype=np.uint8) * 200 + 30, np.ones((48, 48), np.uint8))
-    monkeypatch.setattr(vis, "_default_image", lambda: big)
+    monkeypatch.setattr(vis.plots, "_default_image", lambda: big)
     out = vis.plot_levels_vs_superpixels(tmp_path / "levels.png")
     with Image.open(out) as img:
         assert img.format == "PNG"

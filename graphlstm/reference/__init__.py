@@ -16,6 +16,7 @@ from graphlstm.reference.lattice import (
     md_lstm_step,
     md_rnn_step,
 )
+from graphlstm.reference.reach import reach_reference
 
 __all__ = [
     "graph_lstm_loop",
@@ -26,4 +27,5 @@ __all__ = [
     "lattice_scan_reference",
     "md_lstm_step",
     "md_rnn_step",
+    "reach_reference",
 ]
