@@ -26,6 +26,12 @@ dilated ResNet-18/34/50 (output stride 8) that loads torchvision's ImageNet
 weights. Under ``torch.autocast`` the backbone and the heads run in low
 precision, while the superpixel part (pooling, the confidence score and
 schedule, the Graph LSTM recurrence, unpooling) runs in float32.
+
+The classifier's first 1x1 convolution acts on ``[F ; unpool(nodes)]``; being
+linear per pixel, its node half is applied to the nodes before unpooling
+(``unpool(W_n nodes) = W_n unpool(nodes)``), so the hidden-size map of every
+pixel and the concatenation are never made: the same logits (to rounding) with
+less memory and arithmetic at full resolution.
 """
 
 from __future__ import annotations
@@ -215,8 +221,10 @@ class GraphLSTMSegmenter(nn.Module):
         # carries its memory through every level, and the order must not depend on
         # low-precision ties of the confidence.
         with torch.autocast(image.device.type, enabled=False):
-            feats32 = feats.float()
-            score = self.node_scores(confidence_logits.float(), superpixels, num_nodes, pos,
+            # At least float32: a float64 model stays float64.
+            precise = torch.promote_types(feats.dtype, torch.float32)
+            precise_feats = feats.to(precise)
+            score = self.node_scores(confidence_logits.to(precise), superpixels, num_nodes, pos,
                                      generator)
             if not bool(torch.isfinite(score).all()):
                 raise RuntimeError(
@@ -226,11 +234,17 @@ class GraphLSTMSegmenter(nn.Module):
                 )
             schedule = build_schedule(edge_index, int(num_nodes.sum()), score=score)
 
-            nodes = self.node_in(pool(feats32, superpixels, num_nodes))
+            nodes = self.node_in(pool(precise_feats, superpixels, num_nodes))
             if self.graph_lstm is not None:
                 nodes, _ = self.graph_lstm(nodes, edge_index, schedule=schedule)
-            node_pixels = unpool(nodes, superpixels, num_nodes)
-        logits = self.classifier(torch.cat([feats, node_pixels.to(feats.dtype)], dim=1))
+            fuse = self.classifier[0]
+            width = feats.size(1)
+            # The node half of the fusing 1x1 convolution, applied per node (see the
+            # module docstring); its pixel half and the bias follow below.
+            node_part = F.linear(nodes, fuse.weight[:, width:, 0, 0])
+            node_pixels = unpool(node_part, superpixels, num_nodes)
+        hidden = F.conv2d(feats, fuse.weight[:, :width], fuse.bias) + node_pixels.to(feats.dtype)
+        logits = self.classifier[2](self.classifier[1](hidden))
         return SegmenterOutput(logits, confidence_logits, score, schedule)
 
     def forward_batch(self, batch, generator: torch.Generator | None = None) -> SegmenterOutput:

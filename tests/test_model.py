@@ -59,6 +59,27 @@ def test_graph_part_is_layers_with_state_carried_and_residuals(batch):
     assert torch.equal(seen["out"][0], nodes)
 
 
+@pytest.mark.parametrize("layers", [0, 2])
+def test_logits_are_the_classifier_on_features_and_unpooled_nodes(batch, layers):
+    # The model applies the node half of the fusing 1x1 convolution before
+    # unpooling; the definition is the classifier on [features ; unpooled nodes].
+    from segmentation.pooling import unpool
+
+    torch.manual_seed(0)
+    model = GraphLSTMSegmenter(small(graph_layers=layers)).double().eval()
+    seen = {}
+    model.backbone.register_forward_hook(lambda m, a, out: seen.update(feats=out))
+    last = model.graph_lstm if layers else model.node_in
+    last.register_forward_hook(
+        lambda m, a, out: seen.update(nodes=out[0] if isinstance(out, tuple) else out))
+    image = batch.image.double()
+    num_nodes = batch.ptr.diff()
+    out = model(image, batch.superpixels, batch.edge_index, num_nodes, batch.pos)
+    node_pixels = unpool(seen["nodes"], batch.superpixels, num_nodes)
+    expected = model.classifier(torch.cat([seen["feats"], node_pixels], dim=1))
+    torch.testing.assert_close(out.logits, expected, atol=1e-12, rtol=0)
+
+
 def test_checkpoints_with_the_former_layer_keys_still_load(batch):
     torch.manual_seed(0)
     model = GraphLSTMSegmenter(small()).eval()
