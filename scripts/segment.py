@@ -74,9 +74,10 @@ def main(argv=None) -> int:
         overlay=not args.no_overlay, save_probabilities=args.save_probabilities,
         progress=not args.no_progress, log=print,
     )
+    rate = summary["images_per_second"] or 0.0
     print(f"segmented {summary['images']} images ({summary['skipped']} skipped) in "
-          f"{summary['seconds']:.1f} s, {summary['images_per_second']:.2f} images/s "
-          f"-> {args.out} (summary.json, summary.csv)")
+          f"{summary['seconds']:.1f} s, {rate:.2f} images/s -> {args.out} "
+          f"(summary.json, summary.csv)")
     return 0
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import numbers
 import os
 import time
@@ -384,7 +383,7 @@ def segment_files(
     bar = _progress_bar(len(todo), progress and rank == 0, rank, world_size)
     rows, recomputed = [], 0
     try:
-        for items in loader:
+        for items in loader if todo else ():  # no worker start-up when all are done
             start = time.perf_counter()
             predictions = segmenter.predict_graphs([item.graph for item in items])
             model_seconds = (time.perf_counter() - start) / len(items)
@@ -419,7 +418,7 @@ def segment_files(
         "images": len(file_rows),
         "skipped": len(done),
         "seconds": round(seconds, 6),
-        "images_per_second": round(len(file_rows) / seconds, 6) if seconds > 0 else math.nan,
+        "images_per_second": round(len(file_rows) / seconds, 6) if seconds > 0 else None,
         "stage_seconds": stage_seconds,
         "recomputed_alone": recomputed,
         "files": file_rows,
