@@ -62,22 +62,31 @@ def build_parser() -> ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
 
+    from segmentation.distributed import cleanup, init_distributed_mode, is_main_process
     from segmentation.workflows import segment_files
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    summary = segment_files(
-        args.checkpoint, args.images, args.out, args.device, args.alpha,
-        batch_size=args.batch_size, workers=args.workers, skip_existing=args.skip_existing,
-        overlay=not args.no_overlay, save_probabilities=args.save_probabilities,
-        progress=not args.no_progress, log=print,
-    )
-    rate = summary["images_per_second"] or 0.0
-    print(f"segmented {summary['images']} images ({summary['skipped']} skipped) in "
-          f"{summary['seconds']:.1f} s, {rate:.2f} images/s -> {args.out} "
-          f"(summary.json, summary.csv)")
+    device = init_distributed_mode(args.device)  # torchrun: join the group, cuda:LOCAL_RANK
+    main_process = is_main_process()
+    try:
+        summary = segment_files(
+            args.checkpoint, args.images, args.out, device, args.alpha,
+            batch_size=args.batch_size, workers=args.workers,
+            skip_existing=args.skip_existing, overlay=not args.no_overlay,
+            save_probabilities=args.save_probabilities, progress=not args.no_progress,
+            log=print,
+        )
+    finally:
+        cleanup()
+    if main_process:
+        rate = summary["images_per_second"] or 0.0
+        processes = f", {summary['processes']} processes" if summary["processes"] > 1 else ""
+        print(f"segmented {summary['images']} images ({summary['skipped']} skipped) in "
+              f"{summary['seconds']:.1f} s, {rate:.2f} images/s{processes} -> {args.out} "
+              f"(summary.json, summary.csv)")
     return 0
 
 

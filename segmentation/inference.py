@@ -43,6 +43,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
+from segmentation.distributed import (
+    get_rank,
+    get_world_size,
+    is_dist_avail_and_initialized,
+    process_batches,
+)
 from segmentation.images import VOC_PALETTE, atomic_write, read_image, write_mask_png
 from segmentation.transforms import SuperpixelData, SuperpixelGraph
 
@@ -347,7 +353,7 @@ def segment_files(
     ):
         raise ValueError(f"alpha must be a number in [0, 1], got {alpha!r}")
     started = time.perf_counter()
-    rank, world_size = 0, 1
+    rank, world_size = get_rank(), get_world_size()
     files = list_images(images)
     segmenter = load_segmenter(checkpoint, device)
     out_dir = Path(out_dir)
@@ -355,8 +361,7 @@ def segment_files(
         raise ValueError(f"output folder {str(out_dir)!r} exists and is not a folder")
 
     # Batches of consecutive images; this process's share of them.
-    batches = [range(i, min(i + batch_size, len(files)))
-               for i in range(0, len(files), batch_size)][rank::world_size]
+    batches = process_batches(len(files), batch_size)
     mine = [i for batch in batches for i in batch]
     outputs = {i: output_paths(out_dir, files[i], overlay, save_probabilities) for i in mine}
     done = {i for i in mine if skip_existing and all(p.is_file() for p in outputs[i].values())}
@@ -364,10 +369,19 @@ def segment_files(
     batches = [batch for batch in batches if batch]
     todo = [i for batch in batches for i in batch]
 
-    # The header of every image to do, before anything is written.
+    # The header of every image to do, before anything is written (by any process).
     min_pixels = max(2, segmenter.transform.n_segments)
-    for i in todo:
-        probe_image(files[i], min_pixels)
+    error = None
+    try:
+        for i in todo:
+            probe_image(files[i], min_pixels)
+    except ValueError as err:
+        error = err
+    messages = [m for m in _all_gather(None if error is None else str(error)) if m]
+    if error is not None:
+        raise error
+    if messages:
+        raise ValueError(messages[0])
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out_dir, {p.name for i in mine for p in outputs[i].values()})
@@ -403,8 +417,10 @@ def segment_files(
     finally:
         bar.close()
 
+    # Every process's rows; waiting for the last process, so the wall time is the job's.
+    shares = _all_gather({"rows": rows, "skipped": len(done), "recomputed": recomputed})
     seconds = time.perf_counter() - started
-    rows.sort(key=lambda pair: pair[0])
+    rows = sorted((pair for share in shares for pair in share["rows"]), key=lambda p: p[0])
     file_rows = [row for _, row in rows]
     stage_seconds = {stage: round(sum(r[f"{stage}_seconds"] for r in file_rows), 6)
                      for stage in _STAGES}
@@ -416,16 +432,25 @@ def segment_files(
         "batch_size": batch_size,
         "workers": workers,
         "images": len(file_rows),
-        "skipped": len(done),
+        "skipped": sum(share["skipped"] for share in shares),
         "seconds": round(seconds, 6),
         "images_per_second": round(len(file_rows) / seconds, 6) if seconds > 0 else None,
         "stage_seconds": stage_seconds,
-        "recomputed_alone": recomputed,
+        "recomputed_alone": sum(share["recomputed"] for share in shares),
         "files": file_rows,
     }
     if rank == 0:
         _write_summary(out_dir, summary)
     return summary
+
+
+def _all_gather(value: Any) -> list:
+    """``value`` of every process, in rank order (``[value]`` without a process group)."""
+    if not is_dist_avail_and_initialized():
+        return [value]
+    gathered: list = [None] * get_world_size()
+    torch.distributed.all_gather_object(gathered, value)
+    return gathered
 
 
 class _NoBar:

@@ -84,8 +84,15 @@ def evaluate_checkpoint(
     batch_size: int = 8,
     image_size: int | None = None,
     cache_dir: str | None = None,
+    workers: int = 0,
 ) -> dict:
-    """Scores of a checkpoint on a VOC-layout split (see :func:`evaluate`)."""
+    """Scores of a checkpoint on a VOC-layout split (see :func:`evaluate`).
+
+    Streams: images are read and their graphs built (in ``workers``
+    ``DataLoader`` processes) batch by batch, so memory does not grow with the
+    split. Under ``torchrun`` every process evaluates its share of the batches
+    and the confusion matrices are summed: the scores are those of one process.
+    """
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload, device)
     config = model.config
@@ -98,7 +105,7 @@ def evaluate_checkpoint(
     transform = SuperpixelGraph(n_segments=config.n_segments, compactness=config.compactness,
                                 add_features=False, cache_dir=cache_dir)
     graphs = SuperpixelDataset(dataset, transform, image_size=image_size)
-    scores = evaluate(model, graphs, batch_size, device, class_names)
+    scores = evaluate(model, graphs, batch_size, device, class_names, num_workers=workers)
     scores["images"] = len(graphs)
     return scores
 
