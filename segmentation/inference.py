@@ -384,10 +384,14 @@ def segment_files(
         raise ValueError(messages[0])
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(out_dir, {p.name for i in mine for p in outputs[i].values()})
+    # Temporaries of every kind of output, also those this call does not write.
+    _remove_stale_temporaries(out_dir, {p.name for i in mine
+                                        for p in output_paths(out_dir, files[i], True, True)
+                                        .values()})
     if log is not None and rank == 0:
-        log(f"{len(files)} images: {len(todo)} to segment, {len(done)} already done "
-            f"(--skip-existing)" if skip_existing else f"{len(files)} images to segment")
+        share = "" if world_size == 1 else f" (rank 0 of {world_size} processes)"
+        log(f"{len(files)} images; {len(todo)} to segment{share}"
+            + (f", {len(done)} done already" if skip_existing else ""))
 
     dataset = ImageFiles([files[i] for i in todo], segmenter.transform)
     position = {index: k for k, index in enumerate(todo)}
