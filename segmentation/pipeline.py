@@ -127,13 +127,16 @@ class Segmenter:
         pixel classifier then compute every image exactly as alone, but the
         Graph LSTM multiplies matrices over the nodes of all images of the
         batch, and BLAS rounds a product of a different number of rows
-        differently (about 1e-7 here): a pixel whose two best classes are that
-        close could change label. So an image of a batch where some pixel's two
-        best probabilities are within ``TIE_TOLERANCE`` (1e-5) of each other is
-        segmented again alone; the labels never depend on the batch. (The
-        probabilities of the other images agree with those of ``predict`` to
-        float32 rounding.) With ``order="random"`` every image runs alone, with
-        the random stream of ``seed``, as in :meth:`predict`.
+        differently (a probability moved by up to 4e-7 in our measurements on
+        the CPU): a pixel whose two best classes are that close could change
+        label. So an image of a batch where some pixel's two best probabilities
+        are within ``TIE_TOLERANCE`` (1e-5) of each other is segmented again
+        alone; the labels do not depend on the batch. (The probabilities of the
+        other images agree with those of ``predict`` to float32 rounding.) On
+        CUDA, cuDNN may pick other convolution algorithms (TF32 by default) for
+        another batch size, which can move probabilities further: there one
+        batch composition gives one result. With ``order="random"`` every image
+        runs alone, with the random stream of ``seed``, as in :meth:`predict`.
 
         Parameters
         ----------
