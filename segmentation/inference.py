@@ -363,8 +363,11 @@ def segment_files(
     # Batches of consecutive images; this process's share of them.
     batches = process_batches(len(files), batch_size)
     mine = [i for batch in batches for i in batch]
-    outputs = {i: output_paths(out_dir, files[i], overlay, save_probabilities) for i in mine}
-    done = {i for i in mine if skip_existing and all(p.is_file() for p in outputs[i].values())}
+
+    def outputs(i: int) -> dict[str, Path]:
+        return output_paths(out_dir, files[i], overlay, save_probabilities)
+
+    done = {i for i in mine if skip_existing and all(p.is_file() for p in outputs(i).values())}
     batches = [[i for i in batch if i not in done] for batch in batches]
     batches = [batch for batch in batches if batch]
     todo = [i for batch in batches for i in batch]
@@ -410,7 +413,7 @@ def segment_files(
                 index = todo[item.index]
                 write_start = time.perf_counter()
                 superpixels = item.graph.superpixels[0].numpy()
-                _write_outputs(outputs[index], item.image, pred.probabilities,
+                _write_outputs(outputs(index), item.image, pred.probabilities,
                                pred.labels, superpixels, alpha, segmenter.class_names)
                 stages = {"read": item.read_seconds, "superpixel": item.superpixel_seconds,
                           "model": model_seconds, "write": time.perf_counter() - write_start}
