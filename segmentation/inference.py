@@ -202,7 +202,9 @@ class ImageFiles(Dataset):
         image = read_image(self.files[index])
         read = time.perf_counter()
         graph = self.transform(image)
-        return LoadedImage(index, image, graph, read - start, time.perf_counter() - read)
+        seconds = time.perf_counter() - read
+        _release_freed_memory()  # SLIC's buffers, in the worker that ran it
+        return LoadedImage(index, image, graph, read - start, seconds)
 
 
 def _check_int(value: Any, name: str, minimum: int) -> int:
