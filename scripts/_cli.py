@@ -74,6 +74,44 @@ non_negative_int = _number(int, 0, False, "an integer >= 0")
 positive_float = _number(float, 0.0, True, "a positive number")
 
 
+def int_list(minimum: int):
+    """An argparse ``type=``: comma-separated integers >= ``minimum`` (``0,1,2``)."""
+
+    def parse(text: str) -> tuple[int, ...]:
+        try:
+            values = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            values = ()
+        if not values or min(values) < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected integers >= {minimum} separated by commas, got {text!r}")
+        return values
+
+    return parse
+
+
+def image_size(text: str) -> tuple[int, int]:
+    """``512`` -> (512, 512); ``1024x768`` (width x height) -> (768, 1024) as (H, W)."""
+    parts = text.lower().split("x")
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a size S or WxH in pixels (e.g. 512 or 1024x768), got {text!r}")
+    width, height = values if len(values) == 2 else values * 2
+    return height, width
+
+
+def unit_float(text: str) -> float:
+    """A number in [0, 1] (an opacity, a fraction)."""
+    value = _number(float, 0.0, False, "a number in [0, 1]")(text)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}")
+    return value
+
+
 def device(text: str) -> str:
     """A torch device that exists on this machine."""
     import torch

@@ -11,6 +11,8 @@ Examples::
     python scripts/benchmark.py train                 # training images/s, 1 and 2 processes
     python scripts/benchmark.py train --device cuda --backbone resnet50 --amp --processes 1
     python scripts/benchmark.py reach --reach-out reach.png   # reach of four orders
+    python scripts/benchmark.py segment               # segment.py images/s, workers x batch
+    python scripts/benchmark.py segment-memory --images 1000 --size 1024x768
 """
 
 from __future__ import annotations
@@ -21,7 +23,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _cli import ArgumentParser, device, positive_int, run_main  # noqa: E402
+from _cli import (  # noqa: E402
+    ArgumentParser,
+    device,
+    image_size,
+    int_list,
+    positive_int,
+    run_main,
+)
 
 
 def process_counts(text: str) -> tuple[int, ...]:
@@ -34,7 +43,8 @@ def process_counts(text: str) -> tuple[int, ...]:
     return counts
 
 
-CASES = ("graph-lstm", "md-lstm", "grid-lstm", "inference", "levels", "train", "reach")
+CASES = ("graph-lstm", "md-lstm", "grid-lstm", "inference", "levels", "train", "reach",
+         "segment", "segment-memory")
 
 
 def main(argv=None) -> int:
@@ -63,13 +73,35 @@ def main(argv=None) -> int:
                        default="small")
     train.add_argument("--batch-size", type=positive_int, default=8, help="global batch")
     train.add_argument("--amp", action="store_true", help="mixed precision")
+    seg = parser.add_argument_group("segment and segment-memory cases")
+    seg.add_argument("--images", type=positive_int, metavar="N",
+                     help="generated images (default: 16 for segment, 1000 for segment-memory)")
+    seg.add_argument("--size", type=image_size, metavar="WxH",
+                     help="image size (default: 512 for segment, 1024x768 for segment-memory)")
+    seg.add_argument("--workers", type=int_list(0), default=None, metavar="N[,N...]",
+                     help="DataLoader workers to compare (default 0,1,2; segment-memory: 0)")
+    seg.add_argument("--batch-sizes", type=int_list(1), default=None, metavar="B[,B...]",
+                     help="batch sizes to compare (default 1,4; segment-memory: 1)")
+    seg.add_argument("--rounds", type=positive_int, default=2,
+                     help="segment: rounds over the configurations (median)")
+    seg.add_argument("--checkpoint", metavar="CKPT",
+                     help="model to use (default: an untrained model of the default config)")
+    seg.add_argument("--width", type=positive_int, default=32,
+                     help="segment-memory: pixel feature channels of the untrained model")
+    seg.add_argument("--hidden", type=positive_int, default=64,
+                     help="segment-memory: Graph LSTM hidden size of the untrained model")
+    seg.add_argument("--n-segments", type=positive_int, default=150,
+                     help="segment-memory: superpixels of the untrained model")
     args = parser.parse_args(argv)
-    cases = list(CASES) if "all" in args.cases else args.cases
+    # "all" leaves out segment-memory: a thousand large images take hours on a CPU.
+    cases = [c for c in CASES if c != "segment-memory"] if "all" in args.cases else args.cases
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         parser.error(f"unknown case {unknown[0]!r}; choose from {', '.join(CASES)} or all")
     if args.threads < 1 or args.repeats < 1:
         parser.error("--threads and --repeats must be positive")
+    if "segment" in cases and args.size is not None and args.size[0] != args.size[1]:
+        parser.error("the segment case takes a square --size (e.g. --size 512)")
 
     import torch
 
@@ -102,6 +134,22 @@ def main(argv=None) -> int:
             bench_train(processes=args.processes, steps=args.steps,
                         device=args.device, backbone=args.backbone,
                         batch_size=args.batch_size, amp=args.amp, threads=args.threads)
+        elif case == "segment":
+            from segmentation.bench_segment import bench_segment_throughput
+
+            size = args.size or (512, 512)
+            bench_segment_throughput(
+                images=args.images or 16, size=size[0], workers=args.workers or (0, 1, 2),
+                batch_sizes=args.batch_sizes or (1, 4), rounds=args.rounds,
+                checkpoint=args.checkpoint)
+        elif case == "segment-memory":
+            from segmentation.bench_segment import bench_segment_memory
+
+            bench_segment_memory(
+                images=args.images or 1000, size=args.size or (768, 1024),
+                workers=(args.workers or (0,))[0], batch_size=(args.batch_sizes or (1,))[0],
+                checkpoint=args.checkpoint, width=args.width, hidden=args.hidden,
+                n_segments=args.n_segments)
         elif case == "levels":
             from segmentation.visualize import plot_levels_vs_superpixels
 

@@ -31,6 +31,7 @@ __all__ = [
     "is_dist_avail_and_initialized",
     "is_main_process",
     "launched_world_size",
+    "process_batches",
     "reduce_across_processes",
 ]
 
@@ -162,3 +163,26 @@ def reduce_across_processes(value) -> torch.Tensor:
     reduced = tensor.to(_communication_device(), copy=True)
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
     return reduced.to(tensor.device)
+
+
+def process_batches(num_items: int, batch_size: int) -> list[list[int]]:
+    """This process's share of the batches of ``batch_size`` consecutive items.
+
+    Items ``0..num_items-1`` are cut into batches of ``batch_size``
+    consecutive indices (the last may be shorter), and process ``r`` of ``N``
+    takes batches ``r, r + N, r + 2N, ...``: the processes together see
+    exactly the batches that one process sees, each once. Inference and
+    evaluation then compute every batch as one process would, so their
+    results do not depend on the number of processes. Use it as
+    ``DataLoader(dataset, batch_sampler=process_batches(len(dataset), b))``.
+
+    Raises
+    ------
+    ValueError
+        If ``num_items`` is negative or ``batch_size`` is not positive.
+    """
+    for name, value, low in (("num_items", num_items, 0), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    starts = range(batch_size * get_rank(), num_items, batch_size * get_world_size())
+    return [list(range(start, min(start + batch_size, num_items))) for start in starts]

@@ -33,7 +33,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from segmentation.data import group_by_size, pad_collate
-from segmentation.distributed import get_rank, get_world_size, reduce_across_processes
+from segmentation.distributed import (
+    get_rank,
+    get_world_size,
+    process_batches,
+    reduce_across_processes,
+)
 from segmentation.images import atomic_write
 from segmentation.metrics import confusion_matrix, scores_from_confusion
 from segmentation.model import GraphLSTMSegmenter, ModelConfig, segmentation_loss
@@ -266,14 +271,15 @@ def evaluate(
     evaluated at its own size: images of one size share a batch, unpadded.
 
     Under several processes every process evaluates every ``world_size``-th
-    image (no image twice) and the confusion matrices are summed over the
-    processes: every process returns the scores of the whole set.
+    batch of one process's batches (:func:`segmentation.distributed.process_batches`:
+    no image twice, every batch as one process computes it) and the confusion
+    matrices are summed over the processes: every process returns the scores
+    of the whole set, those of one process.
     """
     model.eval()
     device = torch.device(device)
-    rank, world = get_rank(), get_world_size()
     k = model.config.num_classes
-    loader = DataLoader(graphs, batch_size=batch_size, sampler=range(rank, len(graphs), world),
+    loader = DataLoader(graphs, batch_sampler=process_batches(len(graphs), batch_size),
                         collate_fn=list, num_workers=num_workers)
     generator = torch.Generator().manual_seed(seed)  # for order="random": same every time
     confusion = torch.zeros(k, k, dtype=torch.long)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 from segmentation.data import RandomFlipScaleCrop, SuperpixelDataset
 from segmentation.datasets import SYNTHETIC_CLASSES, SyntheticScenes, VOCSegmentation
-from segmentation.images import VOC_PALETTE, read_image, write_mask_png
+from segmentation.images import read_image
+from segmentation.inference import IMAGE_SUFFIXES, list_images, segment_files
 from segmentation.training import evaluate, load_checkpoint, model_from_checkpoint
 from segmentation.transforms import SuperpixelGraph
 
@@ -21,8 +21,6 @@ __all__ = [
     "load_training_data",
     "segment_files",
 ]
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # Validation scenes are drawn from a stream of seeds far from the training ones.
 _SYNTHETIC_VAL_OFFSET = 1_000_003
@@ -86,8 +84,15 @@ def evaluate_checkpoint(
     batch_size: int = 8,
     image_size: int | None = None,
     cache_dir: str | None = None,
+    workers: int = 0,
 ) -> dict:
-    """Scores of a checkpoint on a VOC-layout split (see :func:`evaluate`)."""
+    """Scores of a checkpoint on a VOC-layout split (see :func:`evaluate`).
+
+    Streams: images are read and their graphs built (in ``workers``
+    ``DataLoader`` processes) batch by batch, so memory does not grow with the
+    split. Under ``torchrun`` every process evaluates its share of the batches
+    and the confusion matrices are summed: the scores are those of one process.
+    """
     payload = load_checkpoint(checkpoint)
     model = model_from_checkpoint(payload, device)
     config = model.config
@@ -100,7 +105,7 @@ def evaluate_checkpoint(
     transform = SuperpixelGraph(n_segments=config.n_segments, compactness=config.compactness,
                                 add_features=False, cache_dir=cache_dir)
     graphs = SuperpixelDataset(dataset, transform, image_size=image_size)
-    scores = evaluate(model, graphs, batch_size, device, class_names)
+    scores = evaluate(model, graphs, batch_size, device, class_names, num_workers=workers)
     scores["images"] = len(graphs)
     return scores
 
@@ -115,59 +120,6 @@ def format_scores(scores: dict, as_json: bool = False) -> str:
     lines += ["-" * 28, f"{'mean IoU':<20s} {100 * scores['miou']:7.2f}",
               f"{'pixel accuracy':<20s} {100 * scores['pixel_accuracy']:7.2f}"]
     return "\n".join(lines)
-
-
-def list_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Image files named directly or found (non-recursively) in named folders."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                raise ValueError(
-                    f"folder {str(p)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})"
-                )
-            files.extend(found)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise ValueError(f"image {str(p)!r} does not exist")
-    stems = [f.stem for f in files]
-    if len(set(stems)) != len(stems):
-        dup = next(s for s in stems if stems.count(s) > 1)
-        raise ValueError(f"two input images share the name {dup!r}; their outputs would clash")
-    return files
-
-
-def segment_files(
-    checkpoint: str, images: Sequence[str | os.PathLike], out_dir: str | os.PathLike,
-    device: str = "cpu", alpha: float = 0.5,
-) -> list[tuple[Path, Path]]:
-    """Write ``NAME_labels.png`` (palette PNG) and ``NAME_overlay.png`` for every image.
-
-    Every image is read (and so checked) before anything is written, and every
-    file is written atomically: an error leaves no partial output behind.
-    """
-    from PIL import Image
-
-    from segmentation.images import atomic_write
-    from segmentation.pipeline import load_segmenter, overlay
-
-    segmenter = load_segmenter(checkpoint, device)
-    files = list_images(images)
-    pictures = [(f, read_image(f)) for f in files]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for path, image in pictures:
-        pred = segmenter.predict(image)
-        label_path = out_dir / f"{path.stem}_labels.png"
-        overlay_path = out_dir / f"{path.stem}_overlay.png"
-        blended = overlay(image, pred.labels, VOC_PALETTE, alpha, pred.superpixels)
-        write_mask_png(label_path, pred.labels)
-        atomic_write(overlay_path, lambda f, b=blended: Image.fromarray(b).save(f, format="PNG"))
-        written.append((label_path, overlay_path))
-    return written
 
 
 def run_demo(out_dir: str | os.PathLike = "demo_out", scenes: int = 160, epochs: int = 8,
@@ -198,8 +150,8 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", scenes: int = 160, epochs:
     scores = evaluate_checkpoint(str(data_dir), str(checkpoint), split="val")
     log(format_scores(scores))
     images = sorted((data_dir / "JPEGImages").iterdir())[:4]
-    written = segment_files(str(checkpoint), images, seg_dir)
-    log(f"4/4 segmented {len(written)} scenes -> {seg_dir}")
+    summary = segment_files(str(checkpoint), images, seg_dir)
+    log(f"4/4 segmented {summary['images']} scenes -> {seg_dir}")
     try:
         from segmentation.visualize import plot_update_order
     except ImportError:  # pictures of the order need the visualisation module

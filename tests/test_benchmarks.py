@@ -1,5 +1,6 @@
 """The benchmark code: what it reports is consistent (no timing assertions)."""
 
+import pytest
 import torch
 
 from graphlstm import GraphLSTM, build_schedule
@@ -100,3 +101,44 @@ def test_training_benchmark_reports_what_it_ran():
         assert 0 < rows[0][key] < float("inf"), key
     assert any(f"~{nodes:.0f} superpixels" in line for line in lines)
     assert any("backbone fwd+bwd" in line for line in lines)
+
+
+def test_segment_benchmarks_report_what_they_ran(tmp_path):
+    from test_segment_files import make_checkpoint
+
+    from segmentation.bench_segment import bench_segment_memory, bench_segment_throughput
+
+    ckpt = str(make_checkpoint(tmp_path / "model.pt"))
+    lines = []
+    rows = bench_segment_throughput(images=3, size=40, workers=(0, 1), batch_sizes=(1, 2),
+                                    rounds=1, checkpoint=ckpt, work_dir=str(tmp_path),
+                                    log=lines.append)
+    assert [(r["workers"], r["batch_size"]) for r in rows] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+    for row, line in zip(rows, lines, strict=True):
+        assert row["speedup"] == row["images_per_second"] / rows[0]["images_per_second"]
+        assert set(row["stage_seconds_per_image"]) == {"read", "superpixel", "model", "write"}
+        assert min(row["stage_seconds_per_image"].values()) >= 0
+        assert 0 <= row["recomputed_alone"] <= 3 and 0 < row["main_busy"] <= 1
+        assert f"workers {row['workers']} batch {row['batch_size']}:" in line
+    lines = []
+    result = bench_segment_memory(images=5, size=(40, 48), checkpoint=ckpt,
+                                  work_dir=str(tmp_path), log=lines.append)
+    assert result["images"] == 5 and sorted(result["main_rss_at"]) == [1, 2, 5]
+    assert 0 < max(result["main_rss_at"].values()) <= result["main_rss"]
+    assert result["tree_pss"] > 0 and "5 images of 48x40" in lines[-1]
+    assert list(tmp_path.iterdir()) == [tmp_path / "model.pt"]  # generated files removed
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["segment", "--size", "300x200"], "square"),
+    (["segment", "--size", "0"], "--size"),
+    (["segment-memory", "--size", "1024x"], "--size"),
+    (["segment", "--workers", "0,x"], "--workers"),
+    (["segment", "--batch-sizes", "0"], "--batch-sizes"),
+])
+def test_segment_benchmark_bad_values_are_one_line(argv, needle, capsys):
+    from test_segment_files import run
+
+    assert run("benchmark", argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err

@@ -82,7 +82,8 @@ def test_segment_folder_writes_labels_and_overlays(data, trained, tmp_path):
     ckpt = str(trained / "best.pt")
     assert run("segment", ["--checkpoint", ckpt, str(data / "JPEGImages"), "--out", str(out)]) == 0
     names = sorted(p.name for p in (data / "JPEGImages").iterdir())
-    assert len(list(out.iterdir())) == 2 * len(names)
+    assert len(list(out.iterdir())) == 2 * len(names) + 2  # + summary.json, summary.csv
+    assert (out / "summary.json").is_file() and (out / "summary.csv").is_file()
     label = Image.open(out / f"{Path(names[0]).stem}_labels.png")
     assert label.mode == "P" and label.size == (32, 32)
     assert np.asarray(label).max() < 6
