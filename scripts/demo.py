@@ -18,8 +18,8 @@ from _cli import ArgumentParser, non_negative_int, positive_int, run_main  # noq
 def main(argv=None) -> int:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="demo_out", metavar="DIR")
-    parser.add_argument("--scenes", type=positive_int, default=160, help="training scenes")
-    parser.add_argument("--epochs", type=positive_int, default=8)
+    parser.add_argument("--scenes", type=positive_int, default=320, help="training scenes")
+    parser.add_argument("--epochs", type=positive_int, default=12)
     parser.add_argument("--seed", type=non_negative_int, default=0)
     args = parser.parse_args(argv)
 

@@ -122,7 +122,7 @@ def format_scores(scores: dict, as_json: bool = False) -> str:
     return "\n".join(lines)
 
 
-def run_demo(out_dir: str | os.PathLike = "demo_out", scenes: int = 160, epochs: int = 8,
+def run_demo(out_dir: str | os.PathLike = "demo_out", scenes: int = 320, epochs: int = 12,
              seed: int = 0, log=print) -> dict:
     """The main job on its embedded default: procedural scenes, no user data.
 
@@ -141,7 +141,9 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", scenes: int = 160, epochs:
     train_graphs, val_graphs, class_names = load_training_data(
         synthetic=scenes, seed=seed, cache_dir=str(out_dir / "graph_cache"))
     log(f"2/4 training the Graph LSTM model for {epochs} epochs -> {run_dir}")
-    config = ModelConfig(num_classes=len(class_names))
+    # Half the default width: twice the scenes and epochs in the same minutes,
+    # which is what lifts the classes that need context (disc, bar).
+    config = ModelConfig(num_classes=len(class_names), width=16)
     train(config, TrainConfig(epochs=epochs, seed=seed), train_graphs, val_graphs, run_dir,
           class_names, progress=False, log=lambda line: log("    " + line))
     checkpoint = run_dir / "best.pt"
