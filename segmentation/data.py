@@ -180,7 +180,8 @@ def _nearest_index(source: int, target: int) -> np.ndarray:
 
 def _resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Bilinear (antialiased when shrinking) resize of a channels-last image, same dtype."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).float()
+    # np.array copies: arrays read from the cache are read-only.
+    tensor = torch.from_numpy(np.array(image, dtype=np.float32))
     tensor = tensor.unsqueeze(-1) if tensor.dim() == 2 else tensor
     resized = F.interpolate(tensor.permute(2, 0, 1)[None], size=(height, width),
                             mode="bilinear", align_corners=False, antialias=True)

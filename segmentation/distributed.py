@@ -24,6 +24,7 @@ import torch.distributed as dist
 
 __all__ = [
     "barrier",
+    "broadcast_buffers",
     "cleanup",
     "get_rank",
     "get_world_size",
@@ -163,6 +164,26 @@ def reduce_across_processes(value) -> torch.Tensor:
     reduced = tensor.to(_communication_device(), copy=True)
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
     return reduced.to(tensor.device)
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy every buffer of ``module`` (BatchNorm running statistics) from process ``src``.
+
+    ``DistributedDataParallel`` broadcasts buffers at the start of each training
+    forward, but every process then updates its own running statistics from
+    its share of the batch; without this, each process would validate a
+    slightly different model from the one rank 0 saves. No-op in one process.
+    """
+    if not is_dist_avail_and_initialized():
+        return
+    device = _communication_device()
+    for buffer in module.buffers():
+        if buffer.device == device:
+            dist.broadcast(buffer.data, src)
+        else:
+            copy = buffer.data.to(device)
+            dist.broadcast(copy, src)
+            buffer.data.copy_(copy)
 
 
 def process_batches(num_items: int, batch_size: int) -> list[list[int]]:

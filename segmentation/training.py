@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from segmentation.data import group_by_size, pad_collate
 from segmentation.distributed import (
+    broadcast_buffers,
     get_rank,
     get_world_size,
     process_batches,
@@ -509,6 +510,7 @@ def train(
                 if str(err).startswith("training diverged"):
                     raise RuntimeError(f"{err} at epoch {epoch}") from None
                 raise
+        broadcast_buffers(model)  # validate the model rank 0 saves
         scores = evaluate(model, val_graphs, local_batch, device, class_names,
                           seed=train_config.seed, num_workers=num_workers)
         record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_miou": scores["miou"],

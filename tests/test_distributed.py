@@ -109,3 +109,33 @@ def test_batch_not_divisible_by_processes_is_one_line(data, tmp_path, capsys, mo
     assert code == 1 and len(err.splitlines()) == 1
     assert "--batch-size 3" in err and "2" in err
     assert not out.exists()
+
+
+def _broadcast_worker(rank, world_size, init_file, results):
+    import torch.distributed as dist
+
+    from segmentation.distributed import broadcast_buffers
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                            world_size=world_size)
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+        # Each process's own batch statistics, as after a DDP training step.
+        model.train()(torch.randn(2, 3, 5, 5) * (rank + 1) + rank)
+        before = [b.clone() for b in model.buffers()]
+        broadcast_buffers(model)
+        results[rank] = ([b.clone() for b in before], [b.clone() for b in model.buffers()])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_broadcast_buffers_gives_every_process_the_statistics_of_rank_0(tmp_path):
+    import torch.multiprocessing as mp
+
+    results = mp.Manager().dict()
+    mp.spawn(_broadcast_worker, args=(2, str(tmp_path / "init"), results), nprocs=2)
+    (before0, after0), (before1, after1) = results[0], results[1]
+    assert not torch.equal(before0[0], before1[0])  # the processes did differ
+    for a0, b0, a1 in zip(after0, before0, after1, strict=True):
+        assert torch.equal(a0, b0) and torch.equal(a1, b0)
