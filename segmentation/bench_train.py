@@ -18,6 +18,7 @@ import socket
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from datetime import timedelta
 
 import torch
 
@@ -141,8 +142,10 @@ def _worker(rank: int, world: int, port: int, graphs, setup: TrainBenchSetup, qu
         torch.cuda.set_device(device)
     if world > 1:
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        # A bounded wait: a process that died early fails the others instead of
+        # leaving them blocked for the default 30 minutes.
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank,
-                                world_size=world)
+                                world_size=world, timeout=timedelta(minutes=5))
     try:
         torch.manual_seed(0)
         model = GraphLSTMSegmenter(ModelConfig(

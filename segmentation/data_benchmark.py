@@ -215,6 +215,9 @@ def bench_data(
             model.train()
             start, steps, batches = time.perf_counter(), 0, 0
             for batch in loader:
+                # Also once per batch, while the workers surely live (the sampling
+                # thread can miss them in a short epoch).
+                memory.sample()
                 batch = batch.to(device)
                 batches += 1
                 if max_steps is None or steps < max_steps:

@@ -112,12 +112,14 @@ def test_batch_not_divisible_by_processes_is_one_line(data, tmp_path, capsys, mo
 
 
 def _broadcast_worker(rank, world_size, init_file, results):
+    from datetime import timedelta
+
     import torch.distributed as dist
 
     from segmentation.distributed import broadcast_buffers
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=world_size)
+                            world_size=world_size, timeout=timedelta(seconds=60))
     try:
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
