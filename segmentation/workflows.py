@@ -141,9 +141,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", scenes: int = 320, epochs:
     train_graphs, val_graphs, class_names = load_training_data(
         synthetic=scenes, seed=seed, cache_dir=str(out_dir / "graph_cache"))
     log(f"2/4 training the Graph LSTM model for {epochs} epochs -> {run_dir}")
-    # Half the default width: twice the scenes and epochs in the same minutes,
-    # which is what lifts the classes that need context (disc, bar).
-    config = ModelConfig(num_classes=len(class_names), width=16)
+    config = ModelConfig(num_classes=len(class_names))
     train(config, TrainConfig(epochs=epochs, seed=seed), train_graphs, val_graphs, run_dir,
           class_names, progress=False, log=lambda line: log("    " + line))
     checkpoint = run_dir / "best.pt"
