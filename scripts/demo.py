@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The main job on an embedded default: train on procedural scenes, evaluate, segment, draw.
 
-No user data and no downloads: the scenes are generated. Takes a few minutes on
+No user data and no downloads: the scenes are generated. Takes about 6 minutes on
 two CPU cores. Outputs go to --out (default demo_out/).
 """
 
