@@ -42,12 +42,12 @@ segments; larger sizes hold more.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 
 from segmentation.datasets.synthetic import (
+    SceneSequence,
     _box,
     _check_seed,
     _check_size,
@@ -272,7 +272,7 @@ def _draw(rng, height, width, gap, margin, radius_range, side_range, scale):
     return scenes
 
 
-class LongRangeScenes(Sequence):
+class LongRangeScenes(SceneSequence):
     """A fixed, indexable collection of long-range scenes.
 
     Scene ``i`` is ``generate_long_range_scene((seed, stream, i), size,
@@ -326,25 +326,10 @@ class LongRangeScenes(Sequence):
         if num_scenes:  # fail now, not at the first access, if the size cannot hold the gap
             self[0]
 
-    def __len__(self) -> int:
-        return self.num_scenes
-
-    @overload
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[tuple[np.ndarray, np.ndarray]]: ...
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if isinstance(index, bool) or not isinstance(index, int | np.integer):
-            raise TypeError(f"index must be an int or a slice, got {index!r}")
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} is out of range for {len(self)} scenes")
+    def _generate(self, key: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         return generate_long_range_scene(
-            (self.seed, self.stream, int(index) % len(self)), self.size,
-            min_hops=self.min_hops, n_segments=self.n_segments, compactness=self.compactness)
+            key, self.size, min_hops=self.min_hops, n_segments=self.n_segments,
+            compactness=self.compactness)
 
     def __repr__(self) -> str:
         return (

@@ -334,7 +334,39 @@ def generate_scene(seed: Any, size: tuple[int, int] = (96, 96)) -> tuple[np.ndar
     return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8), mask
 
 
-class SyntheticScenes(Sequence):
+class SceneSequence(Sequence):
+    """A sequence of generated ``(image, mask)`` scenes: scene ``i`` is drawn from
+    the key ``(seed, stream, i)`` by ``_generate``, so any item is reproducible
+    on its own. Subclasses set ``num_scenes``, ``seed``, ``stream`` and define
+    ``_generate``."""
+
+    num_scenes: int
+    seed: int
+    stream: int
+
+    def _generate(self, key: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return self.num_scenes
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[np.ndarray, np.ndarray]]: ...
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if isinstance(index, bool) or not isinstance(index, int | np.integer):
+            raise TypeError(f"index must be an int or a slice, got {index!r}")
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for {len(self)} scenes")
+        return self._generate((self.seed, self.stream, int(index) % len(self)))
+
+
+class SyntheticScenes(SceneSequence):
     """A fixed, indexable collection of synthetic scenes.
 
     Scene ``i`` is ``generate_scene((seed, stream, i), size)``: computed on
@@ -374,23 +406,8 @@ class SyntheticScenes(Sequence):
         self.seed = int(seed)
         self.stream = int(stream)
 
-    def __len__(self) -> int:
-        return self.num_scenes
-
-    @overload
-    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]: ...
-
-    @overload
-    def __getitem__(self, index: slice) -> list[tuple[np.ndarray, np.ndarray]]: ...
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        if isinstance(index, bool) or not isinstance(index, int | np.integer):
-            raise TypeError(f"index must be an int or a slice, got {index!r}")
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} is out of range for {len(self)} scenes")
-        return generate_scene((self.seed, self.stream, int(index) % len(self)), self.size)
+    def _generate(self, key: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        return generate_scene(key, self.size)
 
     def __repr__(self) -> str:
         return (
