@@ -309,17 +309,7 @@ class LongRangeScenes(SceneSequence):
         n_segments: int = 150,
         compactness: float = 10.0,
     ) -> None:
-        if isinstance(num_scenes, bool) or not isinstance(num_scenes, int | np.integer):
-            raise TypeError(f"num_scenes must be an int, got {num_scenes!r}")
-        if num_scenes < 0:
-            raise ValueError(f"num_scenes must be >= 0, got {num_scenes}")
-        self.num_scenes = int(num_scenes)
-        self.size = _check_size(size)
-        for name, value in (("seed", seed), ("stream", stream)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-        self.seed = int(seed)
-        self.stream = int(stream)
+        super().__init__(num_scenes, size, seed, stream=stream)
         self.min_hops = _check_positive_int(min_hops, "min_hops")
         self.n_segments = _check_positive_int(n_segments, "n_segments")
         self.compactness = compactness

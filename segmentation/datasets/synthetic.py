@@ -337,12 +337,22 @@ def generate_scene(seed: Any, size: tuple[int, int] = (96, 96)) -> tuple[np.ndar
 class SceneSequence(Sequence):
     """A sequence of generated ``(image, mask)`` scenes: scene ``i`` is drawn from
     the key ``(seed, stream, i)`` by ``_generate``, so any item is reproducible
-    on its own. Subclasses set ``num_scenes``, ``seed``, ``stream`` and define
-    ``_generate``."""
+    on its own. Subclasses define ``_generate``."""
 
-    num_scenes: int
-    seed: int
-    stream: int
+    def __init__(
+        self, num_scenes: int, size: tuple[int, int] = (96, 96), seed: int = 0, *, stream: int = 0
+    ) -> None:
+        if isinstance(num_scenes, bool) or not isinstance(num_scenes, int | np.integer):
+            raise TypeError(f"num_scenes must be an int, got {num_scenes!r}")
+        if num_scenes < 0:
+            raise ValueError(f"num_scenes must be >= 0, got {num_scenes}")
+        self.num_scenes = int(num_scenes)
+        self.size = _check_size(size)
+        for name, value in (("seed", seed), ("stream", stream)):
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
+        self.seed = int(seed)
+        self.stream = int(stream)
 
     def _generate(self, key: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -390,21 +400,6 @@ class SyntheticScenes(SceneSequence):
     TypeError, ValueError
         If an argument is malformed.
     """
-
-    def __init__(
-        self, num_scenes: int, size: tuple[int, int] = (96, 96), seed: int = 0, *, stream: int = 0
-    ) -> None:
-        if isinstance(num_scenes, bool) or not isinstance(num_scenes, int | np.integer):
-            raise TypeError(f"num_scenes must be an int, got {num_scenes!r}")
-        if num_scenes < 0:
-            raise ValueError(f"num_scenes must be >= 0, got {num_scenes}")
-        self.num_scenes = int(num_scenes)
-        self.size = _check_size(size)
-        for name, value in (("seed", seed), ("stream", stream)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
-                raise ValueError(f"{name} must be a non-negative int, got {value!r}")
-        self.seed = int(seed)
-        self.stream = int(stream)
 
     def _generate(self, key: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         return generate_scene(key, self.size)
