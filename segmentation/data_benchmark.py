@@ -215,11 +215,13 @@ def bench_data(
             model.train()
             start, steps, batches = time.perf_counter(), 0, 0
             for batch in loader:
-                # Also once per batch, while the workers surely live (the sampling
-                # thread can miss them in a short epoch).
-                memory.sample()
                 batch = batch.to(device)
                 batches += 1
+                if batches == 1:
+                    # Once while the workers surely live: the sampling thread can
+                    # miss them in a short epoch. (Not every batch: reading every
+                    # process's smaps would slow the epoch being timed.)
+                    memory.sample()
                 if max_steps is None or steps < max_steps:
                     loss = segmentation_loss(model.forward_batch(batch), batch.mask)
                     optimizer.zero_grad(set_to_none=True)
