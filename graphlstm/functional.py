@@ -52,6 +52,7 @@ calls the level loop).
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -59,6 +60,9 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from graphlstm import backend
+
+if TYPE_CHECKING:
+    from graphlstm.schedule import Schedule
 
 
 class _TorchRecurrence(torch.autograd.Function):
@@ -365,16 +369,18 @@ def graph_lstm_recurrence(
 
 class _CompiledGatedRecurrence(torch.autograd.Function):
     """:func:`graph_lstm_gated_recurrence` in compiled kernels
-    (:mod:`graphlstm._kernels.recurrence`): per node, the neighbour forget gates and the
-    unvisited neighbours are computed where they are summed, so that no per-edge
-    ``[E, H]`` tensor is made, forward or backward."""
+    (:mod:`graphlstm._kernels.recurrence`): per node, the forget gates and the
+    unvisited neighbours are computed where they are summed, reading the projections
+    in the caller's node order, so that no per-edge ``[E, H]`` tensor and no permuted
+    copy is made, forward or backward."""
 
     @staticmethod
-    def forward(ctx, kernels, base_z, base_m, input_forget, neighbour_forget, h, m, weight_n,
-                visited_scale, unvisited_scale, ptr, visited_ptr, src, dst_local,
-                unvisited_edge_index):
-        n, hidden = base_z.size(0), weight_n.size(1)
+    def forward(ctx, kernels, pre, from_h, h, m, weight_n, visited_scale, unvisited_scale, perm,
+                ptr, visited_ptr, src, dst_local, unvisited_edge_index):
+        n, hidden = pre.size(0), weight_n.size(1)
         ptr = np.asarray(ptr, dtype=np.int64)
+        perm = perm.long().contiguous()
+        kernels.check_permutation(perm.numpy(), n)
         src = src.long().contiguous()
         node_ptr, edges = kernels.node_edges(
             ptr, np.asarray(visited_ptr, dtype=np.int64), src.numpy(),
@@ -384,76 +390,81 @@ class _CompiledGatedRecurrence(torch.autograd.Function):
         unv_ptr, unv_edges = kernels.group_by_target(
             unv_src.numpy(), unvisited_edge_index[1].long().contiguous().numpy(), n
         )
-        base_z, base_m, input_forget, neighbour_forget, weight_n = (
+        pre, from_h, h, m, weight_n, visited_scale, unvisited_scale = (
             t.detach().contiguous()
-            for t in (base_z, base_m, input_forget, neighbour_forget, weight_n)
+            for t in (pre, from_h, h, m, weight_n, visited_scale, unvisited_scale)
         )
-        visited_scale = visited_scale.detach().contiguous()
-        unvisited_scale = unvisited_scale.detach().contiguous()
-        hm_prev = torch.cat([h.detach(), m.detach()], 1)
-        state = base_z.new_empty(n, 2 * hidden)
-        gates = base_z.new_empty(n, 3 * hidden)
-        agg_h = base_z.new_empty(n, hidden)
-        args = (base_z.numpy(), base_m.numpy(), input_forget.numpy(), neighbour_forget.numpy(),
-                hm_prev.numpy(), weight_n.numpy(), ptr, node_ptr, edges, src.numpy(),
-                visited_scale.numpy(), unv_ptr, unv_edges, unv_src.numpy(),
-                unvisited_scale.numpy())
+        state = pre.new_empty(n, 2 * hidden)
+        gates = pre.new_empty(n, 3 * hidden)
+        agg_h = pre.new_empty(n, hidden)
+        args = (pre.numpy(), from_h.numpy(), h.numpy(), m.numpy(), weight_n.numpy(),
+                perm.numpy(), ptr, node_ptr, edges, src.numpy(), visited_scale.numpy(),
+                unv_ptr, unv_edges, unv_src.numpy(), unvisited_scale.numpy())
         outputs = (state.numpy(), gates.numpy(), agg_h.numpy())
         if _threads_for(ptr) > 1:
             kernels.set_threads(torch.get_num_threads())
             kernels.gated_forward_parallel(*args, _PARALLEL_FROM, *outputs)
         else:
             kernels.gated_forward(*args, *outputs)
-        ctx.save_for_backward(state, gates, agg_h, input_forget, neighbour_forget, hm_prev,
-                              weight_n, visited_scale, unvisited_scale, src,
-                              torch.from_numpy(node_ptr), torch.from_numpy(edges), unv_src,
-                              torch.from_numpy(unv_ptr), torch.from_numpy(unv_edges))
+        # The projections are kept whole (their forget columns are read again): views
+        # would hold the same memory, and copies would cost the forward what it saved.
+        ctx.save_for_backward(state, gates, agg_h, pre, from_h, h, m, weight_n, visited_scale,
+                              unvisited_scale, perm, src, torch.from_numpy(node_ptr),
+                              torch.from_numpy(edges), unv_src, torch.from_numpy(unv_ptr),
+                              torch.from_numpy(unv_edges))
         ctx.kernels, ctx.ptr = kernels, ptr
         return state
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_state):
-        (state, gates, agg_h, input_forget, neighbour_forget, hm_prev, weight_n, visited_scale,
-         unvisited_scale, src, node_ptr, edges, unv_src, unv_ptr, unv_edges) = ctx.saved_tensors
+        (state, gates, agg_h, pre, from_h, h, m, weight_n, visited_scale, unvisited_scale, perm,
+         src, node_ptr, edges, unv_src, unv_ptr, unv_edges) = ctx.saved_tensors
         kernels, ptr = ctx.kernels, ctx.ptr
         n, hidden = state.size(0), state.size(1) // 2
         grad_state = grad_state.to(state.dtype).contiguous().clone()
-        grad_z = state.new_empty(n, 3 * hidden)
-        grad_m = state.new_empty(n, hidden)
+        grad_pre = state.new_empty(pre.shape)
+        grad_from_h = state.new_zeros(from_h.shape)
+        grad_h = state.new_zeros(n, hidden)
+        grad_m = state.new_zeros(n, hidden)
+        grad_mt = state.new_empty(n, hidden)
         grad_agg_h = state.new_empty(n, hidden)
-        grad_input_forget = state.new_empty(n, hidden)
-        grad_neighbour_forget = state.new_zeros(n, hidden)
-        grad_hm_prev = state.new_zeros(n, 2 * hidden)
         grad_visited_scale = state.new_empty(visited_scale.numel())
         grad_unvisited_scale = state.new_empty(unvisited_scale.numel())
-        args = (grad_state.numpy(), state.numpy(), gates.numpy(), input_forget.numpy(),
-                neighbour_forget.numpy(), hm_prev.numpy(), weight_n.t().contiguous().numpy(),
-                ptr, node_ptr.numpy(), edges.numpy(), src.numpy(), visited_scale.numpy(),
+        args = (grad_state.numpy(), state.numpy(), gates.numpy(), pre.numpy(), from_h.numpy(),
+                h.numpy(), m.numpy(), weight_n.t().contiguous().numpy(), perm.numpy(), ptr,
+                node_ptr.numpy(), edges.numpy(), src.numpy(), visited_scale.numpy(),
                 unv_ptr.numpy(), unv_edges.numpy(), unv_src.numpy(), unvisited_scale.numpy())
-        outputs = (grad_z.numpy(), grad_m.numpy(), grad_agg_h.numpy(),
-                   grad_input_forget.numpy(), grad_neighbour_forget.numpy(),
-                   grad_hm_prev.numpy(), grad_visited_scale.numpy(),
+        outputs = (grad_pre.numpy(), grad_from_h.numpy(), grad_h.numpy(), grad_m.numpy(),
+                   grad_mt.numpy(), grad_agg_h.numpy(), grad_visited_scale.numpy(),
                    grad_unvisited_scale.numpy())
         if _threads_for(ptr) > 1:
             kernels.set_threads(torch.get_num_threads())
             kernels.gated_backward_parallel(*args, _PARALLEL_FROM, *outputs)
         else:
             kernels.gated_backward(*args, *outputs)
-        grad_weight_n = grad_z.t() @ agg_h if ctx.needs_input_grad[7] else None
-        return (None, grad_z, grad_m, grad_input_forget, grad_neighbour_forget,
-                grad_hm_prev[:, :hidden], grad_hm_prev[:, hidden:], grad_weight_n,
-                grad_visited_scale, grad_unvisited_scale, None, None, None, None, None)
+        grad_weight_n = None
+        if ctx.needs_input_grad[5]:
+            grad_weight_n = grad_pre[:, : 3 * hidden].t() @ agg_h
+        return (None, grad_pre, grad_from_h, grad_h, grad_m, grad_weight_n, grad_visited_scale,
+                grad_unvisited_scale, None, None, None, None, None, None)
 
 
-def _gated_recurrence_torch(base_z, base_m, input_forget, neighbour_forget, h, m, weight_n,
-                            visited_scale, unvisited_scale, ptr, visited_ptr, src, dst_local,
-                            unvisited_edge_index) -> Tensor:
+def _gated_recurrence_torch(pre, from_h, h, m, weight_n, schedule, visited_scale,
+                            unvisited_scale) -> Tensor:
     """:func:`graph_lstm_gated_recurrence` in PyTorch operations (the reference): the
-    unvisited neighbours in one scatter, the visited ones through
-    :class:`_TorchRecurrence` with per-edge weights ``[1 ; g^f_ij]`` and the scales."""
-    n, hidden = base_z.size(0), weight_n.size(1)
-    unv_src, unv_dst = unvisited_edge_index[0], unvisited_edge_index[1]
+    projections permuted to the level-sorted layout and split, the unvisited neighbours
+    in one scatter, the visited ones through :class:`_TorchRecurrence` with per-edge
+    weights ``[1 ; g^f_ij]`` and the scales, and the state permuted back."""
+    n, hidden = pre.size(0), weight_n.size(1)
+    h3, h4 = 3 * hidden, 4 * hidden
+    perm, ptr, visited_ptr = schedule.perm, schedule.ptr, schedule.visited_ptr
+    src, dst_local = schedule.visited_src_pos, schedule.visited_dst_local
+    pre, from_h, h, m = (t.index_select(0, perm) for t in (pre, from_h, h, m))
+    input_forget, neighbour_forget = pre[:, h3:], from_h[:, h4:]
+    base_z = pre[:, :h3] + from_h[:, :h3]
+    base_m = torch.sigmoid(input_forget + from_h[:, h3:h4]) * m
+    unv_src, unv_dst = schedule.unvisited_edge_index_pos
     gate = torch.sigmoid(input_forget.index_select(0, unv_dst)
                          + neighbour_forget.index_select(0, unv_src))
     message = torch.cat([h.index_select(0, unv_src), gate * m.index_select(0, unv_src)], 1)
@@ -465,88 +476,88 @@ def _gated_recurrence_torch(base_z, base_m, input_forget, neighbour_forget, h, m
     dst = dst_local + _level_starts(ptr, visited_ptr, dst_local.device)
     gate = torch.sigmoid(input_forget.index_select(0, dst) + neighbour_forget.index_select(0, src))
     weight = torch.cat([torch.ones_like(gate), gate], 1)
-    return _TorchRecurrence.apply(base_z, base_m, weight, weight_n, visited_scale, ptr,
-                                  visited_ptr, src, dst_local, False)
+    state = _TorchRecurrence.apply(base_z, base_m, weight, weight_n, visited_scale, ptr,
+                                   visited_ptr, src, dst_local, False)
+    return state.index_select(0, schedule.pos)
 
 
 def graph_lstm_gated_recurrence(
-    base_z: Tensor,
-    base_m: Tensor,
-    input_forget: Tensor,
-    neighbour_forget: Tensor,
+    pre: Tensor,
+    from_h: Tensor,
     h: Tensor,
     m: Tensor,
     weight_n: Tensor,
-    ptr: list,
-    visited_ptr: list,
-    src: Tensor,
-    dst_local: Tensor,
+    schedule: Schedule,
     visited_scale: Tensor,
-    unvisited_edge_index: Tensor,
     unvisited_scale: Tensor,
 ) -> Tensor:
-    r"""The Graph LSTM recurrence with a previous state, neighbour gates included.
+    r"""The Graph LSTM recurrence with a previous state, from the two projections.
 
     What :class:`graphlstm.GraphLSTM` computes when a previous state ``(h, m)``
-    is given, from its whole-graph projections: for node :math:`i` and each
-    in-edge :math:`e = (j \to i)` with scale :math:`s_e` (:math:`1/d_i`, or
-    :math:`w_{ji}/s_i` with edge weights), the message is
+    is given, after its two GEMMs: for node :math:`i`, with
+    :math:`B_i = B^x_i + B^h_i` (gate pre-activations ``u, o, 2c`` of the input
+    and of the previous state), :math:`x^f_i, h^f_i` (the input's and the previous
+    state's parts of the forget gate) and :math:`n^f_j` (the previous state's part
+    of a neighbour forget gate), each in-edge :math:`e = (j \to i)` with scale
+    :math:`s_e` (:math:`1/d_i`, or :math:`w_{ji}/s_i` with edge weights) brings
 
     .. math::
         s_e \, [\hat h_j \,;\, \sigma(x^f_i + n^f_j) \odot \hat m_j]
 
     where :math:`\hat h_j, \hat m_j` is :math:`j`'s new state if :math:`j` is
-    visited (an earlier level) and its previous state ``h, m`` otherwise; the
-    messages are summed into :math:`[\bar h_i ; \bar m_i]`, and then, as in
-    :func:`graph_lstm_recurrence`, :math:`z_i = B_i + W_n \bar h_i`,
-    :math:`m'_i = M_i + \bar m_i + \sigma(z^u_i) \odot (2\sigma(z^{2c}_i) - 1)`,
-    :math:`h'_i = \tanh(\sigma(z^o_i) \odot m'_i)`.
+    visited (an earlier level of ``schedule``) and its previous state ``h, m``
+    otherwise; the messages are summed into :math:`[\bar h_i ; \bar m_i]`, and
 
-    It equals :func:`graph_lstm_recurrence` in the per-edge mode with weights
-    :math:`[1 ; \sigma(x^f_i + n^f_j)]`, ``edge_scale = visited_scale`` and the
-    unvisited messages folded into ``base_z`` and ``base_m`` (which is its
-    PyTorch path), but the compiled path makes the gates where they are used:
-    no ``[E, H]`` tensor, no GEMM for the unvisited part, and saved memory
-    ``O(N·H)``. All node tensors are in the level-sorted layout of a schedule.
+    .. math::
+        z_i &= B_i + W_n \bar h_i \\
+        m'_i &= \sigma(x^f_i + h^f_i) \odot m_i + \bar m_i
+               + \sigma(z^u_i) \odot (2\sigma(z^{2c}_i) - 1) \\
+        h'_i &= \tanh(\sigma(z^o_i) \odot m'_i)
+
+    The compiled engine walks the nodes in level order and reads and writes their
+    rows where they are (no permuted copies), makes every gate where it is used
+    (no ``[E, H]`` tensor, no GEMM for the unvisited part) and keeps ``O(N·H)``
+    for the backward. The PyTorch engine permutes to the level-sorted layout and
+    runs :func:`graph_lstm_recurrence`'s level loop with per-edge weights
+    :math:`[1 ; \sigma(x^f_i + n^f_j)]`.
 
     Parameters
     ----------
-    base_z : Tensor ``[N, 3H]``
-        Gate pre-activations ``u, o, 2c`` without any neighbour term.
-    base_m : Tensor ``[N, H]``
-        The node's own memory term :math:`g^f_i \odot m_i`.
-    input_forget : Tensor ``[N, H]``
-        :math:`x^f_i = W^f x_i + b^f`.
-    neighbour_forget : Tensor ``[N, H]``
-        :math:`n^f_j = U^{fn} h_j` of the previous :math:`h_j`.
+    pre : Tensor ``[N, 4H]``
+        The input projection, columns ``[B^x (u, o, 2c) | x^f]``.
+    from_h : Tensor ``[N, 5H]``
+        The previous state's projection, columns ``[B^h (u, o, 2c) | h^f | n^f]``.
     h, m : Tensor ``[N, H]``
-        The previous state, read through unvisited edges.
+        The previous state.
     weight_n : Tensor ``[3H, H]``
         ``lin_n`` with rows ``u, o, 2c``.
-    ptr, visited_ptr, src, dst_local
-        The visited edges, as in :func:`graph_lstm_recurrence`.
+    schedule : Schedule
+        The schedule of the graph and the update order
+        (:func:`graphlstm.build_schedule`), on the device of the tensors.
     visited_scale : Tensor ``[E_v]``
-        :math:`s_e` of each visited edge.
-    unvisited_edge_index : LongTensor ``[2, E_u]``
-        Unvisited edges as level-sorted positions (source, target), e.g.
-        ``schedule.unvisited_edge_index_pos``.
+        :math:`s_e` of each visited edge (``schedule.visited_eid`` order).
     unvisited_scale : Tensor ``[E_u]``
-        :math:`s_e` of each unvisited edge.
+        :math:`s_e` of each unvisited edge (``schedule.unvisited_eid`` order).
 
     Returns
     -------
     state : Tensor ``[N, 2H]``
-        ``[h' | m']`` (level-sorted layout). Every floating input is differentiable.
+        ``[h' | m']``, rows in the node order of the inputs. Every floating input
+        is differentiable.
     """
-    args = (base_z, base_m, input_forget, neighbour_forget, h, m, weight_n, visited_scale,
-            unvisited_scale, ptr, visited_ptr, src, dst_local, unvisited_edge_index)
-    floats = args[:9]
+    floats = (pre, from_h, h, m, weight_n, visited_scale, unvisited_scale)
+    unvisited = schedule.unvisited_edge_index_pos
     kernels = None
-    if all(t.dtype == base_z.dtype for t in floats):
-        kernels = backend.kernels_for(*floats, src, dst_local, unvisited_edge_index)
+    if all(t.dtype == pre.dtype for t in floats):
+        kernels = backend.kernels_for(*floats, schedule.perm, schedule.visited_src_pos,
+                                      schedule.visited_dst_local, unvisited)
     if kernels is not None:
         try:
-            return _CompiledGatedRecurrence.apply(kernels, *args)
+            return _CompiledGatedRecurrence.apply(
+                kernels, *floats, schedule.perm, schedule.ptr, schedule.visited_ptr,
+                schedule.visited_src_pos, schedule.visited_dst_local, unvisited,
+            )
         except kernels.CompileError as error:
             backend.disable_after_failure(error)
-    return _gated_recurrence_torch(*args)
+    return _gated_recurrence_torch(pre, from_h, h, m, weight_n, schedule, visited_scale,
+                                   unvisited_scale)

@@ -28,9 +28,8 @@ def gated_case(seed, n=30, hidden=3):
         return (torch.randn(*shape, generator=gen, dtype=DT) * scale).requires_grad_()
 
     tensors = dict(
-        base_z=rand(n, 3 * hidden), base_m=rand(n, hidden), input_forget=rand(n, hidden),
-        neighbour_forget=rand(n, hidden), h=rand(n, hidden), m=rand(n, hidden),
-        weight_n=rand(3 * hidden, hidden, scale=0.5),
+        pre=rand(n, 4 * hidden), from_h=rand(n, 5 * hidden), h=rand(n, hidden),
+        m=rand(n, hidden), weight_n=rand(3 * hidden, hidden, scale=0.5),
         visited_scale=(torch.rand(e_v, generator=gen, dtype=DT) + 0.1).requires_grad_(),
         unvisited_scale=(torch.rand(e_u, generator=gen, dtype=DT) + 0.1).requires_grad_(),
     )
@@ -39,8 +38,6 @@ def gated_case(seed, n=30, hidden=3):
 
 def run_gated(sched, t):
     return graph_lstm_gated_recurrence(
-        t["base_z"], t["base_m"], t["input_forget"], t["neighbour_forget"], t["h"], t["m"],
-        t["weight_n"], sched.ptr, sched.visited_ptr, sched.visited_src_pos,
-        sched.visited_dst_local, t["visited_scale"], sched.unvisited_edge_index_pos,
+        t["pre"], t["from_h"], t["h"], t["m"], t["weight_n"], sched, t["visited_scale"],
         t["unvisited_scale"],
     )

@@ -23,7 +23,7 @@ from torch_geometric.utils import to_undirected
 import graphlstm
 from graphlstm import GraphLSTM, backend, build_schedule, use_backend
 from graphlstm import functional as functional_module
-from graphlstm.functional import graph_lstm_gated_recurrence, graph_lstm_recurrence
+from graphlstm.functional import graph_lstm_recurrence
 
 DT = torch.float64
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -183,10 +183,16 @@ def test_gated_loop_refuses_unvisited_edges_out_of_range():
     bad = sched.unvisited_edge_index_pos.clone()
     bad[0, 0] = sched.num_nodes
     with use_backend("compiled"), pytest.raises(ValueError, match="unvisited_edge_index"):
-        graph_lstm_gated_recurrence(
-            t["base_z"], t["base_m"], t["input_forget"], t["neighbour_forget"], t["h"], t["m"],
-            t["weight_n"], sched.ptr, sched.visited_ptr, sched.visited_src_pos,
-            sched.visited_dst_local, t["visited_scale"], bad, t["unvisited_scale"])
+        run_gated(dataclasses.replace(sched, unvisited_edge_index_pos=bad), t)
+
+
+def test_gated_loop_refuses_a_perm_that_is_not_a_permutation():
+    sched, t = gated_case(2)
+    t = {k: v.detach() for k, v in t.items()}
+    bad = sched.perm.clone()
+    bad[1] = bad[0]
+    with use_backend("compiled"), pytest.raises(ValueError, match="permutation"):
+        run_gated(dataclasses.replace(sched, perm=bad), t)
 
 
 def test_float32_compiled_close_to_float64_reference():

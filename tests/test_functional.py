@@ -110,32 +110,39 @@ def test_zero_scale_removes_the_edge():
 
 
 def gated_sequential(sched, t):
-    """The gated recurrence literally: rows in order (every visited source comes
-    earlier), one edge at a time, with autograd."""
+    """The gated recurrence literally: nodes one after the other in the update order
+    (every visited source comes earlier), one edge at a time, from the projections in
+    node order, with autograd."""
     hidden = t["h"].size(1)
-    vis_dst = sched.visited_dst_pos.tolist()
-    vis_src = sched.visited_src_pos.tolist()
-    unv_src, unv_dst = sched.unvisited_edge_index_pos.tolist()
-    new_h, new_m = [], []
-    for i in range(sched.num_nodes):
+    h3, h4 = 3 * hidden, 4 * hidden
+    perm = sched.perm.tolist()
+    vis_src, vis_dst = sched.visited_src.tolist(), sched.visited_dst.tolist()
+    unv_src, unv_dst = sched.unvisited_edge_index.tolist()
+    new_h, new_m = {}, {}
+    for i in sched.order.tolist():
         h_bar = t["h"].new_zeros(hidden)
         m_bar = t["h"].new_zeros(hidden)
         edges = [(vis_src[e], t["visited_scale"][e], True) for e in range(len(vis_dst))
                  if vis_dst[e] == i]
         edges += [(unv_src[e], t["unvisited_scale"][e], False) for e in range(len(unv_dst))
                   if unv_dst[e] == i]
+        input_forget = t["pre"][i, h3:]
         for j, s, visited in edges:
             h_j, m_j = (new_h[j], new_m[j]) if visited else (t["h"][j], t["m"][j])
-            gate = torch.sigmoid(t["input_forget"][i] + t["neighbour_forget"][j])
+            gate = torch.sigmoid(input_forget + t["from_h"][j, h4:])
             h_bar = h_bar + s * h_j
             m_bar = m_bar + s * gate * m_j
-        z = t["base_z"][i] + t["weight_n"] @ h_bar
+        z = t["pre"][i, :h3] + t["from_h"][i, :h3] + t["weight_n"] @ h_bar
         u, o = torch.sigmoid(z[:hidden]), torch.sigmoid(z[hidden:2 * hidden])
         c = torch.tanh(z[2 * hidden:] / 2)  # the third block holds 2c
-        m = t["base_m"][i] + m_bar + u * c
-        new_m.append(m)
-        new_h.append(torch.tanh(o * m))
-    return torch.cat([torch.stack(new_h), torch.stack(new_m)], 1)
+        f = torch.sigmoid(input_forget + t["from_h"][i, h3:h4])
+        m = f * t["m"][i] + m_bar + u * c
+        new_m[i] = m
+        new_h[i] = torch.tanh(o * m)
+    assert sorted(perm) == sorted(new_h)
+    order = range(sched.num_nodes)
+    return torch.cat([torch.stack([new_h[v] for v in order]),
+                      torch.stack([new_m[v] for v in order])], 1)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -162,35 +169,27 @@ def test_gated_recurrence_gradcheck():
 
 
 def gated_layer(layer, x, edge_index, order, state):
-    """GraphLSTM.forward with a previous state written on graph_lstm_gated_recurrence:
-    the change proposed for the layer (unweighted: every scale 1/d_i)."""
+    """GraphLSTM.forward with a previous state written on graph_lstm_gated_recurrence
+    (unweighted: every scale 1/d_i): the two projections and the loop."""
     hidden = layer.hidden_channels
     sched = build_schedule(edge_index, x.size(0), order=order)
-    perm = sched.perm
     rows = [slice(k * hidden, (k + 1) * hidden) for k in range(4)]  # u, f, o, c
 
     def uoc(w):
         return torch.cat([w[rows[0]], w[rows[2]], 2.0 * w[rows[3]]], 0)
 
     wx, bx, wh = layer.lin_x.weight, layer.lin_x.bias, layer.lin_h.weight
-    x, h0, m0 = x.index_select(0, perm), state[0].index_select(0, perm), state[1].index_select(
-        0, perm)
     pre = torch.nn.functional.linear(x, torch.cat([uoc(wx), wx[rows[1]]]),
                                      torch.cat([uoc(bx), bx[rows[1]]]))
-    from_h = torch.nn.functional.linear(h0, torch.cat([uoc(wh), wh[rows[1]],
-                                                       layer.lin_fn.weight]))
-    base_z = pre[:, :3 * hidden] + from_h[:, :3 * hidden]
-    input_forget = pre[:, 3 * hidden:]
-    base_m = torch.sigmoid(input_forget + from_h[:, 3 * hidden:4 * hidden]) * m0
-    inv_deg = sched.in_degree.index_select(0, perm).to(x.dtype).clamp(min=1.0).reciprocal()
+    from_h = torch.nn.functional.linear(state[0], torch.cat([uoc(wh), wh[rows[1]],
+                                                             layer.lin_fn.weight]))
+    inv_deg = sched.in_degree.to(x.dtype).clamp(min=1.0).reciprocal()
     wn = layer.lin_n.weight
     out = graph_lstm_gated_recurrence(
-        base_z, base_m, input_forget, from_h[:, 4 * hidden:], h0, m0,
-        torch.cat([wn[:2 * hidden], 2.0 * wn[2 * hidden:]]), sched.ptr, sched.visited_ptr,
-        sched.visited_src_pos, sched.visited_dst_local,
-        inv_deg.index_select(0, sched.visited_dst_pos), sched.unvisited_edge_index_pos,
-        inv_deg.index_select(0, sched.unvisited_edge_index_pos[1]),
-    ).index_select(0, sched.pos)
+        pre, from_h, state[0], state[1], torch.cat([wn[:2 * hidden], 2.0 * wn[2 * hidden:]]),
+        sched, inv_deg.index_select(0, sched.visited_dst),
+        inv_deg.index_select(0, sched.unvisited_edge_index[1]),
+    )
     return out[:, :hidden], out[:, hidden:]
 
 

@@ -14,6 +14,7 @@ from numba.core.errors import NumbaError as CompileError
 from graphlstm._kernels.recurrence import (
     backward,
     backward_parallel,
+    check_permutation,
     forward,
     forward_parallel,
     gated_backward,
@@ -29,6 +30,7 @@ __all__ = [
     "CompileError",
     "backward",
     "backward_parallel",
+    "check_permutation",
     "forward",
     "forward_parallel",
     "gated_backward",

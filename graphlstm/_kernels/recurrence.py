@@ -40,6 +40,7 @@ from graphlstm._kernels._jit import jit
 __all__ = [
     "backward",
     "backward_parallel",
+    "check_permutation",
     "forward",
     "forward_parallel",
     "gated_backward",
@@ -465,174 +466,208 @@ def group_by_target(src, dst, n):
     return target_ptr, edges
 
 
+@jit()
+def check_permutation(perm, n):
+    """Raise ``ValueError`` unless ``perm`` holds every row of ``[0, n)`` once."""
+    if perm.size != n:
+        raise ValueError("graph_lstm_gated_recurrence: the schedule's 'perm' must have one "
+                         "entry per node")
+    seen = np.zeros(n, np.bool_)
+    for i in range(n):
+        v = perm[i]
+        if v < 0 or v >= n or seen[v]:
+            raise ValueError("graph_lstm_gated_recurrence: the schedule's 'perm' must be a "
+                             "permutation of the nodes")
+        seen[v] = True
+
+
+# Node tensors of the gated loop are in the caller's node order, rows read and
+# written at ``v = perm[i]`` while ``i`` walks the level-sorted positions: the
+# projections need no permuted copies, and the new state comes out in place.
+# The edge lists hold positions; their sources are ``perm[src[e]]``.
+
+
 @jit(inline="always")
-def _gated_forward_node(i, base_z, base_m, input_forget, neighbour_forget, hm_prev, weight_n,
-                        node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
-                        state, gates, agg_h):
+def _gated_forward_node(i, pre, from_h, h_prev, m_prev, weight_n, perm, node_ptr, edges, src,
+                        scale, unv_ptr, unv_edges, unv_src, unv_scale, state, gates, agg_h):
     hidden = weight_n.shape[1]
-    h2, h3 = 2 * hidden, 3 * hidden
+    h2, h3, h4 = 2 * hidden, 3 * hidden, 4 * hidden
+    v = perm[i]
     for k in range(hidden):
-        agg_h[i, k] = 0
-        state[i, hidden + k] = 0
-    # s_e [h_j ; sigma(xf_i + fn_j) m_j]: unvisited neighbours in their previous state,
-    # visited ones in their new state; the neighbour sum of m goes to state[i, H:].
+        agg_h[v, k] = 0
+        state[v, hidden + k] = 0
+    # s_e [h_j ; sigma(xf_v + fn_j) m_j]: unvisited neighbours in their previous state,
+    # visited ones in their new state; the neighbour sum of m goes to state[v, H:].
     for q in range(unv_ptr[i], unv_ptr[i + 1]):
         e = unv_edges[q]
-        j = unv_src[e]
+        j = perm[unv_src[e]]
         s = unv_scale[e]
         for k in range(hidden):
-            agg_h[i, k] += s * hm_prev[j, k]
+            agg_h[v, k] += s * h_prev[j, k]
         for k in range(hidden):
-            g = sigmoid(input_forget[i, k] + neighbour_forget[j, k])
-            state[i, hidden + k] += s * g * hm_prev[j, hidden + k]
+            g = sigmoid(pre[v, h3 + k] + from_h[j, h4 + k])
+            state[v, hidden + k] += s * g * m_prev[j, k]
     for q in range(node_ptr[i], node_ptr[i + 1]):
         e = edges[q]
-        j = src[e]
+        j = perm[src[e]]
         s = scale[e]
         for k in range(hidden):
-            agg_h[i, k] += s * state[j, k]
+            agg_h[v, k] += s * state[j, k]
         for k in range(hidden):
-            g = sigmoid(input_forget[i, k] + neighbour_forget[j, k])
-            state[i, hidden + k] += s * g * state[j, hidden + k]
+            g = sigmoid(pre[v, h3 + k] + from_h[j, h4 + k])
+            state[v, hidden + k] += s * g * state[j, hidden + k]
+    # z = (B^x + B^h) + W_n h_bar, activated in place (a loop of its own, which vectorises).
     if node_ptr[i + 1] > node_ptr[i] or unv_ptr[i + 1] > unv_ptr[i]:
         for c in range(h3):
-            gates[i, c] = base_z[i, c] + _dot(weight_n, c, agg_h, i, hidden)
+            gates[v, c] = (pre[v, c] + from_h[v, c]) + _dot(weight_n, c, agg_h, v, hidden)
         for c in range(h3):
-            gates[i, c] = sigmoid(gates[i, c])
+            gates[v, c] = sigmoid(gates[v, c])
     else:
         for c in range(h3):
-            gates[i, c] = sigmoid(base_z[i, c])
+            gates[v, c] = sigmoid(pre[v, c] + from_h[v, c])
     two, one = const(2.0, gates), const(1.0, gates)
     for k in range(hidden):
-        u, o, s_c = gates[i, k], gates[i, hidden + k], gates[i, h2 + k]
-        m = base_m[i, k] + state[i, hidden + k] + u * (two * s_c - one)
-        state[i, hidden + k] = m
-        state[i, k] = tanh(o * m)
+        u, o, s_c = gates[v, k], gates[v, hidden + k], gates[v, h2 + k]
+        f = sigmoid(pre[v, h3 + k] + from_h[v, h3 + k])
+        m = f * m_prev[v, k] + state[v, hidden + k] + u * (two * s_c - one)
+        state[v, hidden + k] = m
+        state[v, k] = tanh(o * m)
 
 
 @jit()
-def gated_forward(base_z, base_m, input_forget, neighbour_forget, hm_prev, weight_n, ptr,
-                  node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale, state,
-                  gates, agg_h):
+def gated_forward(pre, from_h, h_prev, m_prev, weight_n, perm, ptr, node_ptr, edges, src, scale,
+                  unv_ptr, unv_edges, unv_src, unv_scale, state, gates, agg_h):
     """The gated loop (:func:`graphlstm.functional.graph_lstm_gated_recurrence`), one row
-    after the other: fills ``state [N, 2H]``, ``gates [N, 3H]`` and ``agg_h [N, H]``."""
-    for i in range(base_z.shape[0]):
-        _gated_forward_node(i, base_z, base_m, input_forget, neighbour_forget, hm_prev, weight_n,
-                            node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
-                            state, gates, agg_h)
+    after the other in level order: fills ``state [N, 2H]``, ``gates [N, 3H]`` and
+    ``agg_h [N, H]``, rows in the caller's node order."""
+    for i in range(perm.size):
+        _gated_forward_node(i, pre, from_h, h_prev, m_prev, weight_n, perm, node_ptr, edges, src,
+                            scale, unv_ptr, unv_edges, unv_src, unv_scale, state, gates, agg_h)
 
 
 @jit(parallel=True)
-def gated_forward_parallel(base_z, base_m, input_forget, neighbour_forget, hm_prev, weight_n,
-                           ptr, node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src,
-                           unv_scale, parallel_from, state, gates, agg_h):
+def gated_forward_parallel(pre, from_h, h_prev, m_prev, weight_n, perm, ptr, node_ptr, edges,
+                           src, scale, unv_ptr, unv_edges, unv_src, unv_scale, parallel_from,
+                           state, gates, agg_h):
     """:func:`gated_forward`, the rows of each level of at least ``parallel_from`` rows on
     numba's threads."""
     for lvl in range(ptr.size - 1):
         a, b = ptr[lvl], ptr[lvl + 1]
         if b - a >= parallel_from:
             for i in prange(a, b):
-                _gated_forward_node(i, base_z, base_m, input_forget, neighbour_forget, hm_prev,
-                                    weight_n, node_ptr, edges, src, scale, unv_ptr,
-                                    unv_edges, unv_src, unv_scale, state, gates, agg_h)
+                _gated_forward_node(i, pre, from_h, h_prev, m_prev, weight_n, perm, node_ptr,
+                                    edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
+                                    state, gates, agg_h)
         else:
             for i in range(a, b):
-                _gated_forward_node(i, base_z, base_m, input_forget, neighbour_forget, hm_prev,
-                                    weight_n, node_ptr, edges, src, scale, unv_ptr,
-                                    unv_edges, unv_src, unv_scale, state, gates, agg_h)
+                _gated_forward_node(i, pre, from_h, h_prev, m_prev, weight_n, perm, node_ptr,
+                                    edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
+                                    state, gates, agg_h)
 
 
 @jit(inline="always")
-def _gated_backward_rows(i, grad_state, state, gates, weight_nt, has_edges, grad_z, grad_m,
-                         grad_agg_h):
-    """dL/dz, dL/dm (complete) and dL/dh_bar (zero without edges) of row ``i``."""
-    hidden = grad_m.shape[1]
-    h2 = 2 * hidden
-    one, two = const(1.0, grad_z), const(2.0, grad_z)
+def _gated_backward_row(v, has_edges, grad_state, state, gates, pre, from_h, m_prev, weight_nt,
+                        grad_pre, grad_from_h, grad_m_prev, grad_mt, grad_agg_h):
+    """Row ``v``: dL/dz into both projections, dL/dm' (complete) into ``grad_mt``, the
+    self forget gate's share, and dL/dh_bar (zero without edges)."""
+    hidden = grad_mt.shape[1]
+    h2, h3 = 2 * hidden, 3 * hidden
+    one, two = const(1.0, grad_mt), const(2.0, grad_mt)
     for k in range(hidden):
-        h, m = state[i, k], state[i, hidden + k]
-        u, o, s_c = gates[i, k], gates[i, hidden + k], gates[i, h2 + k]
-        gh = grad_state[i, k]
+        h, m = state[v, k], state[v, hidden + k]
+        u, o, s_c = gates[v, k], gates[v, hidden + k], gates[v, h2 + k]
+        gh = grad_state[v, k]
         dtanh = one - h * h
-        gmt = grad_state[i, hidden + k] + gh * dtanh * o
-        grad_m[i, k] = gmt
-        grad_z[i, k] = gmt * (two * s_c - one) * u * (one - u)
-        grad_z[i, hidden + k] = gh * dtanh * m * o * (one - o)
-        grad_z[i, h2 + k] = gmt * two * u * s_c * (one - s_c)
+        gmt = grad_state[v, hidden + k] + gh * dtanh * o
+        grad_mt[v, k] = gmt
+        g_u = gmt * (two * s_c - one) * u * (one - u)
+        g_o = gh * dtanh * m * o * (one - o)
+        g_c = gmt * two * u * s_c * (one - s_c)
+        grad_pre[v, k] = g_u
+        grad_pre[v, hidden + k] = g_o
+        grad_pre[v, h2 + k] = g_c
+        grad_from_h[v, k] = g_u
+        grad_from_h[v, hidden + k] = g_o
+        grad_from_h[v, h2 + k] = g_c
+        # m' = sigma(xf_v + hf_v) m_v + ...: the self forget gate.
+        f = sigmoid(pre[v, h3 + k] + from_h[v, h3 + k])
+        grad_m_prev[v, k] += gmt * f
+        d_f = gmt * m_prev[v, k] * f * (one - f)
+        grad_pre[v, h3 + k] = d_f
+        grad_from_h[v, h3 + k] = d_f
     if has_edges:
         for k in range(hidden):
-            grad_agg_h[i, k] = _dot(weight_nt, k, grad_z, i, 3 * hidden)
+            grad_agg_h[v, k] = _dot(weight_nt, k, grad_pre, v, h3)
     else:
         for k in range(hidden):
-            grad_agg_h[i, k] = 0
+            grad_agg_h[v, k] = 0
 
 
 @jit(fastmath={"reassoc", "contract", "nsz"})
-def _gated_edge_backward(i, j, s, hm, h_col, m_col, input_forget, neighbour_forget, grad_m,
-                         grad_agg_h, grad_hm, grad_input_forget, grad_neighbour_forget):
-    """One edge ``j -> i`` with scale ``s`` whose source state is ``hm[j, h_col + k]``,
-    ``hm[j, m_col + k]``: push dL/d[h_j ; m_j] into ``grad_hm`` (same columns), dL/dxf_i
-    and dL/dfn_j, and return dL/ds."""
-    hidden = grad_m.shape[1]
-    one = const(1.0, grad_m)
-    total = const(0.0, grad_m)
+def _gated_edge_backward(v, j, s, h_src, h_col, m_src, m_col, pre, from_h, grad_mt, grad_agg_h,
+                         grad_h_src, grad_m_src, grad_pre, grad_from_h):
+    """One edge ``j -> v`` with scale ``s`` whose source state is ``h_src[j, h_col + k]``,
+    ``m_src[j, m_col + k]``: push dL/d[h_j ; m_j] into ``grad_h_src``, ``grad_m_src`` (same
+    columns), dL/dxf_v and dL/dfn_j into the projections' gradients, and return dL/ds."""
+    hidden = grad_mt.shape[1]
+    h3, h4 = 3 * hidden, 4 * hidden
+    one = const(1.0, grad_mt)
+    total = const(0.0, grad_mt)
     for k in range(hidden):
-        g = sigmoid(input_forget[i, k] + neighbour_forget[j, k])
-        g_m, m_j = grad_m[i, k], hm[j, m_col + k]
-        grad_hm[j, h_col + k] += s * grad_agg_h[i, k]
-        grad_hm[j, m_col + k] += s * g * g_m
+        g = sigmoid(pre[v, h3 + k] + from_h[j, h4 + k])
+        g_m, m_j = grad_mt[v, k], m_src[j, m_col + k]
+        grad_h_src[j, h_col + k] += s * grad_agg_h[v, k]
+        grad_m_src[j, m_col + k] += s * g * g_m
         d = s * g_m * m_j * g * (one - g)
-        grad_input_forget[i, k] += d
-        grad_neighbour_forget[j, k] += d
-        total += grad_agg_h[i, k] * hm[j, h_col + k] + g_m * g * m_j
+        grad_pre[v, h3 + k] += d
+        grad_from_h[j, h4 + k] += d
+        total += grad_agg_h[v, k] * h_src[j, h_col + k] + g_m * g * m_j
     return total
 
 
 @jit(inline="always")
-def _gated_backward_edges(i, state, input_forget, neighbour_forget, hm_prev, node_ptr, edges,
-                          src, scale, unv_ptr, unv_edges, unv_src, unv_scale, grad_state,
-                          grad_m, grad_agg_h, grad_input_forget, grad_neighbour_forget,
-                          grad_hm_prev, grad_scale, grad_unv_scale):
-    hidden = grad_m.shape[1]
-    for k in range(hidden):
-        grad_input_forget[i, k] = 0
+def _gated_backward_edges(i, v, state, pre, from_h, h_prev, m_prev, perm, node_ptr, edges, src,
+                          scale, unv_ptr, unv_edges, unv_src, unv_scale, grad_state, grad_mt,
+                          grad_agg_h, grad_pre, grad_from_h, grad_h_prev, grad_m_prev,
+                          grad_scale, grad_unv_scale):
+    hidden = grad_mt.shape[1]
     for q in range(node_ptr[i], node_ptr[i + 1]):
         e = edges[q]
         grad_scale[e] = _gated_edge_backward(
-            i, src[e], scale[e], state, 0, hidden, input_forget, neighbour_forget, grad_m,
-            grad_agg_h, grad_state, grad_input_forget, grad_neighbour_forget)
+            v, perm[src[e]], scale[e], state, 0, state, hidden, pre, from_h, grad_mt,
+            grad_agg_h, grad_state, grad_state, grad_pre, grad_from_h)
     for q in range(unv_ptr[i], unv_ptr[i + 1]):
         e = unv_edges[q]
         grad_unv_scale[e] = _gated_edge_backward(
-            i, unv_src[e], unv_scale[e], hm_prev, 0, hidden, input_forget, neighbour_forget,
-            grad_m, grad_agg_h, grad_hm_prev, grad_input_forget, grad_neighbour_forget)
+            v, perm[unv_src[e]], unv_scale[e], h_prev, 0, m_prev, 0, pre, from_h, grad_mt,
+            grad_agg_h, grad_h_prev, grad_m_prev, grad_pre, grad_from_h)
 
 
 @jit()
-def gated_backward(grad_state, state, gates, input_forget, neighbour_forget, hm_prev,
-                   weight_nt, ptr, node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src,
-                   unv_scale, grad_z, grad_m, grad_agg_h, grad_input_forget,
-                   grad_neighbour_forget, grad_hm_prev, grad_scale, grad_unv_scale):
-    """Sweep the rows in reverse, completing ``grad_state`` (in place), and fill the
-    gradients of ``base_z`` (``grad_z``), ``base_m`` (``grad_m``), the forget
-    pre-activations, the previous state ``[h | m]`` (``grad_hm_prev``, zeroed by the
-    caller) and both edge scales; ``grad_agg_h`` is dL/dh_bar."""
-    for i in range(grad_state.shape[0] - 1, -1, -1):
+def gated_backward(grad_state, state, gates, pre, from_h, h_prev, m_prev, weight_nt, perm, ptr,
+                   node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
+                   grad_pre, grad_from_h, grad_h_prev, grad_m_prev, grad_mt, grad_agg_h,
+                   grad_scale, grad_unv_scale):
+    """Sweep the rows in reverse level order, completing ``grad_state`` (in place), and
+    fill the gradients of both projections (``grad_from_h``, ``grad_h_prev`` and
+    ``grad_m_prev`` zeroed by the caller) and of both edge scales; ``grad_mt`` and
+    ``grad_agg_h`` are dL/dm' and dL/dh_bar."""
+    for i in range(perm.size - 1, -1, -1):
+        v = perm[i]
         has_edges = node_ptr[i + 1] > node_ptr[i] or unv_ptr[i + 1] > unv_ptr[i]
-        _gated_backward_rows(i, grad_state, state, gates, weight_nt, has_edges, grad_z, grad_m,
-                             grad_agg_h)
-        _gated_backward_edges(i, state, input_forget, neighbour_forget, hm_prev, node_ptr,
-                              edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
-                              grad_state, grad_m, grad_agg_h, grad_input_forget,
-                              grad_neighbour_forget, grad_hm_prev, grad_scale, grad_unv_scale)
+        _gated_backward_row(v, has_edges, grad_state, state, gates, pre, from_h, m_prev,
+                            weight_nt, grad_pre, grad_from_h, grad_m_prev, grad_mt, grad_agg_h)
+        _gated_backward_edges(i, v, state, pre, from_h, h_prev, m_prev, perm, node_ptr, edges,
+                              src, scale, unv_ptr, unv_edges, unv_src, unv_scale, grad_state,
+                              grad_mt, grad_agg_h, grad_pre, grad_from_h, grad_h_prev,
+                              grad_m_prev, grad_scale, grad_unv_scale)
 
 
 @jit(parallel=True)
-def gated_backward_parallel(grad_state, state, gates, input_forget, neighbour_forget, hm_prev,
-                            weight_nt, ptr, node_ptr, edges, src, scale, unv_ptr, unv_edges,
-                            unv_src, unv_scale, parallel_from, grad_z, grad_m, grad_agg_h,
-                            grad_input_forget, grad_neighbour_forget, grad_hm_prev,
-                            grad_scale, grad_unv_scale):
+def gated_backward_parallel(grad_state, state, gates, pre, from_h, h_prev, m_prev, weight_nt,
+                            perm, ptr, node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src,
+                            unv_scale, parallel_from, grad_pre, grad_from_h, grad_h_prev,
+                            grad_m_prev, grad_mt, grad_agg_h, grad_scale, grad_unv_scale):
     """:func:`gated_backward`, level by level in reverse: the rows of a level of at least
     ``parallel_from`` rows on numba's threads, then their edges (whose pushes to other
     rows may collide) one row at a time."""
@@ -640,17 +675,21 @@ def gated_backward_parallel(grad_state, state, gates, input_forget, neighbour_fo
         a, b = ptr[lvl], ptr[lvl + 1]
         if b - a >= parallel_from:
             for i in prange(a, b):
+                v = perm[i]
                 has_edges = node_ptr[i + 1] > node_ptr[i] or unv_ptr[i + 1] > unv_ptr[i]
-                _gated_backward_rows(i, grad_state, state, gates, weight_nt, has_edges, grad_z,
-                                     grad_m, grad_agg_h)
+                _gated_backward_row(v, has_edges, grad_state, state, gates, pre, from_h, m_prev,
+                                    weight_nt, grad_pre, grad_from_h, grad_m_prev, grad_mt,
+                                    grad_agg_h)
         else:
             for i in range(b - 1, a - 1, -1):
+                v = perm[i]
                 has_edges = node_ptr[i + 1] > node_ptr[i] or unv_ptr[i + 1] > unv_ptr[i]
-                _gated_backward_rows(i, grad_state, state, gates, weight_nt, has_edges, grad_z,
-                                     grad_m, grad_agg_h)
+                _gated_backward_row(v, has_edges, grad_state, state, gates, pre, from_h, m_prev,
+                                    weight_nt, grad_pre, grad_from_h, grad_m_prev, grad_mt,
+                                    grad_agg_h)
         for i in range(b - 1, a - 1, -1):
-            _gated_backward_edges(i, state, input_forget, neighbour_forget, hm_prev, node_ptr,
-                                  edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
-                                  grad_state, grad_m, grad_agg_h, grad_input_forget,
-                                  grad_neighbour_forget, grad_hm_prev, grad_scale,
+            _gated_backward_edges(i, perm[i], state, pre, from_h, h_prev, m_prev, perm,
+                                  node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src,
+                                  unv_scale, grad_state, grad_mt, grad_agg_h, grad_pre,
+                                  grad_from_h, grad_h_prev, grad_m_prev, grad_scale,
                                   grad_unv_scale)

@@ -266,13 +266,10 @@ class GraphLSTM(MessagePassing):
         def uoc(w: Tensor) -> Tensor:
             return torch.cat([w[rows_u], w[rows_o], 2.0 * w[rows_c]], dim=0)
 
-        # Work in the level-sorted layout: the inner loop reads contiguous rows.
         perm = schedule.perm
-        x = x.index_select(0, perm)
         # One GEMM for the gates u, o, c and the input part of every forget gate.
         w_all = torch.cat([uoc(wx), wx[rows_f]], dim=0)
-        pre = F.linear(x, w_all, None if bx is None else torch.cat([uoc(bx), bx[rows_f]]))
-        base_z, input_forget = pre[:, : 3 * hidden], pre[:, 3 * hidden :]
+        b_all = None if bx is None else torch.cat([uoc(bx), bx[rows_f]])
         weight_n = torch.cat(
             [self.lin_n.weight[: 2 * hidden], 2.0 * self.lin_n.weight[2 * hidden :]], dim=0
         )
@@ -300,6 +297,9 @@ class GraphLSTM(MessagePassing):
             # every neighbour forget gate of node i is sigma(W^f x_i + b^f), so the
             # weights [1/s_i ; g^f_i / s_i] of the visited neighbours are per node,
             # and an edge weight w_ji scales the neighbour's state before the sum.
+            # The loop reads contiguous rows of the level-sorted layout.
+            pre = F.linear(x.index_select(0, perm), w_all, b_all)
+            base_z, input_forget = pre[:, : 3 * hidden], pre[:, 3 * hidden :]
             base_m = None
             per_node = True
             weight = torch.cat(
@@ -318,42 +318,27 @@ class GraphLSTM(MessagePassing):
                 per_node,
                 edge_scale,
             )
+            state = state.index_select(0, schedule.pos)
         else:
-            h0, m0 = h0.index_select(0, perm), m0.index_select(0, perm)
+            # One GEMM for the input (gates u, o, c and the input part of every forget
+            # gate) and one for all that the previous h feeds (gates u, o, c, the self
+            # forget gate and U^fn h_j of the neighbour forget gates), in node order.
             wh = self.lin_h.weight
-            # One GEMM for all that the previous h feeds: gates u, o, c, the self
-            # forget gate and U^fn h_j of the neighbour forget gates.
+            pre = F.linear(x, w_all, b_all)
             from_h = F.linear(h0, torch.cat([uoc(wh), wh[rows_f], self.lin_fn.weight], dim=0))
-            base_z = base_z + from_h[:, : 3 * hidden]
-            base_m = torch.sigmoid(input_forget + from_h[:, 3 * hidden : 4 * hidden]) * m0
             # Every in-edge j -> i brings s_e [h_j ; sigma(W^f x_i + b^f + U^fn h_j) m_j]
             # with s_e = w_ji / s_i (1/d_i unweighted): the new state of a visited j,
-            # the previous one otherwise. The gates and the unvisited neighbours are
-            # made inside the loop, without a per-edge [E, H] tensor.
-            unvisited = schedule.unvisited_edge_index_pos
+            # the previous one otherwise. The loop makes the gates and reads the
+            # unvisited neighbours itself, without a per-edge [E, H] tensor.
             inv_norm = inv_norm.view(-1)
             visited_scale = inv_norm.index_select(0, dst)
-            unvisited_scale = inv_norm.index_select(0, unvisited[1])
+            unvisited_scale = inv_norm.index_select(0, schedule.unvisited_edge_index_pos[1])
             if visited_weight is not None:
                 visited_scale = visited_scale * visited_weight
                 unvisited_scale = unvisited_scale * unvisited_weight
             state = graph_lstm_gated_recurrence(
-                base_z,
-                base_m,
-                input_forget,
-                from_h[:, 4 * hidden :],
-                h0,
-                m0,
-                weight_n,
-                schedule.ptr,
-                schedule.visited_ptr,
-                src,
-                schedule.visited_dst_local,
-                visited_scale,
-                unvisited,
-                unvisited_scale,
+                pre, from_h, h0, m0, weight_n, schedule, visited_scale, unvisited_scale
             )
-        state = state.index_select(0, schedule.pos)
         h, m = state[:, :hidden], state[:, hidden:]
         return h, (h, m)
 
