@@ -14,6 +14,7 @@ import sys
 import textwrap
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from helpers import gated_case, run_gated
@@ -356,3 +357,30 @@ def _env(**extra):
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     env.update(extra)
     return env
+
+
+@pytest.mark.parametrize(("dtype", "limit", "exp_bound", "sigmoid_bound"),
+                         [(np.float64, 700.0, 3e-16, 3e-16), (np.float32, 85.0, 1e-7, 2e-7)])
+def test_kernel_exp_and_sigmoid_within_their_documented_error(dtype, limit, exp_bound,
+                                                              sigmoid_bound):
+    """The kernels' polynomial exp (compiled with fused multiply-adds, as the loops are)
+    against long-double ``numpy.exp``, over the whole range they clamp to."""
+    import numba
+
+    from graphlstm._kernels.recurrence import fast_exp, sigmoid
+
+    @numba.njit(fastmath={"contract"})
+    def apply(x, exp_out, sigmoid_out):
+        for i in range(x.size):
+            exp_out[i] = fast_exp(x[i])
+            sigmoid_out[i] = sigmoid(x[i])
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.linspace(-limit, limit, 100_001), 5 * rng.standard_normal(50_000)])
+    x = x.astype(dtype)
+    exp_out, sigmoid_out = np.empty_like(x), np.empty_like(x)
+    apply(x, exp_out, sigmoid_out)
+    exact = np.exp(x.astype(np.longdouble))
+    assert np.max(np.abs(exp_out - exact) / exact) < exp_bound
+    exact = 1 / (1 + np.exp(-x.astype(np.longdouble)))
+    assert np.max(np.abs(sigmoid_out - exact) / exact) < sigmoid_bound

@@ -15,13 +15,16 @@ __all__ = ["jit"]
 
 
 def jit(**options):
-    """``numba.njit(cache=True, nogil=True, error_model="numpy", **options)``, without
-    the cache where numba has nowhere to write it.
+    """``numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"},
+    **options)``, without the cache where numba has nowhere to write it.
 
     ``error_model="numpy"`` lets a float division be a plain instruction (no
     Python ``ZeroDivisionError`` branch), which the loop vectoriser needs.
+    ``fastmath={"contract"}`` lets a product and a sum be one fused multiply-add
+    (one rounding instead of two; no reordering of sums, so the rounding trick of
+    :func:`graphlstm._kernels.recurrence.fast_exp` holds).
     """
-    options = {"nogil": True, "error_model": "numpy", **options}
+    options = {"nogil": True, "error_model": "numpy", "fastmath": {"contract"}, **options}
 
     def decorate(fn):
         try:

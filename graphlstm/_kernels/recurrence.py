@@ -22,8 +22,8 @@ Per node ``i`` with visited in-edges ``e = (j -> i)`` (grouped by target with
 The sigmoid (and ``tanh(x) = 2 sigmoid(2x) - 1``) uses an ``exp`` written in
 plain arithmetic (Cody-Waite reduction, a Taylor polynomial, the power of two
 built from its bits) so that the loop vectoriser turns a row of gates into
-SIMD code: relative error below 3e-16 in float64 and 2e-7 in float32, where a
-call into libm per element costs ten times more.
+SIMD code (with fused multiply-adds): relative error below 3e-16 in float64 and
+2e-7 in float32, where a call into libm per element costs ten times more.
 """
 
 from __future__ import annotations
