@@ -42,11 +42,12 @@ reference, used otherwise. :func:`graph_lstm_recurrence` is the face that
 chooses; both engines give the same values and gradients.
 
 :func:`graph_lstm_gated_recurrence` is the same recurrence with a previous
-state taken one step further: the neighbour forget gates
-:math:`\bar g^f_{ij} = \sigma(x^f_i + n^f_j)` and the unvisited neighbours are
-computed inside the loop from per-node tensors, so that the compiled engine
-makes no per-edge ``[E, H]`` tensor at all (its PyTorch path builds them and
-calls the level loop).
+state taken one step further: it starts from the layer's two projections in
+node order, and the self and neighbour forget gates
+(:math:`\bar g^f_{ij} = \sigma(x^f_i + n^f_j)`) and the unvisited neighbours
+are computed inside the loop, so that the compiled engine makes no per-edge
+``[E, H]`` tensor and no permuted copy at all (its PyTorch path permutes, builds
+them and calls the level loop).
 """
 
 from __future__ import annotations

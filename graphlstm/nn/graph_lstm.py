@@ -93,10 +93,11 @@ class GraphLSTM(MessagePassing):
     part grows with the number of levels, not of nodes. All node projections
     are whole-graph GEMMs; the neighbours run in the inner loop of
     :mod:`graphlstm.functional`, with a hand-written backward whose memory is
-    :math:`O(N \cdot H)`. With a previous state, the neighbour forget gates and
-    the unvisited neighbours (read in their previous state) are computed inside
-    that loop (:func:`~graphlstm.functional.graph_lstm_gated_recurrence`), so
-    no per-edge ``[E, H]`` tensor is made. Without a previous state,
+    :math:`O(N \cdot H)`. With a previous state, the forget gates and the
+    unvisited neighbours (read in their previous state) are computed inside
+    that loop (:func:`~graphlstm.functional.graph_lstm_gated_recurrence`), which
+    reads the two projections in node order, so no per-edge ``[E, H]`` tensor
+    and no permuted copy is made. Without a previous state,
     every neighbour forget gate of node :math:`i` is
     :math:`\sigma(\mathbf{W}^f \mathbf{x}_i + \mathbf{b}^f)`, so the visited
     neighbours are summed first and weighted once per node: no per-edge tensor
