@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from graphlstm import GraphLSTM, build_schedule
-from graphlstm.reference import graph_lstm_loop
+from graphlstm.reference import graph_lstm_loop, graph_lstm_reference
 from segmentation.orders import score_from_image, smooth_random_field
 from segmentation.rag import region_adjacency
 from segmentation.superpixels import slic_superpixels
@@ -64,17 +64,21 @@ def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2,
 
 
 def paired_median_times(
-    fn_a: Callable[[], object], fn_b: Callable[[], object], repeats: int, repeats_b: int,
-    clock: Callable[[], float] = time.perf_counter,
-) -> tuple[float, float]:
-    """Median seconds of ``fn_a`` and ``fn_b``, measured interleaved.
+    fn_a: Callable[[], object], fn_b: Callable[[], object] | Sequence[Callable[[], object]],
+    repeats: int, repeats_b: int, clock: Callable[[], float] = time.perf_counter,
+) -> tuple[float, ...]:
+    """Median seconds of ``fn_a`` and ``fn_b`` (or of each function in a sequence
+    ``fn_b``), measured interleaved: ``(median_a, median_b)`` or ``(median_a,
+    *medians_b)``.
 
-    On a shared machine the speed drifts over seconds; alternating the two
-    keeps their ratio honest.
+    On a shared machine the speed drifts over seconds; alternating the
+    functions keeps their ratios honest.
     """
+    others = [fn_b] if callable(fn_b) else list(fn_b)
     fn_a()
-    fn_b()
-    times_a, times_b = [], []
+    for fn in others:
+        fn()
+    times_a, times_b = [], [[] for _ in others]
     per_b = max(1, repeats // max(1, repeats_b))
     for i in range(max(repeats, repeats_b)):
         if i < repeats:
@@ -82,10 +86,11 @@ def paired_median_times(
             fn_a()
             times_a.append(clock() - start)
         if i < repeats_b * per_b and i % per_b == 0:
-            start = clock()
-            fn_b()
-            times_b.append(clock() - start)
-    return statistics.median(times_a), statistics.median(times_b)
+            for fn, times in zip(others, times_b, strict=True):
+                start = clock()
+                fn()
+                times.append(clock() - start)
+    return statistics.median(times_a), *(statistics.median(times) for times in times_b)
 
 
 def saved_tensor_bytes(fn: Callable[[], Tensor]) -> int:
@@ -140,8 +145,13 @@ def bench_graph_lstm(
     - ``layer``: ``GraphLSTM(H, H)`` with a previous state, the schedule given;
     - ``layer_schedule``: the same with the schedule built in the call (``score=``);
     - ``forward_backward``: ``layer`` and its backward;
-    - ``loop``: :func:`graphlstm.reference.graph_lstm_loop` with the same state,
-      timed interleaved with ``layer_schedule`` (``speedup = loop / layer_schedule``);
+    - ``loop``: :func:`graphlstm.reference.graph_lstm_loop` with the same state (a
+      lean per-node loop: one state buffer updated in place, all projections in one
+      GEMM), timed interleaved with ``layer_schedule`` (``speedup = loop /
+      layer_schedule``);
+    - ``literal_loop``: :func:`graphlstm.reference.graph_lstm_reference` (the
+      definition written out node by node, as the tests use it), timed in the same
+      rounds (``literal_speedup = literal_loop / layer_schedule``);
     - ``no_state``: ``GraphLSTM(H, H)`` with the order given, no state, schedule built
       in the call, interleaved with ``gated``: ``GatedGraphConv(H, num_layers=1)`` on
       the same graph (``gated_ratio = no_state / gated``).
@@ -182,7 +192,8 @@ def bench_graph_lstm(
                 f"median ms ({device.type}, {'thread CPU' if clock == 'cpu' else 'wall'} time)"
             )
             print_fn(f"{'threads':>7} {'engine':>8} {'schedule':>9} {'layer':>8} "
-                     f"{'+schedule':>9} {'fwd+bwd':>8} {'per-node loop':>13} {'speed-up':>8}   "
+                     f"{'+schedule':>9} {'fwd+bwd':>8} {'per-node loop':>13} {'speed-up':>8} "
+                     f"{'literal loop':>12} {'speed-up':>8}   "
                      f"{'no state':>8} {'GatedGraphConv':>14} {'ratio':>6}")
             for num_threads in threads:
                 torch.set_num_threads(num_threads)
@@ -195,11 +206,13 @@ def bench_graph_lstm(
                                threads=num_threads, engine=engine)
                     rows.append(row)
                     speedup, gated_ratio = f"x{row['speedup']:.1f}", f"x{row['gated_ratio']:.2f}"
+                    literal_speedup = f"x{row['literal_speedup']:.1f}"
                     print_fn(
                         f"{num_threads:>7} {engine:>8} {row['schedule_ms']:>9.2f} "
                         f"{row['layer_ms']:>8.2f} {row['layer_schedule_ms']:>9.2f} "
                         f"{row['forward_backward_ms']:>8.2f} {row['loop_ms']:>13.1f} "
-                        f"{speedup:>8}   {row['no_state_ms']:>8.2f} "
+                        f"{speedup:>8} {row['literal_loop_ms']:>12.1f} {literal_speedup:>8}   "
+                        f"{row['no_state_ms']:>8.2f} "
                         f"{row['gated_ms']:>14.2f} {gated_ratio:>6}"
                     )
     finally:
@@ -247,9 +260,10 @@ def _bench_one(layer, gated, x, edge_index, score, order, state, repeats, loop_r
         _call(lambda: layer(x, edge_index, schedule=schedule, state=state), device), repeats,
         clock=clock,
     )
-    t_layer_schedule, t_loop = paired_median_times(
+    t_layer_schedule, t_loop, t_literal = paired_median_times(
         _call(lambda: layer(x, edge_index, score=score, state=state), device),
-        _call(lambda: graph_lstm_loop(layer, x, edge_index, order, state), device),
+        [_call(lambda: graph_lstm_loop(layer, x, edge_index, order, state), device),
+         _call(lambda: graph_lstm_reference(layer, x, edge_index, order, state), device)],
         repeats, loop_repeats, clock=clock,
     )
     t_no_state, t_gated = paired_median_times(
@@ -267,7 +281,9 @@ def _bench_one(layer, gated, x, edge_index, score, order, state, repeats, loop_r
     return dict(
         schedule_ms=t_schedule * 1e3, layer_ms=t_layer * 1e3,
         layer_schedule_ms=t_layer_schedule * 1e3, forward_backward_ms=t_fb * 1e3,
-        loop_ms=t_loop * 1e3, speedup=t_loop / t_layer_schedule, no_state_ms=t_no_state * 1e3,
+        loop_ms=t_loop * 1e3, speedup=t_loop / t_layer_schedule,
+        literal_loop_ms=t_literal * 1e3, literal_speedup=t_literal / t_layer_schedule,
+        no_state_ms=t_no_state * 1e3,
         gated_ms=t_gated * 1e3, gated_ratio=t_no_state / t_gated, saved_bytes=saved,
     )
 

@@ -17,6 +17,7 @@ def test_graph_lstm_benchmark_reports_the_graph_it_measured():
     for r in rows:
         assert (r["nodes"], r["edges"], r["levels"]) == (g.num_nodes, g.edge_index.size(1), levels)
         assert r["speedup"] == r["loop_ms"] / r["layer_schedule_ms"]
+        assert r["literal_speedup"] == r["literal_loop_ms"] / r["layer_schedule_ms"]
         assert r["gated_ratio"] == r["no_state_ms"] / r["gated_ms"]
     assert any(f"{levels} levels" in line for line in lines)
     assert sum(line.lstrip().startswith("1 ") for line in lines) == 2  # one line per engine
@@ -142,3 +143,21 @@ def test_segment_benchmark_bad_values_are_one_line(argv, needle, capsys):
     assert run("benchmark", argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err
+
+
+def test_paired_median_times_interleaves_and_times_each_function():
+    from segmentation.benchmarks import paired_median_times
+
+    now, calls = [0.0], []
+
+    def work(name, seconds):
+        def fn():
+            calls.append(name)
+            now[0] += seconds
+        return fn
+
+    a, b, c = work("a", 1.0), work("b", 5.0), work("c", 7.0)
+    assert paired_median_times(a, [b, c], 4, 2, clock=lambda: now[0]) == (1.0, 5.0, 7.0)
+    # a warm-up of each, then b and c after every second a
+    assert calls == ["a", "b", "c", "a", "b", "c", "a", "a", "b", "c", "a"]
+    assert paired_median_times(a, b, 2, 2, clock=lambda: now[0]) == (1.0, 5.0)
