@@ -268,7 +268,7 @@ class GraphLSTM(MessagePassing):
             return torch.cat([w[rows_u], w[rows_o], 2.0 * w[rows_c]], dim=0)
 
         perm = schedule.perm
-        # One GEMM for the gates u, o, c and the input part of every forget gate.
+        # The input projection: gates u, o, c and the input part of every forget gate.
         w_all = torch.cat([uoc(wx), wx[rows_f]], dim=0)
         b_all = None if bx is None else torch.cat([uoc(bx), bx[rows_f]])
         weight_n = torch.cat(
