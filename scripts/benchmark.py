@@ -62,6 +62,9 @@ def main(argv=None) -> int:
                         help="PNG written by the reach case")
     parser.add_argument("--device", type=device, default="cpu",
                         help="device of the graph-lstm case (e.g. cuda)")
+    parser.add_argument("--image", default="astronaut",
+                        help="graph-lstm case: the scikit-image photograph whose SLIC graphs "
+                             "are measured (default astronaut; e.g. coffee, chelsea)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="graph-lstm case: wall time (default) or the thread's CPU time, "
                              "which a busy machine does not inflate (1 thread only)")
@@ -103,6 +106,14 @@ def main(argv=None) -> int:
     if "segment" in cases and args.size is not None and args.size[0] != args.size[1]:
         parser.error("the segment case takes a square --size (e.g. --size 512)")
 
+    if "graph-lstm" in cases:
+        from segmentation.benchmarks import sample_image
+
+        try:
+            sample_image(args.image)
+        except ValueError as error:
+            parser.error(f"--image: {error}")
+
     import torch
 
     torch.set_num_threads(args.threads)
@@ -114,7 +125,8 @@ def main(argv=None) -> int:
             from segmentation.benchmarks import bench_graph_lstm, bench_grid_schedule
 
             bench_graph_lstm(sizes=(1000,) if args.quick else (1000, 4000),
-                             repeats=args.repeats, device=args.device, clock=args.clock)
+                             repeats=args.repeats, device=args.device, clock=args.clock,
+                             image=args.image)
             bench_grid_schedule(300 if args.quick else 1000)
         elif case == "md-lstm":
             from _bench_lattice import bench_md_lstm

@@ -8,6 +8,7 @@ speed drifts.
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -37,13 +38,32 @@ class SampleGraph:
         return int(self.labels.max()) + 1
 
 
-def sample_graph(n_segments: int, seed: int = 0, sigma: float = 0.1) -> SampleGraph:
-    """SLIC region adjacency graph of ``skimage.data.astronaut()``, with a confidence
-    score per superpixel: a smooth random field averaged over each superpixel."""
+def sample_image(name: str) -> np.ndarray:
+    """The scikit-image sample photograph ``skimage.data.<name>()`` as RGB: one of those
+    the package ships (``astronaut``, ``coffee``, ``chelsea``, ``rocket``, ...), so that
+    nothing is downloaded.
+
+    Raises ``ValueError`` naming ``image`` for any other name."""
     from skimage import data
 
-    image = data.astronaut()
-    labels = slic_superpixels(image, n_segments=n_segments, compactness=10.0)
+    shipped = any(os.path.isfile(os.path.join(data.data_dir, f"{name}{ext}"))
+                  for ext in (".png", ".jpg"))
+    loader = getattr(data, name, None) if shipped and not name.startswith("_") else None
+    image = np.asarray(loader()) if callable(loader) else None
+    if image is None or image.ndim not in (2, 3):
+        raise ValueError(f"'image' must name a photograph that scikit-image ships "
+                         f"(e.g. astronaut, coffee, chelsea), got {name!r}")
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    return image[..., :3]
+
+
+def sample_graph(n_segments: int, seed: int = 0, sigma: float = 0.1,
+                 image: str = "astronaut") -> SampleGraph:
+    """SLIC region adjacency graph of a scikit-image photograph (``astronaut`` by
+    default; :func:`sample_image`), with a confidence score per superpixel: a smooth
+    random field averaged over each superpixel."""
+    labels = slic_superpixels(sample_image(image), n_segments=n_segments, compactness=10.0)
     edge_index, _ = region_adjacency(labels)
     score = score_from_image(smooth_random_field(labels.shape, sigma, seed), labels)
     return SampleGraph(labels, edge_index, score)
@@ -135,10 +155,12 @@ def _forward_backward(layer, x, edge_index, schedule, state) -> None:
 def bench_graph_lstm(
     sizes=(1000, 4000), hidden: int = 64, threads=(1, 2), engines=("compiled", "torch"),
     repeats: int = 10, loop_repeats: int = 3, print_fn=print, device="cpu", clock: str = "wall",
+    image: str = "astronaut",
 ) -> list[dict]:
     """:class:`GraphLSTM` against a per-node loop and PyG's ``GatedGraphConv``.
 
-    For every graph (a SLIC graph of ``astronaut`` per entry of ``sizes``), thread
+    For every graph (a SLIC graph of the scikit-image photograph ``image`` per entry
+    of ``sizes``), thread
     count and engine (:mod:`graphlstm.backend`), median milliseconds of:
 
     - ``schedule``: :func:`build_schedule` from the per-superpixel score;
@@ -175,7 +197,7 @@ def bench_graph_lstm(
     rows = []
     try:
         for n_segments in sizes:
-            g = sample_graph(n_segments)
+            g = sample_graph(n_segments, image=image)
             n = g.num_nodes
             edge_index, score = g.edge_index.to(device), g.score.to(device)
             schedule = build_schedule(edge_index, n, score=score)
@@ -187,7 +209,7 @@ def bench_graph_lstm(
             state = (0.5 * torch.randn(n, hidden, device=device),
                      0.5 * torch.randn(n, hidden, device=device))
             print_fn(
-                f"\nSLIC graph of astronaut, n_segments={n_segments}: {n} nodes, "
+                f"\nSLIC graph of {image}, n_segments={n_segments}: {n} nodes, "
                 f"{g.edge_index.size(1)} edges, {schedule.num_levels} levels; H={hidden}; "
                 f"median ms ({device.type}, {'thread CPU' if clock == 'cpu' else 'wall'} time)"
             )

@@ -7,11 +7,12 @@ from graphlstm import GraphLSTM, build_schedule
 from segmentation.benchmarks import bench_graph_lstm, sample_graph, saved_tensor_bytes
 
 
-def test_graph_lstm_benchmark_reports_the_graph_it_measured():
+@pytest.mark.parametrize("image", ["astronaut", "coffee"])
+def test_graph_lstm_benchmark_reports_the_graph_it_measured(image):
     lines = []
     rows = bench_graph_lstm(sizes=(60,), hidden=4, threads=(1,), repeats=1, loop_repeats=1,
-                            print_fn=lines.append)
-    g = sample_graph(60)
+                            print_fn=lines.append, image=image)
+    g = sample_graph(60, image=image)
     levels = build_schedule(g.edge_index, g.num_nodes, score=g.score).num_levels
     assert [(r["threads"], r["engine"]) for r in rows] == [(1, "compiled"), (1, "torch")]
     for r in rows:
@@ -19,7 +20,8 @@ def test_graph_lstm_benchmark_reports_the_graph_it_measured():
         assert r["speedup"] == r["loop_ms"] / r["layer_schedule_ms"]
         assert r["literal_speedup"] == r["literal_loop_ms"] / r["layer_schedule_ms"]
         assert r["gated_ratio"] == r["no_state_ms"] / r["gated_ms"]
-    assert any(f"{levels} levels" in line for line in lines)
+    assert any(f"SLIC graph of {image}" in line and f"{levels} levels" in line
+               for line in lines)
     assert sum(line.lstrip().startswith("1 ") for line in lines) == 2  # one line per engine
 
 
@@ -136,6 +138,8 @@ def test_segment_benchmarks_report_what_they_ran(tmp_path):
     (["segment-memory", "--size", "1024x"], "--size"),
     (["segment", "--workers", "0,x"], "--workers"),
     (["segment", "--batch-sizes", "0"], "--batch-sizes"),
+    (["graph-lstm", "--image", "no_such_photo"], "--image"),
+    (["graph-lstm", "--image", "download_all"], "--image"),
 ])
 def test_segment_benchmark_bad_values_are_one_line(argv, needle, capsys):
     from test_segment_files import run
