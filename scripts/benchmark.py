@@ -5,6 +5,7 @@ Examples::
 
     python scripts/benchmark.py graph-lstm          # ~1,000 and ~4,000 superpixels; 1, 2 threads
     python scripts/benchmark.py graph-lstm --quick  # ~1,000 superpixels
+    python scripts/benchmark.py typed-cells         # MDLSTMCell etc. on lattice graphs
     python scripts/benchmark.py md-lstm grid-lstm
     python scripts/benchmark.py inference             # one 321x321 image, SLIC + network
     python scripts/benchmark.py levels --out levels.png
@@ -43,8 +44,8 @@ def process_counts(text: str) -> tuple[int, ...]:
     return counts
 
 
-CASES = ("graph-lstm", "md-lstm", "grid-lstm", "inference", "levels", "train", "reach",
-         "segment", "segment-memory")
+CASES = ("graph-lstm", "typed-cells", "md-lstm", "grid-lstm", "inference", "levels", "train",
+         "reach", "segment", "segment-memory")
 
 
 def main(argv=None) -> int:
@@ -128,6 +129,10 @@ def main(argv=None) -> int:
                              repeats=args.repeats, device=args.device, clock=args.clock,
                              image=args.image)
             bench_grid_schedule(300 if args.quick else 1000)
+        elif case == "typed-cells":
+            from segmentation.benchmarks import bench_typed_cells
+
+            bench_typed_cells(sides=(32,) if args.quick else (32, 64), repeats=args.repeats)
         elif case == "md-lstm":
             from _bench_lattice import bench_md_lstm
 

@@ -24,7 +24,14 @@ from segmentation.orders import score_from_image, smooth_random_field
 from segmentation.rag import region_adjacency
 from segmentation.superpixels import slic_superpixels
 
-__all__ = ["SampleGraph", "sample_graph", "median_time", "saved_tensor_bytes", "bench_graph_lstm"]
+__all__ = [
+    "SampleGraph",
+    "bench_graph_lstm",
+    "bench_typed_cells",
+    "median_time",
+    "sample_graph",
+    "saved_tensor_bytes",
+]
 
 
 @dataclass
@@ -270,6 +277,63 @@ def bench_grid_schedule(side: int = 1000, repeats: int = 3, engines=("compiled",
              f"order, {levels} levels: schedule " + ", ".join(
                  f"{engine} {t:.3f} s" for engine, t in seconds.items()))
     return seconds
+
+
+def bench_typed_cells(sides=(32, 64), repeats: int = 10, in_channels: int = 16,
+                      hidden: int = 32, print_fn=print) -> list[dict]:
+    """The typed-graph cells on the lattice graph of a ``side`` x ``side`` grid
+    (:func:`graphlstm.lattice_graph`, raster order, ``2 * side - 1`` levels), on
+    both engines of :mod:`graphlstm.backend`, measured interleaved.
+
+    For each cell, median milliseconds of the forward with the schedule built in
+    the call (``forward``) and of forward and backward (``fwd+bwd``) per engine,
+    and ``speedup = torch / compiled``. ``GridLSTMCell`` has no compiled loop: its
+    row shows what the compiled schedule alone changes.
+    """
+    from graphlstm import GridLSTMCell, MDLSTMCell, MDRNNCell, lattice_graph, use_backend
+
+    def timed(engine, fn):
+        def run():
+            with use_backend(engine):
+                fn()
+        return run
+
+    rows = []
+    for side in sides:
+        edge_index, edge_type, order = lattice_graph((side, side))
+        n = side * side
+        levels = build_schedule(edge_index, n, order=order).num_levels
+        print_fn(f"\n{side}x{side} lattice graph ({n} nodes, {edge_index.size(1)} edges, "
+                 f"{levels} levels), {in_channels} -> {hidden}, milliseconds:")
+        print_fn("| cell | forward compiled | forward torch | speed-up | fwd+bwd compiled "
+                 "| fwd+bwd torch | speed-up |")
+        print_fn("|---|---|---|---|---|---|---|")
+        cells = {
+            "MDLSTMCell": MDLSTMCell(in_channels, hidden, 2),
+            "MDLSTMCell(stable)": MDLSTMCell(in_channels, hidden, 2, stable=True),
+            "MDRNNCell": MDRNNCell(in_channels, hidden, 2),
+            "GridLSTMCell": GridLSTMCell(in_channels, hidden, 2),
+        }
+        x = torch.randn(n, in_channels, generator=torch.Generator().manual_seed(0))
+        graph = (x, edge_index, edge_type, order)
+        for name, cell in cells.items():
+            def forward(cell=cell, graph=graph):
+                with torch.no_grad():
+                    cell(*graph)
+
+            def forward_backward(cell=cell, graph=graph):
+                cell(*graph)[0].sum().backward()
+
+            fwd = paired_median_times(timed("compiled", forward), timed("torch", forward),
+                                      repeats, repeats)
+            both = paired_median_times(timed("compiled", forward_backward),
+                                       timed("torch", forward_backward), repeats, repeats)
+            row = {"side": side, "cell": name, "forward": fwd, "forward_backward": both}
+            rows.append(row)
+            print_fn(f"| {name} | {fwd[0] * 1e3:.2f} | {fwd[1] * 1e3:.2f} | "
+                     f"x{fwd[1] / fwd[0]:.1f} | {both[0] * 1e3:.2f} | {both[1] * 1e3:.2f} | "
+                     f"x{both[1] / both[0]:.1f} |")
+    return rows
 
 
 def _bench_one(layer, gated, x, edge_index, score, order, state, repeats, loop_repeats,

@@ -52,6 +52,22 @@ def test_grid_schedule_benchmark_measures_both_engines_on_the_grid():
     assert "400 nodes, 1520 edges" in lines[0]
 
 
+def test_typed_cells_benchmark_reports_every_cell_on_both_engines():
+    from segmentation.benchmarks import bench_typed_cells
+
+    lines = []
+    rows = bench_typed_cells(sides=(5,), repeats=1, in_channels=3, hidden=4,
+                             print_fn=lines.append)
+    assert [r["cell"] for r in rows] == ["MDLSTMCell", "MDLSTMCell(stable)", "MDRNNCell",
+                                         "GridLSTMCell"]
+    for row in rows:
+        assert row["side"] == 5
+        assert len(row["forward"]) == 2 and all(t > 0 for t in row["forward"])
+        assert len(row["forward_backward"]) == 2 and all(t > 0 for t in row["forward_backward"])
+    assert "25 nodes, 40 edges, 9 levels" in lines[0]
+    assert sum(line.startswith("| MD") or line.startswith("| Grid") for line in lines) == 4
+
+
 def test_data_benchmark_counts_slic_runs_and_cache_files(tmp_path):
     from segmentation.data_benchmark import bench_data, format_reports, write_scenes_voc
 

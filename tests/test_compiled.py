@@ -317,6 +317,64 @@ def test_kernels_that_fail_to_compile_fall_back_once(monkeypatch):
         backend.set_backend("compiled")
 
 
+def _typed_case():
+    from graphlstm import lattice_graph
+
+    edge_index, edge_type, order = lattice_graph((3, 4))
+    return torch.randn(12, 2, dtype=DT, requires_grad=True), edge_index, edge_type, order
+
+
+def test_typed_cells_take_the_compiled_loop_and_grid_lstm_the_scan(monkeypatch):
+    from graphlstm import GridLSTMCell, MDLSTMCell, MDRNNCell
+
+    kernels = backend._try_load()
+    calls = []
+
+    def spy(name, fn):
+        def call(*args):
+            calls.append(name)
+            return fn(*args)
+        return call
+
+    for name in ("typed_forward", "typed_backward"):
+        monkeypatch.setattr(kernels, name, spy(name, getattr(kernels, name)))
+    x, edge_index, edge_type, order = _typed_case()
+    torch.manual_seed(0)
+    for cell in (MDLSTMCell(2, 3, 2), MDRNNCell(2, 3, 2), GridLSTMCell(2, 3, 2)):
+        cell = cell.to(DT)
+        outputs = {}
+        for engine in ("compiled", "torch"):
+            calls.clear()
+            with use_backend(engine):
+                h = cell(x, edge_index, edge_type, order)[0]
+                grad = torch.autograd.grad(h.square().sum(), x)[0]
+            compiled = isinstance(cell, (MDLSTMCell, MDRNNCell)) and engine == "compiled"
+            assert calls == (["typed_forward", "typed_backward"] if compiled else [])
+            outputs[engine] = h, grad
+        for a, b in zip(outputs["compiled"], outputs["torch"], strict=True):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_typed_loop_that_fails_to_compile_falls_back_once(monkeypatch):
+    from graphlstm import MDLSTMCell
+
+    kernels = backend._try_load()
+    monkeypatch.setattr(backend, "_kernels", kernels)
+    monkeypatch.setattr(backend, "_load_error", None)
+    monkeypatch.setattr(backend, "_warned", False)
+
+    def broken(*args):
+        raise kernels.CompileError("no target machine")
+
+    monkeypatch.setattr(kernels, "typed_forward", broken)
+    x, edge_index, edge_type, order = _typed_case()
+    cell = MDLSTMCell(2, 3, 2).to(DT)
+    with pytest.warns(RuntimeWarning, match="no target machine"):
+        h = cell(x, edge_index, edge_type, order)[0]
+    with use_backend("torch"):
+        assert torch.equal(h, cell(x, edge_index, edge_type, order)[0])
+
+
 def test_environment_variable_selects_the_backend():
     code = "import graphlstm; print(graphlstm.backend.get_backend())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

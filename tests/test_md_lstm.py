@@ -144,15 +144,17 @@ def _typed_graph():
     return edge_index, edge_type, order
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: MDLSTMCell(3, 4, 2),
-        lambda: MDLSTMCell(3, 4, 2, stable=True),
-        lambda: MDRNNCell(3, 4, 2),
-        lambda: MDLSTMCell(3, 4, 2, bias=False),
-    ],
-)
+_TYPED_CELLS = [
+    lambda: MDLSTMCell(3, 4, 2),
+    lambda: MDLSTMCell(3, 4, 2, stable=True),
+    lambda: MDRNNCell(3, 4, 2),
+    lambda: MDRNNCell(3, 4, 2, nonlinearity="relu"),
+    lambda: MDLSTMCell(3, 4, 2, bias=False),
+]
+
+
+@pytest.mark.usefixtures("engine")
+@pytest.mark.parametrize("make", _TYPED_CELLS)
 def test_graph_path_equals_sequential_pass_on_a_general_typed_graph(make):
     torch.manual_seed(6)
     cell = make().to(D64)
@@ -203,13 +205,76 @@ def test_gradcheck_1d_two_layers_with_initial_states_and_lengths():
     )
 
 
-@pytest.mark.parametrize("stable", [False, True])
-def test_gradcheck_graph_path(stable):
+@pytest.mark.usefixtures("engine")
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MDLSTMCell(2, 2, 2),
+        lambda: MDLSTMCell(2, 2, 2, stable=True),
+        lambda: MDRNNCell(2, 2, 2),
+        lambda: MDRNNCell(2, 2, 2, nonlinearity="relu"),
+    ],
+)
+def test_gradcheck_graph_path(make):
     torch.manual_seed(10)
-    cell = MDLSTMCell(2, 2, 2, stable=stable).to(D64)
+    cell = make().to(D64)
     ei, et, order = _typed_graph()
     x = torch.randn(6, 2, dtype=D64, requires_grad=True)
     assert gradcheck(lambda x, *p: flat_tensors(cell(x, ei, et, order)), (x, *cell.parameters()))
+
+
+def _random_typed_graph(n: int, num_edges: int, num_types: int, seed: int):
+    """Random edges with duplicates, self-loops and (the last three) isolated nodes."""
+    g = torch.Generator().manual_seed(seed)
+    ei = torch.randint(0, n - 3, (2, num_edges), generator=g)
+    ei = torch.cat([ei, ei[:, :5], torch.tensor([[1, 2], [1, 2]])], dim=1)
+    et = torch.randint(0, num_types, (ei.size(1),), generator=g)
+    return ei, et, torch.randperm(n, generator=g)
+
+
+@pytest.mark.usefixtures("engine")
+@pytest.mark.parametrize("make", [
+    lambda: MDLSTMCell(3, 5, 3),
+    lambda: MDLSTMCell(3, 5, 3, stable=True),
+    lambda: MDRNNCell(3, 5, 3),
+    lambda: MDRNNCell(3, 5, 3, nonlinearity="relu"),
+])
+def test_graph_path_values_and_gradients_equal_the_sequential_pass(make):
+    # Many levels and nodes with several predecessors of one type: the row-by-row
+    # compiled loop and the level-by-level scan against the node-by-node reference,
+    # values and the gradients of inputs and every parameter (autograd through it).
+    torch.manual_seed(12)
+    cell = make().to(D64)
+    ei, et, order = _random_typed_graph(60, 240, 3, seed=13)
+    x = torch.randn(60, 3, dtype=D64, requires_grad=True)
+    h, (_, c) = cell(x, ei, et, order) if isinstance(cell, MDLSTMCell) else (
+        cell(x, ei, et, order)[0], (None, None))
+    h_ref, c_ref = graph_scan_reference(cell, x, ei, et, order)
+    torch.testing.assert_close(h, h_ref, **TOL)
+    if c_ref is not None:
+        torch.testing.assert_close(c, c_ref, **TOL)
+    w = torch.randn_like(h)
+
+    def loss(h, c):
+        return (h * w).sum() + (0.0 if c is None else (c * w).sum())
+
+    params = [x, *cell.parameters()]
+    grads = torch.autograd.grad(loss(h, c), params)
+    grads_ref = torch.autograd.grad(loss(h_ref, c_ref), params)
+    for g, r in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(g, r, **TOL)
+
+
+@pytest.mark.usefixtures("engine")
+def test_graph_path_float32_close_to_float64_reference():
+    torch.manual_seed(14)
+    cell = MDLSTMCell(3, 5, 3, stable=True)
+    ei, et, order = _random_typed_graph(60, 240, 3, seed=15)
+    x = torch.randn(60, 3)
+    h = cell(x, ei, et, order)[0]
+    h_ref, _ = graph_scan_reference(cell.to(D64), x.to(D64), ei, et, order)
+    assert h.dtype == torch.float32
+    torch.testing.assert_close(h.to(D64), h_ref, atol=1e-5, rtol=0)
 
 
 def test_gradients_match_autograd_through_the_naive_loop():

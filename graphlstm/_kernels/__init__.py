@@ -1,4 +1,5 @@
-"""Compiled kernels (numba): the schedule and the Graph LSTM level loop.
+"""Compiled kernels (numba): the schedule, the Graph LSTM level loop and the level
+loop of the typed-graph cells.
 
 Importing this package imports numba and defines the kernels; each compiles on
 its first call for a given dtype (seconds) and is then loaded from numba's
@@ -25,8 +26,20 @@ from graphlstm._kernels.recurrence import (
     node_edges,
 )
 from graphlstm._kernels.schedule import schedule_layout
+from graphlstm._kernels.typed import (
+    LSTM,
+    RNN_RELU,
+    RNN_TANH,
+    STABLE_LSTM,
+    typed_backward,
+    typed_forward,
+)
 
 __all__ = [
+    "LSTM",
+    "RNN_RELU",
+    "RNN_TANH",
+    "STABLE_LSTM",
     "CompileError",
     "backward",
     "backward_parallel",
@@ -41,6 +54,8 @@ __all__ = [
     "node_edges",
     "schedule_layout",
     "set_threads",
+    "typed_backward",
+    "typed_forward",
 ]
 
 

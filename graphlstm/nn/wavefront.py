@@ -32,6 +32,13 @@ that the successors owe, and accumulates the weight gradient step by step.
 (Autograd over the step loop would record every step and, writing into a
 shared state buffer, copy the whole state gradient once per step.)
 
+On the CPU, the graph scan of the MD-LSTM and MD-RNN cells runs in a compiled
+row-by-row loop instead (:func:`_compiled_graph_scan`, kernels in
+:mod:`graphlstm._kernels.typed`; :mod:`graphlstm.backend` chooses): a level of
+a few dozen nodes costs its arithmetic, not a dozen tensor ops. The scan here
+stays the reference the tests compare it with, and runs for the Grid LSTM,
+on CUDA and without numba.
+
 A state buffer row holds ``R*H`` numbers per (node, sample): ``R = 1`` for
 MD-LSTM / MD-RNN, ``R = D`` for Grid LSTM (one ``(h_d, m_d)`` pair per
 dimension). The dense plan adds one boundary row per (direction, sample)
@@ -44,11 +51,13 @@ import functools
 import math
 import numbers
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
+from graphlstm import backend
 from graphlstm._validation import check_edge_index, check_node_features, check_tensor
 from graphlstm.lattice import c_strides, resolve_directions
 from graphlstm.schedule import build_schedule
@@ -649,6 +658,87 @@ class _Scan(torch.autograd.Function):
         return None, None, None, dxs, dW, dh0, dc0
 
 
+def _compiled_kind(kernels, kernel) -> int | None:
+    """The compiled loop's cell kind for ``kernel``, or ``None`` where there is none
+    (Grid LSTM: its stages stay on the PyTorch scan)."""
+    if isinstance(kernel, MDLSTMKernel):
+        return kernels.STABLE_LSTM if kernel.stable else kernels.LSTM
+    if isinstance(kernel, MDRNNKernel):
+        return kernels.RNN_TANH if kernel.nonlinearity == "tanh" else kernels.RNN_RELU
+    return None
+
+
+def _compiled_graph_scan(kernels, kind: int, num_dims: int, xs: Tensor, W: Tensor, schedule,
+                         edge_type: Tensor) -> tuple[Tensor, Tensor]:
+    """The :class:`GraphPlan` scan of an MD-LSTM / MD-RNN cell in the compiled loop
+    (:mod:`graphlstm._kernels.typed`): ``(h, c)`` in level-sorted rows (``c`` empty
+    without a memory).
+
+    The input part ``[x ; 1] W_x`` of every row is one GEMM (autograd differentiates
+    it); only the recurrent part ``U [D*H, G]`` runs row by row.
+    """
+    c_in = xs.size(1)
+    pre = xs @ W[:c_in]
+    return _CompiledGraphScan.apply(
+        kernels, kind, num_dims, pre, W[c_in:], schedule.ptr, schedule.visited_ptr,
+        schedule.visited_src_pos, schedule.visited_dst_local,
+        edge_type.index_select(0, schedule.visited_eid),
+    )
+
+
+class _CompiledGraphScan(torch.autograd.Function):
+    """``h, c = loop(pre [N, G], U [D*H, G])`` over the schedule's levels, rows in
+    level order, with the backward of :func:`graphlstm._kernels.typed.typed_backward`
+    and ``dL/dU = h_hat^T dL/da``."""
+
+    @staticmethod
+    def forward(ctx, kernels, kind, num_dims, pre, u, ptr, visited_ptr, src, dst_local, etype):
+        n, width = pre.size(0), u.size(0)
+        hidden = width // num_dims
+        memory = kind in (kernels.LSTM, kernels.STABLE_LSTM)
+        src = src.long().contiguous()
+        etype = etype.long().contiguous()
+        node_ptr, edges = kernels.node_edges(
+            np.asarray(ptr, dtype=np.int64), np.asarray(visited_ptr, dtype=np.int64),
+            src.numpy(), dst_local.long().contiguous().numpy(),
+        )
+        pre, u = pre.detach().contiguous(), u.detach().contiguous()
+        h = pre.new_empty(n, hidden)
+        h_hat = pre.new_empty(n, width)
+        rows = n if memory else 0
+        c = pre.new_empty(rows, hidden)
+        gates = pre.new_empty(rows, pre.size(1))
+        c_hat = pre.new_empty(rows, width)
+        kernels.typed_forward(kind, num_dims, pre.numpy(), u.t().contiguous().numpy(), node_ptr,
+                              edges, src.numpy(), etype.numpy(), h.numpy(), c.numpy(),
+                              gates.numpy(), h_hat.numpy(), c_hat.numpy())
+        ctx.save_for_backward(u, h, c, gates, h_hat, c_hat, src, etype,
+                              torch.from_numpy(node_ptr), torch.from_numpy(edges))
+        ctx.kernels, ctx.kind, ctx.num_dims = kernels, kind, num_dims
+        if not memory:
+            ctx.mark_non_differentiable(c)
+        return h, c
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_h, grad_c):
+        u, h, c, gates, h_hat, c_hat, src, etype, node_ptr, edges = ctx.saved_tensors
+        grad_h = torch.zeros_like(h) if grad_h is None else grad_h.to(h.dtype).contiguous().clone()
+        if grad_c is None or grad_c.numel() != c.numel():
+            grad_c = torch.zeros_like(c)
+        else:
+            grad_c = grad_c.to(c.dtype).contiguous().clone()
+        grad_a = h.new_empty(h.size(0), u.size(1))
+        grad_h_hat = h.new_empty(h_hat.shape)
+        grad_c_hat = h.new_empty(c_hat.shape)
+        ctx.kernels.typed_backward(
+            ctx.kind, ctx.num_dims, u.numpy(), node_ptr.numpy(), edges.numpy(), src.numpy(),
+            etype.numpy(), h.numpy(), c.numpy(), gates.numpy(), c_hat.numpy(), grad_h.numpy(),
+            grad_c.numpy(), grad_a.numpy(), grad_h_hat.numpy(), grad_c_hat.numpy(),
+        )
+        return None, None, None, grad_a, h_hat.t() @ grad_a, None, None, None, None, None
+
+
 def _inputs(plan, t: int, m: int, xs: Tensor, h_flat: Tensor, dh: int) -> Tensor:
     """``[x ; h_1 ; ... ; h_D]`` of the ``m`` rows of step ``t``, ``[G, m, C + D*H]``."""
     return torch.cat([xs, plan.gather(h_flat, t, m).view(plan.G, m, dh)], dim=2)
@@ -780,11 +870,24 @@ class LatticeCell(nn.Module):
             if order is not None or score is not None:
                 raise ValueError("give 'schedule' or 'order'/'score', not both")
             schedule.check_graph(n, edge_index)
-        plan = GraphPlan(schedule, edge_type.to(schedule.device), self.num_dims, self.slots)
         x1, W = augment(x, [self])
-        h, c = scan(self.kernel, plan, x1.index_select(0, schedule.perm).unsqueeze(0), W)
-        h = h[0].index_select(0, schedule.pos)
-        c = c[0].index_select(0, schedule.pos) if self.kernel.has_memory else None
+        xs = x1.index_select(0, schedule.perm)
+        edge_type = edge_type.to(schedule.device)
+        h = None
+        kernels = backend.kernels_for(xs, W, schedule.perm) if xs.dtype == W.dtype else None
+        kind = None if kernels is None else _compiled_kind(kernels, self.kernel)
+        if kind is not None:
+            try:
+                h, c = _compiled_graph_scan(kernels, kind, self.num_dims, xs, W[0], schedule,
+                                            edge_type)
+            except kernels.CompileError as error:
+                backend.disable_after_failure(error)
+        if h is None:
+            plan = GraphPlan(schedule, edge_type, self.num_dims, self.slots)
+            h, c = scan(self.kernel, plan, xs.unsqueeze(0), W)
+            h, c = h[0], (c[0] if self.kernel.has_memory else c)
+        h = h.index_select(0, schedule.pos)
+        c = c.index_select(0, schedule.pos) if self.kernel.has_memory else None
         return h, c
 
     def extra_repr(self) -> str:

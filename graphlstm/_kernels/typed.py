@@ -1,0 +1,197 @@
+r"""Compiled level loop of the typed-graph cells (``MDLSTMCell``, ``MDRNNCell``).
+
+The same computation as the PyTorch scan of :mod:`graphlstm.nn.wavefront` on a
+:class:`~graphlstm.nn.wavefront.GraphPlan` (the readable reference; SPEC §3.2
+for the equations), one row after the other in level order instead of one
+batch of tensor ops per level. Rows are the schedule's level-sorted positions;
+every visited in-edge of a row comes from an earlier row.
+
+Per row ``i`` with visited in-edges ``e = (j -> i)`` of type ``d_e``:
+
+- forward: the slot sums ``h_hat[i, d] = sum_{e: d_e = d} h'_j`` (and ``c_hat``),
+  ``a_i = pre_i + U^T [h_hat_1 ; ... ; h_hat_D]`` (``pre = W x + b`` comes from
+  one GEMM of the caller), the gates and the new state;
+- backward, rows in reverse: the gradient of a row's state is complete once every
+  later row has pushed into it; it gives ``dL/da_i`` and ``dL/dh_hat_i =
+  U dL/da_i`` (and ``dL/dc_hat_i``), pushed to the sources of the row's edges.
+  ``dL/dU = h_hat^T dL/da`` is one GEMM of the caller.
+
+``kind`` selects the cell: :data:`LSTM` (gate rows ``i, f_1..f_D, g, o``),
+:data:`STABLE_LSTM` (``i, f, l_1..l_D, g, o``, softmax over ``l``),
+:data:`RNN_TANH` and :data:`RNN_RELU` (``H`` rows, no memory).
+"""
+
+from __future__ import annotations
+
+from graphlstm._kernels._jit import jit
+from graphlstm._kernels.recurrence import _dot, const, fast_exp, sigmoid, tanh
+
+__all__ = ["LSTM", "RNN_RELU", "RNN_TANH", "STABLE_LSTM", "typed_backward", "typed_forward"]
+
+LSTM, STABLE_LSTM, RNN_TANH, RNN_RELU = 0, 1, 2, 3
+
+
+@jit(inline="always")
+def _gather_row(i, memory, node_ptr, edges, src, etype, h, c, h_hat, c_hat):
+    hidden, width = h.shape[1], h_hat.shape[1]
+    for k in range(width):
+        h_hat[i, k] = 0
+    if memory:
+        for k in range(width):
+            c_hat[i, k] = 0
+    for q in range(node_ptr[i], node_ptr[i + 1]):
+        e = edges[q]
+        j, off = src[e], etype[e] * hidden
+        for k in range(hidden):
+            h_hat[i, off + k] += h[j, k]
+        if memory:
+            for k in range(hidden):
+                c_hat[i, off + k] += c[j, k]
+
+
+@jit(inline="always")
+def _lstm_row(i, stable, num_dims, gates, h, c, c_hat):
+    """Activate the pre-activations ``gates[i]`` in place and write ``h[i]``, ``c[i]``."""
+    hidden = h.shape[1]
+    zero = const(0.0, h)
+    first = 2 if stable else 1  # the row block of f_1 (plain) or l_1 (stable)
+    g0, o0 = (first + num_dims) * hidden, (first + num_dims + 1) * hidden
+    for k in range(hidden):
+        ig = sigmoid(gates[i, k])
+        gg = tanh(gates[i, g0 + k])
+        og = sigmoid(gates[i, o0 + k])
+        if stable:
+            # lambda = softmax_d(l_d): exp of the differences to the largest.
+            top = gates[i, first * hidden + k]
+            for d in range(1, num_dims):
+                top = max(top, gates[i, (first + d) * hidden + k])
+            total = zero
+            for d in range(num_dims):
+                r = (first + d) * hidden + k
+                gates[i, r] = fast_exp(gates[i, r] - top)
+                total += gates[i, r]
+            mix = zero
+            for d in range(num_dims):
+                r = (first + d) * hidden + k
+                gates[i, r] = gates[i, r] / total
+                mix += gates[i, r] * c_hat[i, d * hidden + k]
+            fg = sigmoid(gates[i, hidden + k])
+            gates[i, hidden + k] = fg
+            cc = fg * mix + ig * gg
+        else:
+            cc = ig * gg
+            for d in range(num_dims):
+                r = (1 + d) * hidden + k
+                fg = sigmoid(gates[i, r])
+                gates[i, r] = fg
+                cc += fg * c_hat[i, d * hidden + k]
+        gates[i, k], gates[i, g0 + k], gates[i, o0 + k] = ig, gg, og
+        c[i, k] = cc
+        h[i, k] = og * tanh(cc)
+
+
+@jit()
+def typed_forward(kind, num_dims, pre, u_t, node_ptr, edges, src, etype, h, c, gates, h_hat,
+                  c_hat):
+    """Fill ``h [N, H]`` (and ``c``, ``gates [N, G]`` activated, ``c_hat``) and ``h_hat
+    [N, D*H]`` row by row in level order; ``u_t [G, D*H]`` is ``U`` transposed.
+
+    ``pre [N, G]`` is ``W x + b`` of every row; ``edges[node_ptr[i]:node_ptr[i+1]]`` are
+    the visited in-edges of row ``i`` (:func:`~graphlstm._kernels.recurrence.node_edges`),
+    ``src[e]`` their source rows and ``etype[e]`` their types. Without a memory (RNN
+    kinds) ``c``, ``gates`` and ``c_hat`` are not touched."""
+    memory = kind == LSTM or kind == STABLE_LSTM
+    num_gates, width = pre.shape[1], h_hat.shape[1]
+    for i in range(pre.shape[0]):
+        _gather_row(i, memory, node_ptr, edges, src, etype, h, c, h_hat, c_hat)
+        has_edges = node_ptr[i + 1] > node_ptr[i]
+        if memory:
+            if has_edges:
+                for g in range(num_gates):
+                    gates[i, g] = pre[i, g] + _dot(u_t, g, h_hat, i, width)
+            else:
+                for g in range(num_gates):
+                    gates[i, g] = pre[i, g]
+            _lstm_row(i, kind == STABLE_LSTM, num_dims, gates, h, c, c_hat)
+        else:
+            zero = const(0.0, h)
+            for k in range(num_gates):
+                a = pre[i, k]
+                if has_edges:
+                    a += _dot(u_t, k, h_hat, i, width)
+                if kind == RNN_TANH:
+                    h[i, k] = tanh(a)
+                else:
+                    h[i, k] = zero if a < zero else a
+
+
+@jit(inline="always")
+def _lstm_row_backward(i, stable, num_dims, gates, c, c_hat, grad_h, grad_c, grad_a, grad_c_hat):
+    hidden = c.shape[1]
+    zero, one = const(0.0, c), const(1.0, c)
+    first = 2 if stable else 1
+    g0, o0 = (first + num_dims) * hidden, (first + num_dims + 1) * hidden
+    for k in range(hidden):
+        ig, gg, og = gates[i, k], gates[i, g0 + k], gates[i, o0 + k]
+        tc = tanh(c[i, k])
+        gh = grad_h[i, k]
+        grad_a[i, o0 + k] = gh * tc * og * (one - og)
+        dct = gh * og * (one - tc * tc) + grad_c[i, k]
+        grad_a[i, k] = dct * gg * ig * (one - ig)
+        grad_a[i, g0 + k] = dct * ig * (one - gg * gg)
+        if stable:
+            fg = gates[i, hidden + k]
+            mix = zero
+            for d in range(num_dims):
+                mix += gates[i, (first + d) * hidden + k] * c_hat[i, d * hidden + k]
+            grad_a[i, hidden + k] = dct * mix * fg * (one - fg)
+            dm = dct * fg
+            # softmax: dL/dl_d = lambda_d (dL/dlambda_d - sum_d' lambda_d' dL/dlambda_d').
+            weighted = zero
+            for d in range(num_dims):
+                weighted += gates[i, (first + d) * hidden + k] * (dm * c_hat[i, d * hidden + k])
+            for d in range(num_dims):
+                lam = gates[i, (first + d) * hidden + k]
+                grad_a[i, (first + d) * hidden + k] = lam * (
+                    dm * c_hat[i, d * hidden + k] - weighted)
+                grad_c_hat[i, d * hidden + k] = dm * lam
+        else:
+            for d in range(num_dims):
+                r = (1 + d) * hidden + k
+                fg = gates[i, r]
+                grad_a[i, r] = dct * c_hat[i, d * hidden + k] * fg * (one - fg)
+                grad_c_hat[i, d * hidden + k] = dct * fg
+
+
+@jit()
+def typed_backward(kind, num_dims, u, node_ptr, edges, src, etype, h, c, gates, c_hat, grad_h,
+                   grad_c, grad_a, grad_h_hat, grad_c_hat):
+    """Sweep the rows in reverse level order: complete ``grad_h`` and ``grad_c`` (in
+    place; they hold the gradients of the outputs on entry) and fill ``grad_a [N, G]``,
+    the gradient of the pre-activations (that of ``pre``), with ``u [D*H, G]``.
+    ``grad_h_hat`` and ``grad_c_hat`` ``[N, D*H]`` are scratch."""
+    memory = kind == LSTM or kind == STABLE_LSTM
+    hidden, num_gates, width = h.shape[1], grad_a.shape[1], grad_h_hat.shape[1]
+    zero, one = const(0.0, h), const(1.0, h)
+    for i in range(h.shape[0] - 1, -1, -1):
+        if memory:
+            _lstm_row_backward(i, kind == STABLE_LSTM, num_dims, gates, c, c_hat, grad_h,
+                               grad_c, grad_a, grad_c_hat)
+        elif kind == RNN_TANH:
+            for k in range(num_gates):
+                grad_a[i, k] = grad_h[i, k] * (one - h[i, k] * h[i, k])
+        else:
+            for k in range(num_gates):
+                grad_a[i, k] = grad_h[i, k] if h[i, k] > zero else zero
+        if node_ptr[i + 1] == node_ptr[i]:
+            continue
+        for m in range(width):
+            grad_h_hat[i, m] = _dot(u, m, grad_a, i, num_gates)
+        for q in range(node_ptr[i], node_ptr[i + 1]):
+            e = edges[q]
+            j, off = src[e], etype[e] * hidden
+            for k in range(hidden):
+                grad_h[j, k] += grad_h_hat[i, off + k]
+            if memory:
+                for k in range(hidden):
+                    grad_c[j, k] += grad_c_hat[i, off + k]
