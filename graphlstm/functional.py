@@ -398,9 +398,11 @@ class _CompiledGatedRecurrence(torch.autograd.Function):
         state = pre.new_empty(n, 2 * hidden)
         gates = pre.new_empty(n, 3 * hidden)
         agg_h = pre.new_empty(n, hidden)
+        gemm = kernels.gemm_address(pre.dtype)
         args = (pre.numpy(), from_h.numpy(), h.numpy(), m.numpy(), weight_n.numpy(),
-                perm.numpy(), ptr, node_ptr, edges, src.numpy(), visited_scale.numpy(),
-                unv_ptr, unv_edges, unv_src.numpy(), unvisited_scale.numpy())
+                weight_n.t().contiguous().numpy(), perm.numpy(), ptr, node_ptr, edges,
+                src.numpy(), visited_scale.numpy(), unv_ptr, unv_edges, unv_src.numpy(),
+                unvisited_scale.numpy(), gemm)
         outputs = (state.numpy(), gates.numpy(), agg_h.numpy())
         if _threads_for(ptr) > 1:
             kernels.set_threads(torch.get_num_threads())
@@ -429,16 +431,18 @@ class _CompiledGatedRecurrence(torch.autograd.Function):
         grad_h = state.new_zeros(n, hidden)
         grad_m = state.new_zeros(n, hidden)
         grad_mt = state.new_empty(n, hidden)
+        grad_z = state.new_empty(n, 3 * hidden)
         grad_agg_h = state.new_empty(n, hidden)
         grad_visited_scale = state.new_empty(visited_scale.numel())
         grad_unvisited_scale = state.new_empty(unvisited_scale.numel())
         args = (grad_state.numpy(), state.numpy(), gates.numpy(), pre.numpy(), from_h.numpy(),
-                h.numpy(), m.numpy(), weight_n.t().contiguous().numpy(), perm.numpy(), ptr,
-                node_ptr.numpy(), edges.numpy(), src.numpy(), visited_scale.numpy(),
-                unv_ptr.numpy(), unv_edges.numpy(), unv_src.numpy(), unvisited_scale.numpy())
+                h.numpy(), m.numpy(), weight_n.numpy(), weight_n.t().contiguous().numpy(),
+                perm.numpy(), ptr, node_ptr.numpy(), edges.numpy(), src.numpy(),
+                visited_scale.numpy(), unv_ptr.numpy(), unv_edges.numpy(), unv_src.numpy(),
+                unvisited_scale.numpy(), kernels.gemm_address(state.dtype))
         outputs = (grad_pre.numpy(), grad_from_h.numpy(), grad_h.numpy(), grad_m.numpy(),
-                   grad_mt.numpy(), grad_agg_h.numpy(), grad_visited_scale.numpy(),
-                   grad_unvisited_scale.numpy())
+                   grad_mt.numpy(), grad_z.numpy(), grad_agg_h.numpy(),
+                   grad_visited_scale.numpy(), grad_unvisited_scale.numpy())
         if _threads_for(ptr) > 1:
             kernels.set_threads(torch.get_num_threads())
             kernels.gated_backward_parallel(*args, _PARALLEL_FROM, *outputs)
@@ -446,7 +450,7 @@ class _CompiledGatedRecurrence(torch.autograd.Function):
             kernels.gated_backward(*args, *outputs)
         grad_weight_n = None
         if ctx.needs_input_grad[5]:
-            grad_weight_n = grad_pre[:, : 3 * hidden].t() @ agg_h
+            grad_weight_n = grad_z.t() @ agg_h  # both in level order
         return (None, grad_pre, grad_from_h, grad_h, grad_m, grad_weight_n, grad_visited_scale,
                 grad_unvisited_scale, None, None, None, None, None, None)
 

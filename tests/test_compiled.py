@@ -178,6 +178,31 @@ def test_threaded_gated_loop_equals_reference(monkeypatch):
         torch.testing.assert_close(g, e, atol=1e-10, rtol=0, msg=name)
 
 
+@pytest.mark.parametrize("level_gemm", [True, False])
+def test_gated_loop_with_and_without_the_blas_level_product_equals_reference(
+        level_gemm, monkeypatch):
+    # The level products W_n h_bar (and W_n^T dL/dz) go through MKL's GEMM where torch
+    # has MKL, else through the kernels' dot products: both against the PyTorch path.
+    kernels = backend._try_load()
+    if level_gemm:
+        assert (kernels.gemm_address(DT) != 0) == torch.backends.mkl.is_available()
+        assert (kernels.gemm_address(torch.float32) != 0) == torch.backends.mkl.is_available()
+        assert kernels.gemm_address(torch.float16) == 0
+    else:
+        monkeypatch.setattr(kernels, "gemm_address", lambda dtype: 0)
+    sched, t = gated_case(3, n=200, hidden=5)
+    grad_out = torch.randn(sched.num_nodes, 10, dtype=DT)
+    with use_backend("torch"):
+        expected = run_gated(sched, t)
+        expected_grads = torch.autograd.grad(expected, list(t.values()), grad_out)
+    with use_backend("compiled"):
+        got = run_gated(sched, t)
+        grads = torch.autograd.grad(got, list(t.values()), grad_out)
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
+    for name, g, e in zip(t, grads, expected_grads, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-10, rtol=0, msg=name)
+
+
 def test_gated_loop_refuses_unvisited_edges_out_of_range():
     sched, t = gated_case(1)
     t = {k: v.detach() for k, v in t.items()}

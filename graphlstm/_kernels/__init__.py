@@ -12,6 +12,7 @@ kernels and the PyTorch reference (:mod:`graphlstm.backend`).
 import numba
 from numba.core.errors import NumbaError as CompileError
 
+from graphlstm._kernels.blas import gemm_address
 from graphlstm._kernels.recurrence import (
     backward,
     backward_parallel,
@@ -50,6 +51,7 @@ __all__ = [
     "gated_backward_parallel",
     "gated_forward",
     "gated_forward_parallel",
+    "gemm_address",
     "group_by_target",
     "node_edges",
     "schedule_layout",

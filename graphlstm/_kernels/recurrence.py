@@ -36,6 +36,7 @@ from numba import prange, types
 from numba.extending import intrinsic, overload
 
 from graphlstm._kernels._jit import jit
+from graphlstm._kernels.blas import rows_times
 
 __all__ = [
     "backward",
@@ -487,23 +488,47 @@ def check_permutation(perm, n):
 # The edge lists hold positions; their sources are ``perm[src[e]]``.
 
 
+# The level products z = W_n h_bar (forward) and dL/dh_bar = W_n^T dL/dz (backward)
+# are one GEMM per level through PyTorch's BLAS where it can be called
+# (:mod:`graphlstm._kernels.blas`, ``gemm`` is its address), else dot products row
+# by row. Their operands ``agg_h``, ``gates`` and ``grad_z`` are scratch of the loop
+# and kept in level order (row ``i``), so that a level is a block of rows.
+
+
 @jit(inline="always")
-def _gated_forward_node(i, pre, from_h, h_prev, m_prev, weight_n, perm, node_ptr, edges, src,
-                        scale, unv_ptr, unv_edges, unv_src, unv_scale, state, gates, agg_h):
-    hidden = weight_n.shape[1]
-    h2, h3, h4 = 2 * hidden, 3 * hidden, 4 * hidden
+def _level_times_weight(gemm, weight, weight_t, x, out, a, b, transpose):
+    """``out[a:b] = x[a:b] @ weight.T`` (``transpose``) or ``x[a:b] @ weight``;
+    ``weight_t`` is ``weight.T`` contiguous, for the dot products."""
+    if gemm != 0:
+        rows_times(gemm, transpose, weight, x, out, a, b)
+    elif transpose:
+        for i in range(a, b):
+            for c in range(out.shape[1]):
+                out[i, c] = _dot(weight, c, x, i, x.shape[1])
+    else:
+        for i in range(a, b):
+            for c in range(out.shape[1]):
+                out[i, c] = _dot(weight_t, c, x, i, x.shape[1])
+
+
+@jit(inline="always")
+def _gated_gather(i, pre, from_h, h_prev, m_prev, perm, node_ptr, edges, src, scale, unv_ptr,
+                  unv_edges, unv_src, unv_scale, state, agg_h):
+    """Row ``i`` (node ``v = perm[i]``): ``agg_h[i] = sum_e s_e h_j`` and, into
+    ``state[v, H:]``, ``sum_e s_e sigma(xf_v + fn_j) m_j``."""
+    hidden = agg_h.shape[1]
+    h3, h4 = 3 * hidden, 4 * hidden
     v = perm[i]
     for k in range(hidden):
-        agg_h[v, k] = 0
+        agg_h[i, k] = 0
         state[v, hidden + k] = 0
-    # s_e [h_j ; sigma(xf_v + fn_j) m_j]: unvisited neighbours in their previous state,
-    # visited ones in their new state; the neighbour sum of m goes to state[v, H:].
+    # Unvisited neighbours in their previous state, visited ones in their new state.
     for q in range(unv_ptr[i], unv_ptr[i + 1]):
         e = unv_edges[q]
         j = perm[unv_src[e]]
         s = unv_scale[e]
         for k in range(hidden):
-            agg_h[v, k] += s * h_prev[j, k]
+            agg_h[i, k] += s * h_prev[j, k]
         for k in range(hidden):
             g = sigmoid(pre[v, h3 + k] + from_h[j, h4 + k])
             state[v, hidden + k] += s * g * m_prev[j, k]
@@ -512,22 +537,24 @@ def _gated_forward_node(i, pre, from_h, h_prev, m_prev, weight_n, perm, node_ptr
         j = perm[src[e]]
         s = scale[e]
         for k in range(hidden):
-            agg_h[v, k] += s * state[j, k]
+            agg_h[i, k] += s * state[j, k]
         for k in range(hidden):
             g = sigmoid(pre[v, h3 + k] + from_h[j, h4 + k])
             state[v, hidden + k] += s * g * state[j, hidden + k]
-    # z = (B^x + B^h) + W_n h_bar, activated in place (a loop of its own, which vectorises).
-    if node_ptr[i + 1] > node_ptr[i] or unv_ptr[i + 1] > unv_ptr[i]:
-        for c in range(h3):
-            gates[v, c] = (pre[v, c] + from_h[v, c]) + _dot(weight_n, c, agg_h, v, hidden)
-        for c in range(h3):
-            gates[v, c] = sigmoid(gates[v, c])
-    else:
-        for c in range(h3):
-            gates[v, c] = sigmoid(pre[v, c] + from_h[v, c])
+
+
+@jit(inline="always")
+def _gated_finish(i, pre, from_h, m_prev, perm, state, gates):
+    """Row ``i``: ``gates[i]`` holds ``W_n h_bar``; add ``B^x + B^h``, activate in place,
+    and write the new ``[h' | m']`` of ``v = perm[i]``."""
+    hidden = m_prev.shape[1]
+    h2, h3 = 2 * hidden, 3 * hidden
+    v = perm[i]
+    for c in range(h3):
+        gates[i, c] = sigmoid((pre[v, c] + from_h[v, c]) + gates[i, c])
     two, one = const(2.0, gates), const(1.0, gates)
     for k in range(hidden):
-        u, o, s_c = gates[v, k], gates[v, hidden + k], gates[v, h2 + k]
+        u, o, s_c = gates[i, k], gates[i, hidden + k], gates[i, h2 + k]
         f = sigmoid(pre[v, h3 + k] + from_h[v, h3 + k])
         m = f * m_prev[v, k] + state[v, hidden + k] + u * (two * s_c - one)
         state[v, hidden + k] = m
@@ -535,47 +562,57 @@ def _gated_forward_node(i, pre, from_h, h_prev, m_prev, weight_n, perm, node_ptr
 
 
 @jit()
-def gated_forward(pre, from_h, h_prev, m_prev, weight_n, perm, ptr, node_ptr, edges, src, scale,
-                  unv_ptr, unv_edges, unv_src, unv_scale, state, gates, agg_h):
-    """The gated loop (:func:`graphlstm.functional.graph_lstm_gated_recurrence`), one row
-    after the other in level order: fills ``state [N, 2H]``, ``gates [N, 3H]`` and
-    ``agg_h [N, H]``, rows in the caller's node order."""
-    for i in range(perm.size):
-        _gated_forward_node(i, pre, from_h, h_prev, m_prev, weight_n, perm, node_ptr, edges, src,
-                            scale, unv_ptr, unv_edges, unv_src, unv_scale, state, gates, agg_h)
+def gated_forward(pre, from_h, h_prev, m_prev, weight_n, weight_nt, perm, ptr, node_ptr, edges,
+                  src, scale, unv_ptr, unv_edges, unv_src, unv_scale, gemm, state, gates, agg_h):
+    """The gated loop (:func:`graphlstm.functional.graph_lstm_gated_recurrence`) level by
+    level: fills ``state [N, 2H]`` (node order) and ``gates [N, 3H]``, ``agg_h [N, H]``
+    (level order)."""
+    for lvl in range(ptr.size - 1):
+        a, b = ptr[lvl], ptr[lvl + 1]
+        for i in range(a, b):
+            _gated_gather(i, pre, from_h, h_prev, m_prev, perm, node_ptr, edges, src, scale,
+                          unv_ptr, unv_edges, unv_src, unv_scale, state, agg_h)
+        _level_times_weight(gemm, weight_n, weight_nt, agg_h, gates, a, b, True)
+        for i in range(a, b):
+            _gated_finish(i, pre, from_h, m_prev, perm, state, gates)
 
 
 @jit(parallel=True)
-def gated_forward_parallel(pre, from_h, h_prev, m_prev, weight_n, perm, ptr, node_ptr, edges,
-                           src, scale, unv_ptr, unv_edges, unv_src, unv_scale, parallel_from,
-                           state, gates, agg_h):
+def gated_forward_parallel(pre, from_h, h_prev, m_prev, weight_n, weight_nt, perm, ptr, node_ptr,
+                           edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale, gemm,
+                           parallel_from, state, gates, agg_h):
     """:func:`gated_forward`, the rows of each level of at least ``parallel_from`` rows on
     numba's threads."""
     for lvl in range(ptr.size - 1):
         a, b = ptr[lvl], ptr[lvl + 1]
         if b - a >= parallel_from:
             for i in prange(a, b):
-                _gated_forward_node(i, pre, from_h, h_prev, m_prev, weight_n, perm, node_ptr,
-                                    edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
-                                    state, gates, agg_h)
+                _gated_gather(i, pre, from_h, h_prev, m_prev, perm, node_ptr, edges, src, scale,
+                              unv_ptr, unv_edges, unv_src, unv_scale, state, agg_h)
+            _level_times_weight(gemm, weight_n, weight_nt, agg_h, gates, a, b, True)
+            for i in prange(a, b):
+                _gated_finish(i, pre, from_h, m_prev, perm, state, gates)
         else:
             for i in range(a, b):
-                _gated_forward_node(i, pre, from_h, h_prev, m_prev, weight_n, perm, node_ptr,
-                                    edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
-                                    state, gates, agg_h)
+                _gated_gather(i, pre, from_h, h_prev, m_prev, perm, node_ptr, edges, src, scale,
+                              unv_ptr, unv_edges, unv_src, unv_scale, state, agg_h)
+            _level_times_weight(gemm, weight_n, weight_nt, agg_h, gates, a, b, True)
+            for i in range(a, b):
+                _gated_finish(i, pre, from_h, m_prev, perm, state, gates)
 
 
 @jit(inline="always")
-def _gated_backward_row(v, has_edges, grad_state, state, gates, pre, from_h, m_prev, weight_nt,
-                        grad_pre, grad_from_h, grad_m_prev, grad_mt, grad_agg_h):
-    """Row ``v``: dL/dz into both projections, dL/dm' (complete) into ``grad_mt``, the
-    self forget gate's share, and dL/dh_bar (zero without edges)."""
+def _gated_backward_row(i, grad_state, state, gates, pre, from_h, m_prev, perm, grad_pre,
+                        grad_from_h, grad_m_prev, grad_mt, grad_z):
+    """Row ``i`` (node ``v = perm[i]``): dL/dz into both projections and ``grad_z[i]``,
+    dL/dm' (complete) into ``grad_mt``, and the self forget gate's share."""
     hidden = grad_mt.shape[1]
     h2, h3 = 2 * hidden, 3 * hidden
     one, two = const(1.0, grad_mt), const(2.0, grad_mt)
+    v = perm[i]
     for k in range(hidden):
         h, m = state[v, k], state[v, hidden + k]
-        u, o, s_c = gates[v, k], gates[v, hidden + k], gates[v, h2 + k]
+        u, o, s_c = gates[i, k], gates[i, hidden + k], gates[i, h2 + k]
         gh = grad_state[v, k]
         dtanh = one - h * h
         gmt = grad_state[v, hidden + k] + gh * dtanh * o
@@ -589,26 +626,24 @@ def _gated_backward_row(v, has_edges, grad_state, state, gates, pre, from_h, m_p
         grad_from_h[v, k] = g_u
         grad_from_h[v, hidden + k] = g_o
         grad_from_h[v, h2 + k] = g_c
+        grad_z[i, k] = g_u
+        grad_z[i, hidden + k] = g_o
+        grad_z[i, h2 + k] = g_c
         # m' = sigma(xf_v + hf_v) m_v + ...: the self forget gate.
         f = sigmoid(pre[v, h3 + k] + from_h[v, h3 + k])
         grad_m_prev[v, k] += gmt * f
         d_f = gmt * m_prev[v, k] * f * (one - f)
         grad_pre[v, h3 + k] = d_f
         grad_from_h[v, h3 + k] = d_f
-    if has_edges:
-        for k in range(hidden):
-            grad_agg_h[v, k] = _dot(weight_nt, k, grad_pre, v, h3)
-    else:
-        for k in range(hidden):
-            grad_agg_h[v, k] = 0
 
 
 @jit(fastmath={"reassoc", "contract", "nsz"})
 def _gated_edge_backward(v, j, s, h_src, h_col, m_src, m_col, pre, from_h, grad_mt, grad_agg_h,
-                         grad_h_src, grad_m_src, grad_pre, grad_from_h):
-    """One edge ``j -> v`` with scale ``s`` whose source state is ``h_src[j, h_col + k]``,
-    ``m_src[j, m_col + k]``: push dL/d[h_j ; m_j] into ``grad_h_src``, ``grad_m_src`` (same
-    columns), dL/dxf_v and dL/dfn_j into the projections' gradients, and return dL/ds."""
+                         i, grad_h_src, grad_m_src, grad_pre, grad_from_h):
+    """One edge ``j -> v`` (row ``i`` of ``grad_agg_h``) with scale ``s`` whose source
+    state is ``h_src[j, h_col + k]``, ``m_src[j, m_col + k]``: push dL/d[h_j ; m_j] into
+    ``grad_h_src``, ``grad_m_src`` (same columns), dL/dxf_v and dL/dfn_j into the
+    projections' gradients, and return dL/ds."""
     hidden = grad_mt.shape[1]
     h3, h4 = 3 * hidden, 4 * hidden
     one = const(1.0, grad_mt)
@@ -616,80 +651,78 @@ def _gated_edge_backward(v, j, s, h_src, h_col, m_src, m_col, pre, from_h, grad_
     for k in range(hidden):
         g = sigmoid(pre[v, h3 + k] + from_h[j, h4 + k])
         g_m, m_j = grad_mt[v, k], m_src[j, m_col + k]
-        grad_h_src[j, h_col + k] += s * grad_agg_h[v, k]
+        grad_h_src[j, h_col + k] += s * grad_agg_h[i, k]
         grad_m_src[j, m_col + k] += s * g * g_m
         d = s * g_m * m_j * g * (one - g)
         grad_pre[v, h3 + k] += d
         grad_from_h[j, h4 + k] += d
-        total += grad_agg_h[v, k] * h_src[j, h_col + k] + g_m * g * m_j
+        total += grad_agg_h[i, k] * h_src[j, h_col + k] + g_m * g * m_j
     return total
 
 
 @jit(inline="always")
-def _gated_backward_edges(i, v, state, pre, from_h, h_prev, m_prev, perm, node_ptr, edges, src,
+def _gated_backward_edges(i, state, pre, from_h, h_prev, m_prev, perm, node_ptr, edges, src,
                           scale, unv_ptr, unv_edges, unv_src, unv_scale, grad_state, grad_mt,
                           grad_agg_h, grad_pre, grad_from_h, grad_h_prev, grad_m_prev,
                           grad_scale, grad_unv_scale):
     hidden = grad_mt.shape[1]
+    v = perm[i]
     for q in range(node_ptr[i], node_ptr[i + 1]):
         e = edges[q]
         grad_scale[e] = _gated_edge_backward(
             v, perm[src[e]], scale[e], state, 0, state, hidden, pre, from_h, grad_mt,
-            grad_agg_h, grad_state, grad_state, grad_pre, grad_from_h)
+            grad_agg_h, i, grad_state, grad_state, grad_pre, grad_from_h)
     for q in range(unv_ptr[i], unv_ptr[i + 1]):
         e = unv_edges[q]
         grad_unv_scale[e] = _gated_edge_backward(
             v, perm[unv_src[e]], unv_scale[e], h_prev, 0, m_prev, 0, pre, from_h, grad_mt,
-            grad_agg_h, grad_h_prev, grad_m_prev, grad_pre, grad_from_h)
+            grad_agg_h, i, grad_h_prev, grad_m_prev, grad_pre, grad_from_h)
 
 
 @jit()
-def gated_backward(grad_state, state, gates, pre, from_h, h_prev, m_prev, weight_nt, perm, ptr,
-                   node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
-                   grad_pre, grad_from_h, grad_h_prev, grad_m_prev, grad_mt, grad_agg_h,
-                   grad_scale, grad_unv_scale):
-    """Sweep the rows in reverse level order, completing ``grad_state`` (in place), and
-    fill the gradients of both projections (``grad_from_h``, ``grad_h_prev`` and
-    ``grad_m_prev`` zeroed by the caller) and of both edge scales; ``grad_mt`` and
-    ``grad_agg_h`` are dL/dm' and dL/dh_bar."""
-    for i in range(perm.size - 1, -1, -1):
-        v = perm[i]
-        has_edges = node_ptr[i + 1] > node_ptr[i] or unv_ptr[i + 1] > unv_ptr[i]
-        _gated_backward_row(v, has_edges, grad_state, state, gates, pre, from_h, m_prev,
-                            weight_nt, grad_pre, grad_from_h, grad_m_prev, grad_mt, grad_agg_h)
-        _gated_backward_edges(i, v, state, pre, from_h, h_prev, m_prev, perm, node_ptr, edges,
-                              src, scale, unv_ptr, unv_edges, unv_src, unv_scale, grad_state,
-                              grad_mt, grad_agg_h, grad_pre, grad_from_h, grad_h_prev,
-                              grad_m_prev, grad_scale, grad_unv_scale)
+def gated_backward(grad_state, state, gates, pre, from_h, h_prev, m_prev, weight_n, weight_nt,
+                   perm, ptr, node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src, unv_scale,
+                   gemm, grad_pre, grad_from_h, grad_h_prev, grad_m_prev, grad_mt, grad_z,
+                   grad_agg_h, grad_scale, grad_unv_scale):
+    """Sweep the levels in reverse, completing ``grad_state`` (in place), and fill the
+    gradients of both projections (``grad_from_h``, ``grad_h_prev`` and ``grad_m_prev``
+    zeroed by the caller) and of both edge scales; ``grad_mt`` is dL/dm' (node order),
+    ``grad_z`` dL/dz and ``grad_agg_h`` dL/dh_bar (level order)."""
+    for lvl in range(ptr.size - 2, -1, -1):
+        a, b = ptr[lvl], ptr[lvl + 1]
+        for i in range(b - 1, a - 1, -1):
+            _gated_backward_row(i, grad_state, state, gates, pre, from_h, m_prev, perm,
+                                grad_pre, grad_from_h, grad_m_prev, grad_mt, grad_z)
+        _level_times_weight(gemm, weight_n, weight_nt, grad_z, grad_agg_h, a, b, False)
+        for i in range(b - 1, a - 1, -1):
+            _gated_backward_edges(i, state, pre, from_h, h_prev, m_prev, perm, node_ptr, edges,
+                                  src, scale, unv_ptr, unv_edges, unv_src, unv_scale, grad_state,
+                                  grad_mt, grad_agg_h, grad_pre, grad_from_h, grad_h_prev,
+                                  grad_m_prev, grad_scale, grad_unv_scale)
 
 
 @jit(parallel=True)
-def gated_backward_parallel(grad_state, state, gates, pre, from_h, h_prev, m_prev, weight_nt,
-                            perm, ptr, node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src,
-                            unv_scale, parallel_from, grad_pre, grad_from_h, grad_h_prev,
-                            grad_m_prev, grad_mt, grad_agg_h, grad_scale, grad_unv_scale):
-    """:func:`gated_backward`, level by level in reverse: the rows of a level of at least
-    ``parallel_from`` rows on numba's threads, then their edges (whose pushes to other
-    rows may collide) one row at a time."""
+def gated_backward_parallel(grad_state, state, gates, pre, from_h, h_prev, m_prev, weight_n,
+                            weight_nt, perm, ptr, node_ptr, edges, src, scale, unv_ptr,
+                            unv_edges, unv_src, unv_scale, gemm, parallel_from, grad_pre,
+                            grad_from_h, grad_h_prev, grad_m_prev, grad_mt, grad_z, grad_agg_h,
+                            grad_scale, grad_unv_scale):
+    """:func:`gated_backward`, the rows of a level of at least ``parallel_from`` rows on
+    numba's threads, then their edges (whose pushes to other rows may collide) one row
+    at a time."""
     for lvl in range(ptr.size - 2, -1, -1):
         a, b = ptr[lvl], ptr[lvl + 1]
         if b - a >= parallel_from:
             for i in prange(a, b):
-                v = perm[i]
-                has_edges = node_ptr[i + 1] > node_ptr[i] or unv_ptr[i + 1] > unv_ptr[i]
-                _gated_backward_row(v, has_edges, grad_state, state, gates, pre, from_h, m_prev,
-                                    weight_nt, grad_pre, grad_from_h, grad_m_prev, grad_mt,
-                                    grad_agg_h)
+                _gated_backward_row(i, grad_state, state, gates, pre, from_h, m_prev, perm,
+                                    grad_pre, grad_from_h, grad_m_prev, grad_mt, grad_z)
         else:
             for i in range(b - 1, a - 1, -1):
-                v = perm[i]
-                has_edges = node_ptr[i + 1] > node_ptr[i] or unv_ptr[i + 1] > unv_ptr[i]
-                _gated_backward_row(v, has_edges, grad_state, state, gates, pre, from_h, m_prev,
-                                    weight_nt, grad_pre, grad_from_h, grad_m_prev, grad_mt,
-                                    grad_agg_h)
+                _gated_backward_row(i, grad_state, state, gates, pre, from_h, m_prev, perm,
+                                    grad_pre, grad_from_h, grad_m_prev, grad_mt, grad_z)
+        _level_times_weight(gemm, weight_n, weight_nt, grad_z, grad_agg_h, a, b, False)
         for i in range(b - 1, a - 1, -1):
-            _gated_backward_edges(i, perm[i], state, pre, from_h, h_prev, m_prev, perm,
-                                  node_ptr, edges, src, scale, unv_ptr, unv_edges, unv_src,
-                                  unv_scale, grad_state, grad_mt, grad_agg_h, grad_pre,
-                                  grad_from_h, grad_h_prev, grad_m_prev, grad_scale,
-                                  grad_unv_scale)
+            _gated_backward_edges(i, state, pre, from_h, h_prev, m_prev, perm, node_ptr, edges,
+                                  src, scale, unv_ptr, unv_edges, unv_src, unv_scale, grad_state,
+                                  grad_mt, grad_agg_h, grad_pre, grad_from_h, grad_h_prev,
+                                  grad_m_prev, grad_scale, grad_unv_scale)
