@@ -221,9 +221,10 @@ class _CompiledRecurrence(torch.autograd.Function):
         gates = base_z.new_empty(n, 3 * hidden)
         agg_h = base_z.new_empty(n, hidden)
         sums = base_z.new_empty(n if per_node else 0, 2 * hidden)
-        args = (base_z.numpy(), base_m.numpy(), has_m, weight.numpy(),
-                weight_n.detach().contiguous().numpy(), scale.numpy(), has_scale,
-                bool(per_node), ptr, node_ptr, edges, src.numpy())
+        weight_n = weight_n.detach().contiguous()
+        args = (base_z.numpy(), base_m.numpy(), has_m, weight.numpy(), weight_n.numpy(),
+                weight_n.t().contiguous().numpy(), scale.numpy(), has_scale, bool(per_node),
+                ptr, node_ptr, edges, src.numpy(), kernels.gemm_address(base_z.dtype))
         outputs = (state.numpy(), gates.numpy(), agg_h.numpy(), sums.numpy())
         if _threads_for(ptr) > 1:
             kernels.set_threads(torch.get_num_threads())
@@ -253,10 +254,11 @@ class _CompiledRecurrence(torch.autograd.Function):
         grad_agg_h = state.new_empty(n, hidden)
         grad_edge_weight = state.new_empty(num_edges if need_edge_weight else 0, 2 * hidden)
         grad_scale = state.new_empty(num_edges if need_scale else 0)
-        weight_nt = weight_n.detach().t().contiguous()
+        weight_n = weight_n.detach().contiguous()
         args = (grad_state.numpy(), state.numpy(), gates.numpy(), weight.numpy(),
-                weight_nt.numpy(), scale.numpy(), has_scale, bool(per_node), ptr,
-                node_ptr.numpy(), edges.numpy(), src.numpy())
+                weight_n.numpy(), weight_n.t().contiguous().numpy(), scale.numpy(), has_scale,
+                bool(per_node), ptr, node_ptr.numpy(), edges.numpy(), src.numpy(),
+                kernels.gemm_address(state.dtype))
         outputs = (grad_z.numpy(), grad_m.numpy(), grad_agg_h.numpy(),
                    grad_edge_weight.numpy(), need_edge_weight, grad_scale.numpy(), need_scale)
         if _threads_for(ptr) > 1:

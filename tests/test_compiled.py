@@ -203,6 +203,25 @@ def test_gated_loop_with_and_without_the_blas_level_product_equals_reference(
         torch.testing.assert_close(g, e, atol=1e-10, rtol=0, msg=name)
 
 
+@pytest.mark.parametrize("level_gemm", [True, False])
+@pytest.mark.parametrize("per_node", [True, False])
+def test_loop_with_and_without_the_blas_level_product_equals_reference(
+        per_node, level_gemm, monkeypatch):
+    if not level_gemm:
+        monkeypatch.setattr(backend._try_load(), "gemm_address", lambda dtype: 0)
+    sched, tensors = recurrence_inputs(n=150, per_node=per_node, seed=4)
+    grad_out = torch.randn(sched.num_nodes, 10, dtype=DT)
+    with use_backend("torch"):
+        expected = run_recurrence(sched, tensors, per_node)
+        expected_grads = torch.autograd.grad(expected, tensors, grad_out)
+    with use_backend("compiled"):
+        got = run_recurrence(sched, tensors, per_node)
+        grads = torch.autograd.grad(got, tensors, grad_out)
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
+    for g, e in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-10, rtol=0)
+
+
 def test_gated_loop_refuses_unvisited_edges_out_of_range():
     sched, t = gated_case(1)
     t = {k: v.detach() for k, v in t.items()}

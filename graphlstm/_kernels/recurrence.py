@@ -239,15 +239,38 @@ def _dot(a, i, b, j, length):
     return total
 
 
+# The level products z = W_n h_bar (forward) and dL/dh_bar = W_n^T dL/dz (backward)
+# are one GEMM per level through PyTorch's BLAS where it can be called
+# (:mod:`graphlstm._kernels.blas`, ``gemm`` is its address), else dot products row
+# by row. Their operands ``agg_h``, ``gates`` and ``grad_z`` are scratch of the loop
+# and kept in level order (row ``i``), so that a level is a block of rows.
+
+
 @jit(inline="always")
-def _forward_node(i, base_z, base_m, has_m, weight, weight_n, scale, has_scale, per_node,
-                  node_ptr, edges, src, state, gates, agg_h, sums):
+def _level_times_weight(gemm, weight, weight_t, x, out, a, b, transpose):
+    """``out[a:b] = x[a:b] @ weight.T`` (``transpose``) or ``x[a:b] @ weight``;
+    ``weight_t`` is ``weight.T`` contiguous, for the dot products."""
+    if gemm != 0:
+        rows_times(gemm, transpose, weight, x, out, a, b)
+    elif transpose:
+        for i in range(a, b):
+            for c in range(out.shape[1]):
+                out[i, c] = _dot(weight, c, x, i, x.shape[1])
+    else:
+        for i in range(a, b):
+            for c in range(out.shape[1]):
+                out[i, c] = _dot(weight_t, c, x, i, x.shape[1])
+
+
+@jit(inline="always")
+def _gather_node(i, weight, scale, has_scale, per_node, node_ptr, edges, src, state, agg_h, sums):
+    """``[h_bar | m_bar]`` of row ``i`` into ``agg_h[i]`` and ``state[i, H:]`` (the new
+    memory overwrites it); zeros without edges."""
     # Rows are indexed in two dimensions throughout: a row view would cost a
     # reference count per use.
-    hidden = weight_n.shape[1]
-    h2, h3 = 2 * hidden, 3 * hidden
+    hidden = agg_h.shape[1]
+    h2 = 2 * hidden
     e0, e1 = node_ptr[i], node_ptr[i + 1]
-    # [h_bar | m_bar] go to agg_h[i] and to state[i, H:] (the new memory overwrites it).
     if per_node:
         for k in range(h2):
             sums[i, k] = 0
@@ -272,15 +295,16 @@ def _forward_node(i, base_z, base_m, has_m, weight, weight_n, scale, has_scale, 
                 agg_h[i, k] += (state[j, k] * s) * weight[e, k]
             for k in range(hidden):
                 state[i, hidden + k] += (state[j, hidden + k] * s) * weight[e, hidden + k]
-    # z = B_i + W_n h_bar, then the gates in place (a loop of its own, which vectorises).
-    if e1 > e0:
-        for c in range(h3):
-            gates[i, c] = base_z[i, c] + _dot(weight_n, c, agg_h, i, hidden)
-        for c in range(h3):
-            gates[i, c] = sigmoid(gates[i, c])
-    else:
-        for c in range(h3):
-            gates[i, c] = sigmoid(base_z[i, c])
+
+
+@jit(inline="always")
+def _finish_node(i, base_z, base_m, has_m, state, gates):
+    """``gates[i]`` holds ``W_n h_bar``: add ``B_i``, activate in place (a loop of its
+    own, which vectorises) and write the new ``[h' | m']`` of row ``i``."""
+    hidden = state.shape[1] // 2
+    h2, h3 = 2 * hidden, 3 * hidden
+    for c in range(h3):
+        gates[i, c] = sigmoid(base_z[i, c] + gates[i, c])
     two, one = const(2.0, gates), const(1.0, gates)
     for k in range(hidden):
         u, o, s_c = gates[i, k], gates[i, hidden + k], gates[i, h2 + k]
@@ -294,30 +318,44 @@ def _forward_node(i, base_z, base_m, has_m, weight, weight_n, scale, has_scale, 
 # Array expressions (``x[:] = 0``) are written as loops on purpose: under
 # ``parallel=True`` numba would turn each into a parallel region of its own.
 @jit()
-def forward(base_z, base_m, has_m, weight, weight_n, scale, has_scale, per_node, ptr,
-            node_ptr, edges, src, state, gates, agg_h, sums):
+def forward(base_z, base_m, has_m, weight, weight_n, weight_nt, scale, has_scale, per_node, ptr,
+            node_ptr, edges, src, gemm, state, gates, agg_h, sums):
     """Fill ``state [N, 2H]``, ``gates [N, 3H]`` (the activated ``u, o, sigma(2c)``),
-    ``agg_h [N, H]`` and, with ``per_node``, ``sums [N, 2H]``, one row after the other."""
-    for i in range(base_z.shape[0]):
-        _forward_node(i, base_z, base_m, has_m, weight, weight_n, scale, has_scale, per_node,
-                      node_ptr, edges, src, state, gates, agg_h, sums)
+    ``agg_h [N, H]`` and, with ``per_node``, ``sums [N, 2H]``, level by level: the
+    rows' neighbour sums, ``W_n h_bar`` of the level (:func:`_level_times_weight`),
+    the rows' gates."""
+    for lvl in range(ptr.size - 1):
+        a, b = ptr[lvl], ptr[lvl + 1]
+        for i in range(a, b):
+            _gather_node(i, weight, scale, has_scale, per_node, node_ptr, edges, src, state,
+                         agg_h, sums)
+        _level_times_weight(gemm, weight_n, weight_nt, agg_h, gates, a, b, True)
+        for i in range(a, b):
+            _finish_node(i, base_z, base_m, has_m, state, gates)
 
 
 @jit(parallel=True)
-def forward_parallel(base_z, base_m, has_m, weight, weight_n, scale, has_scale, per_node, ptr,
-                     node_ptr, edges, src, parallel_from, state, gates, agg_h, sums):
+def forward_parallel(base_z, base_m, has_m, weight, weight_n, weight_nt, scale, has_scale,
+                     per_node, ptr, node_ptr, edges, src, gemm, parallel_from, state, gates,
+                     agg_h, sums):
     """:func:`forward`, the rows of each level of at least ``parallel_from`` rows on
     numba's threads."""
     for lvl in range(ptr.size - 1):
         a, b = ptr[lvl], ptr[lvl + 1]
         if b - a >= parallel_from:
             for i in prange(a, b):
-                _forward_node(i, base_z, base_m, has_m, weight, weight_n, scale, has_scale,
-                              per_node, node_ptr, edges, src, state, gates, agg_h, sums)
+                _gather_node(i, weight, scale, has_scale, per_node, node_ptr, edges, src, state,
+                             agg_h, sums)
+            _level_times_weight(gemm, weight_n, weight_nt, agg_h, gates, a, b, True)
+            for i in prange(a, b):
+                _finish_node(i, base_z, base_m, has_m, state, gates)
         else:
             for i in range(a, b):
-                _forward_node(i, base_z, base_m, has_m, weight, weight_n, scale, has_scale,
-                              per_node, node_ptr, edges, src, state, gates, agg_h, sums)
+                _gather_node(i, weight, scale, has_scale, per_node, node_ptr, edges, src, state,
+                             agg_h, sums)
+            _level_times_weight(gemm, weight_n, weight_nt, agg_h, gates, a, b, True)
+            for i in range(a, b):
+                _finish_node(i, base_z, base_m, has_m, state, gates)
 
 
 # --------------------------------------------------------------------------
@@ -337,11 +375,8 @@ def _scale_grad(grad_agg_h, grad_m, i, state, j, weight, w, hidden):
 
 
 @jit(inline="always")
-def _backward_node(i, grad_state, state, gates, weight, weight_nt, scale, has_scale, per_node,
-                   node_ptr, edges, src, grad_z, grad_m, grad_agg_h, grad_edge_weight,
-                   need_edge_weight, grad_scale, need_scale):
-    """dL/dz and dL/dm of row ``i`` (complete), dL/dh_bar where it has edges, and the
-    per-edge gradients; returns the number of its edges."""
+def _backward_node(i, grad_state, state, gates, grad_z, grad_m):
+    """dL/dz and dL/dm of row ``i`` (complete once every later level is done)."""
     hidden = grad_m.shape[1]
     h2 = 2 * hidden
     one, two = const(1.0, grad_z), const(2.0, grad_z)
@@ -355,18 +390,24 @@ def _backward_node(i, grad_state, state, gates, weight, weight_nt, scale, has_sc
         grad_z[i, k] = gmt * (two * s_c - one) * u * (one - u)
         grad_z[i, hidden + k] = gh * dtanh * m * o * (one - o)
         grad_z[i, h2 + k] = gmt * two * u * s_c * (one - s_c)
+
+
+@jit(inline="always")
+def _backward_edges(i, state, weight, scale, has_scale, per_node, node_ptr, edges, src, grad_m,
+                    grad_agg_h, grad_edge_weight, need_edge_weight, grad_scale, need_scale):
+    """Row ``i``, whose ``grad_agg_h[i]`` (dL/dh_bar) the level product filled: zero it
+    without edges, else the per-edge gradients where asked."""
+    hidden = grad_m.shape[1]
     e0, e1 = node_ptr[i], node_ptr[i + 1]
     if e1 == e0:
         for k in range(hidden):
             grad_agg_h[i, k] = 0
-        return 0
-    for k in range(hidden):
-        grad_agg_h[i, k] = _dot(weight_nt, k, grad_z, i, 3 * hidden)
+        return
     if need_edge_weight or need_scale:
         for q in range(e0, e1):
             e = edges[q]
             j = src[e]
-            s = scale[e] if has_scale else one
+            s = scale[e] if has_scale else const(1.0, scale)
             if need_edge_weight:
                 for k in range(hidden):
                     grad_edge_weight[e, k] = grad_agg_h[i, k] * state[j, k] * s
@@ -374,7 +415,6 @@ def _backward_node(i, grad_state, state, gates, weight, weight_nt, scale, has_sc
             if need_scale:
                 grad_scale[e] = _scale_grad(grad_agg_h, grad_m, i, state, j, weight,
                                             i if per_node else e, hidden)
-    return e1 - e0
 
 
 @jit(inline="always")
@@ -393,26 +433,31 @@ def _push_to_sources(i, grad_state, weight, scale, has_scale, per_node, node_ptr
 
 
 @jit()
-def backward(grad_state, state, gates, weight, weight_nt, scale, has_scale, per_node, ptr,
-             node_ptr, edges, src, grad_z, grad_m, grad_agg_h, grad_edge_weight,
+def backward(grad_state, state, gates, weight, weight_n, weight_nt, scale, has_scale, per_node,
+             ptr, node_ptr, edges, src, gemm, grad_z, grad_m, grad_agg_h, grad_edge_weight,
              need_edge_weight, grad_scale, need_scale):
-    """Sweep the rows in reverse, completing ``grad_state`` (modified in place) and
+    """Sweep the levels in reverse, completing ``grad_state`` (modified in place) and
     filling ``grad_z [N, 3H]`` (dL/d base_z), ``grad_m [N, H]`` (dL/d base_m),
     ``grad_agg_h [N, H]`` (dL/dh_bar, zero for rows without visited edges) and,
     where asked, ``grad_edge_weight [E_v, 2H]`` (dL/dG of per-edge weights) and
     ``grad_scale [E_v]``."""
-    for i in range(grad_state.shape[0] - 1, -1, -1):
-        if _backward_node(i, grad_state, state, gates, weight, weight_nt, scale, has_scale,
-                          per_node, node_ptr, edges, src, grad_z, grad_m, grad_agg_h,
-                          grad_edge_weight, need_edge_weight, grad_scale, need_scale):
+    for lvl in range(ptr.size - 2, -1, -1):
+        a, b = ptr[lvl], ptr[lvl + 1]
+        for i in range(b - 1, a - 1, -1):
+            _backward_node(i, grad_state, state, gates, grad_z, grad_m)
+        _level_times_weight(gemm, weight_n, weight_nt, grad_z, grad_agg_h, a, b, False)
+        for i in range(b - 1, a - 1, -1):
+            _backward_edges(i, state, weight, scale, has_scale, per_node, node_ptr, edges, src,
+                            grad_m, grad_agg_h, grad_edge_weight, need_edge_weight, grad_scale,
+                            need_scale)
             _push_to_sources(i, grad_state, weight, scale, has_scale, per_node, node_ptr, edges,
                              src, grad_m, grad_agg_h)
 
 
 @jit(parallel=True)
-def backward_parallel(grad_state, state, gates, weight, weight_nt, scale, has_scale, per_node,
-                      ptr, node_ptr, edges, src, parallel_from, grad_z, grad_m, grad_agg_h,
-                      grad_edge_weight, need_edge_weight, grad_scale, need_scale):
+def backward_parallel(grad_state, state, gates, weight, weight_n, weight_nt, scale, has_scale,
+                      per_node, ptr, node_ptr, edges, src, gemm, parallel_from, grad_z, grad_m,
+                      grad_agg_h, grad_edge_weight, need_edge_weight, grad_scale, need_scale):
     """:func:`backward`, level by level in reverse. The rows of a level are
     independent and, where the level has at least ``parallel_from`` rows, run on
     numba's threads; only their pushes to earlier rows may collide, so those follow
@@ -421,21 +466,25 @@ def backward_parallel(grad_state, state, gates, weight, weight_nt, scale, has_sc
         a, b = ptr[lvl], ptr[lvl + 1]
         if b - a >= parallel_from:
             for i in prange(a, b):
-                _backward_node(i, grad_state, state, gates, weight, weight_nt, scale,
-                               has_scale, per_node, node_ptr, edges, src, grad_z, grad_m,
-                               grad_agg_h, grad_edge_weight, need_edge_weight, grad_scale,
-                               need_scale)
+                _backward_node(i, grad_state, state, gates, grad_z, grad_m)
+            _level_times_weight(gemm, weight_n, weight_nt, grad_z, grad_agg_h, a, b, False)
+            for i in prange(a, b):
+                _backward_edges(i, state, weight, scale, has_scale, per_node, node_ptr, edges,
+                                src, grad_m, grad_agg_h, grad_edge_weight, need_edge_weight,
+                                grad_scale, need_scale)
             for i in range(a, b):
                 _push_to_sources(i, grad_state, weight, scale, has_scale, per_node, node_ptr,
                                  edges, src, grad_m, grad_agg_h)
         else:
             for i in range(b - 1, a - 1, -1):
-                if _backward_node(i, grad_state, state, gates, weight, weight_nt, scale,
-                                  has_scale, per_node, node_ptr, edges, src, grad_z, grad_m,
-                                  grad_agg_h, grad_edge_weight, need_edge_weight, grad_scale,
-                                  need_scale):
-                    _push_to_sources(i, grad_state, weight, scale, has_scale, per_node,
-                                     node_ptr, edges, src, grad_m, grad_agg_h)
+                _backward_node(i, grad_state, state, gates, grad_z, grad_m)
+            _level_times_weight(gemm, weight_n, weight_nt, grad_z, grad_agg_h, a, b, False)
+            for i in range(b - 1, a - 1, -1):
+                _backward_edges(i, state, weight, scale, has_scale, per_node, node_ptr, edges,
+                                src, grad_m, grad_agg_h, grad_edge_weight, need_edge_weight,
+                                grad_scale, need_scale)
+                _push_to_sources(i, grad_state, weight, scale, has_scale, per_node, node_ptr,
+                                 edges, src, grad_m, grad_agg_h)
 
 
 # --------------------------------------------------------------------------
@@ -486,29 +535,6 @@ def check_permutation(perm, n):
 # written at ``v = perm[i]`` while ``i`` walks the level-sorted positions: the
 # projections need no permuted copies, and the new state comes out in place.
 # The edge lists hold positions; their sources are ``perm[src[e]]``.
-
-
-# The level products z = W_n h_bar (forward) and dL/dh_bar = W_n^T dL/dz (backward)
-# are one GEMM per level through PyTorch's BLAS where it can be called
-# (:mod:`graphlstm._kernels.blas`, ``gemm`` is its address), else dot products row
-# by row. Their operands ``agg_h``, ``gates`` and ``grad_z`` are scratch of the loop
-# and kept in level order (row ``i``), so that a level is a block of rows.
-
-
-@jit(inline="always")
-def _level_times_weight(gemm, weight, weight_t, x, out, a, b, transpose):
-    """``out[a:b] = x[a:b] @ weight.T`` (``transpose``) or ``x[a:b] @ weight``;
-    ``weight_t`` is ``weight.T`` contiguous, for the dot products."""
-    if gemm != 0:
-        rows_times(gemm, transpose, weight, x, out, a, b)
-    elif transpose:
-        for i in range(a, b):
-            for c in range(out.shape[1]):
-                out[i, c] = _dot(weight, c, x, i, x.shape[1])
-    else:
-        for i in range(a, b):
-            for c in range(out.shape[1]):
-                out[i, c] = _dot(weight_t, c, x, i, x.shape[1])
 
 
 @jit(inline="always")
