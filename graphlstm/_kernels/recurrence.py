@@ -664,12 +664,21 @@ def _gated_backward_row(i, grad_state, state, gates, pre, from_h, m_prev, perm, 
 
 
 @jit(fastmath={"reassoc", "contract", "nsz"})
-def _gated_edge_backward(v, j, s, h_src, h_col, m_src, m_col, pre, from_h, grad_mt, grad_agg_h,
-                         i, grad_h_src, grad_m_src, grad_pre, grad_from_h):
-    """One edge ``j -> v`` (row ``i`` of ``grad_agg_h``) with scale ``s`` whose source
-    state is ``h_src[j, h_col + k]``, ``m_src[j, m_col + k]``: push dL/d[h_j ; m_j] into
-    ``grad_h_src``, ``grad_m_src`` (same columns), dL/dxf_v and dL/dfn_j into the
-    projections' gradients, and return dL/ds."""
+def _edge_h_backward(j, s, h_src, h_col, grad_agg_h, i, grad_h_src):
+    """Push ``s dL/dh_bar_i`` into ``grad_h_src[j, h_col:]``; return ``sum_k dL/dh_bar_i[k]
+    h_j[k]``, the h-part of dL/ds."""
+    hidden = grad_agg_h.shape[1]
+    total = const(0.0, grad_agg_h)
+    for k in range(hidden):
+        grad_h_src[j, h_col + k] += s * grad_agg_h[i, k]
+        total += grad_agg_h[i, k] * h_src[j, h_col + k]
+    return total
+
+
+@jit(fastmath={"reassoc", "contract", "nsz"})
+def _edge_m_terms(v, j, s, m_src, m_col, pre, from_h, grad_mt, buf):
+    """The neighbour forget gate of ``j -> v``: ``buf[0] = s g dL/dm'_v`` (for m_j),
+    ``buf[1] = s dL/dm'_v m_j g (1 - g)`` (for xf_v and fn_j); return the m-part of dL/ds."""
     hidden = grad_mt.shape[1]
     h3, h4 = 3 * hidden, 4 * hidden
     one = const(1.0, grad_mt)
@@ -677,12 +686,26 @@ def _gated_edge_backward(v, j, s, h_src, h_col, m_src, m_col, pre, from_h, grad_
     for k in range(hidden):
         g = sigmoid(pre[v, h3 + k] + from_h[j, h4 + k])
         g_m, m_j = grad_mt[v, k], m_src[j, m_col + k]
-        grad_h_src[j, h_col + k] += s * grad_agg_h[i, k]
-        grad_m_src[j, m_col + k] += s * g * g_m
-        d = s * g_m * m_j * g * (one - g)
-        grad_pre[v, h3 + k] += d
-        grad_from_h[j, h4 + k] += d
-        total += grad_agg_h[i, k] * h_src[j, h_col + k] + g_m * g * m_j
+        buf[0, k] = s * g * g_m
+        buf[1, k] = s * g_m * m_j * g * (one - g)
+        total += g_m * g * m_j
+    return total
+
+
+@jit(inline="always")
+def _edge_m_backward(v, j, s, m_src, m_col, pre, from_h, grad_mt, grad_m_src, grad_pre,
+                     grad_from_h, buf):
+    """Push dL/dm_j into ``grad_m_src[j, m_col:]`` and dL/dxf_v, dL/dfn_j into the
+    projections' gradients; return the m-part of dL/ds. Two loops: one writing three
+    arrays while reading four would need more overlap checks than the loop vectoriser
+    makes, and would run one element at a time."""
+    hidden = grad_mt.shape[1]
+    h3, h4 = 3 * hidden, 4 * hidden
+    total = _edge_m_terms(v, j, s, m_src, m_col, pre, from_h, grad_mt, buf)
+    for k in range(hidden):
+        grad_m_src[j, m_col + k] += buf[0, k]
+        grad_pre[v, h3 + k] += buf[1, k]
+        grad_from_h[j, h4 + k] += buf[1, k]
     return total
 
 
@@ -690,19 +713,26 @@ def _gated_edge_backward(v, j, s, h_src, h_col, m_src, m_col, pre, from_h, grad_
 def _gated_backward_edges(i, state, pre, from_h, h_prev, m_prev, perm, node_ptr, edges, src,
                           scale, unv_ptr, unv_edges, unv_src, unv_scale, grad_state, grad_mt,
                           grad_agg_h, grad_pre, grad_from_h, grad_h_prev, grad_m_prev,
-                          grad_scale, grad_unv_scale):
+                          grad_scale, grad_unv_scale, buf):
+    """The edges into row ``i`` (node ``v``), each ``j -> v`` with scale ``s``: push
+    dL/d[h_j ; m_j] to the source (its new state's gradient for a visited ``j``, the
+    previous state's otherwise), dL/dxf_v and dL/dfn_j, and dL/ds. The h and m halves
+    are separate loops: a visited source's two halves share one array, and a loop
+    writing both would not vectorise."""
     hidden = grad_mt.shape[1]
     v = perm[i]
     for q in range(node_ptr[i], node_ptr[i + 1]):
         e = edges[q]
-        grad_scale[e] = _gated_edge_backward(
-            v, perm[src[e]], scale[e], state, 0, state, hidden, pre, from_h, grad_mt,
-            grad_agg_h, i, grad_state, grad_state, grad_pre, grad_from_h)
+        j, s = perm[src[e]], scale[e]
+        grad_scale[e] = _edge_h_backward(j, s, state, 0, grad_agg_h, i, grad_state) + \
+            _edge_m_backward(v, j, s, state, hidden, pre, from_h, grad_mt, grad_state, grad_pre,
+                             grad_from_h, buf)
     for q in range(unv_ptr[i], unv_ptr[i + 1]):
         e = unv_edges[q]
-        grad_unv_scale[e] = _gated_edge_backward(
-            v, perm[unv_src[e]], unv_scale[e], h_prev, 0, m_prev, 0, pre, from_h, grad_mt,
-            grad_agg_h, i, grad_h_prev, grad_m_prev, grad_pre, grad_from_h)
+        j, s = perm[unv_src[e]], unv_scale[e]
+        grad_unv_scale[e] = _edge_h_backward(j, s, h_prev, 0, grad_agg_h, i, grad_h_prev) + \
+            _edge_m_backward(v, j, s, m_prev, 0, pre, from_h, grad_mt, grad_m_prev, grad_pre,
+                             grad_from_h, buf)
 
 
 @jit()
@@ -714,6 +744,7 @@ def gated_backward(grad_state, state, gates, pre, from_h, h_prev, m_prev, weight
     gradients of both projections (``grad_from_h``, ``grad_h_prev`` and ``grad_m_prev``
     zeroed by the caller) and of both edge scales; ``grad_mt`` is dL/dm' (node order),
     ``grad_z`` dL/dz and ``grad_agg_h`` dL/dh_bar (level order)."""
+    buf = np.empty((2, grad_mt.shape[1]), grad_mt.dtype)
     for lvl in range(ptr.size - 2, -1, -1):
         a, b = ptr[lvl], ptr[lvl + 1]
         for i in range(b - 1, a - 1, -1):
@@ -724,7 +755,7 @@ def gated_backward(grad_state, state, gates, pre, from_h, h_prev, m_prev, weight
             _gated_backward_edges(i, state, pre, from_h, h_prev, m_prev, perm, node_ptr, edges,
                                   src, scale, unv_ptr, unv_edges, unv_src, unv_scale, grad_state,
                                   grad_mt, grad_agg_h, grad_pre, grad_from_h, grad_h_prev,
-                                  grad_m_prev, grad_scale, grad_unv_scale)
+                                  grad_m_prev, grad_scale, grad_unv_scale, buf)
 
 
 @jit(parallel=True)
@@ -736,6 +767,7 @@ def gated_backward_parallel(grad_state, state, gates, pre, from_h, h_prev, m_pre
     """:func:`gated_backward`, the rows of a level of at least ``parallel_from`` rows on
     numba's threads, then their edges (whose pushes to other rows may collide) one row
     at a time."""
+    buf = np.empty((2, grad_mt.shape[1]), grad_mt.dtype)
     for lvl in range(ptr.size - 2, -1, -1):
         a, b = ptr[lvl], ptr[lvl + 1]
         if b - a >= parallel_from:
@@ -751,4 +783,4 @@ def gated_backward_parallel(grad_state, state, gates, pre, from_h, h_prev, m_pre
             _gated_backward_edges(i, state, pre, from_h, h_prev, m_prev, perm, node_ptr, edges,
                                   src, scale, unv_ptr, unv_edges, unv_src, unv_scale, grad_state,
                                   grad_mt, grad_agg_h, grad_pre, grad_from_h, grad_h_prev,
-                                  grad_m_prev, grad_scale, grad_unv_scale)
+                                  grad_m_prev, grad_scale, grad_unv_scale, buf)
