@@ -399,6 +399,37 @@ def test_typed_cells_take_the_compiled_loop_and_grid_lstm_the_scan(monkeypatch):
             torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("threads, level_gemm", [(2, True), (1, False)])
+def test_typed_loop_threaded_and_without_blas_equals_the_scan(threads, level_gemm,
+                                                              monkeypatch):
+    # Levels of a random order on a sparse typed graph are large enough for threads
+    # (from 4 rows here); without MKL the level products are the kernels' dot products.
+    from graphlstm import MDLSTMCell, MDRNNCell
+
+    if not level_gemm:
+        monkeypatch.setattr(backend._try_load(), "gemm_address", lambda dtype: 0)
+    monkeypatch.setattr(functional_module, "_PARALLEL_FROM", 4)
+    torch.set_num_threads(threads)  # conftest restores the thread count
+    gen = torch.Generator().manual_seed(16)
+    n = 300
+    edge_index = torch.randint(0, n, (2, 900), generator=gen)
+    edge_type = torch.randint(0, 2, (900,), generator=gen)
+    order = torch.randperm(n, generator=gen)
+    assert max(build_schedule(edge_index, n, order=order).level_sizes().tolist()) >= 20
+    x = torch.randn(n, 3, generator=gen, dtype=DT, requires_grad=True)
+    torch.manual_seed(0)
+    for cell in (MDLSTMCell(3, 4, 2), MDLSTMCell(3, 4, 2, stable=True), MDRNNCell(3, 4, 2)):
+        cell = cell.to(DT)
+        results = []
+        for engine in ("compiled", "torch"):
+            with use_backend(engine):
+                h = cell(x, edge_index, edge_type, order)[0]
+                grads = torch.autograd.grad((h * h).sum(), [x, *cell.parameters()])
+            results.append((h, *grads))
+        for a, b in zip(*results, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=0)
+
+
 def test_typed_loop_that_fails_to_compile_falls_back_once(monkeypatch):
     from graphlstm import MDLSTMCell
 

@@ -33,7 +33,9 @@ from graphlstm._kernels.typed import (
     RNN_TANH,
     STABLE_LSTM,
     typed_backward,
+    typed_backward_parallel,
     typed_forward,
+    typed_forward_parallel,
 )
 
 __all__ = [
@@ -57,7 +59,9 @@ __all__ = [
     "schedule_layout",
     "set_threads",
     "typed_backward",
+    "typed_backward_parallel",
     "typed_forward",
+    "typed_forward_parallel",
 ]
 
 

@@ -8,13 +8,18 @@ every visited in-edge of a row comes from an earlier row.
 
 Per row ``i`` with visited in-edges ``e = (j -> i)`` of type ``d_e``:
 
-- forward: the slot sums ``h_hat[i, d] = sum_{e: d_e = d} h'_j`` (and ``c_hat``),
-  ``a_i = pre_i + U^T [h_hat_1 ; ... ; h_hat_D]`` (``pre = W x + b`` comes from
-  one GEMM of the caller), the gates and the new state;
-- backward, rows in reverse: the gradient of a row's state is complete once every
-  later row has pushed into it; it gives ``dL/da_i`` and ``dL/dh_hat_i =
-  U dL/da_i`` (and ``dL/dc_hat_i``), pushed to the sources of the row's edges.
-  ``dL/dU = h_hat^T dL/da`` is one GEMM of the caller.
+- forward, level by level: the rows' slot sums ``h_hat[i, d] = sum_{e: d_e = d}
+  h'_j`` (and ``c_hat``), then ``U^T [h_hat_1 ; ... ; h_hat_D]`` of the whole
+  level as one GEMM (as in the Graph LSTM loop), then per row ``a_i = pre_i +
+  ...`` (``pre = W x + b`` comes from one GEMM of the caller), the gates and the
+  new state;
+- backward, levels in reverse: the gradient of a row's state is complete once
+  every later level has pushed into it; it gives ``dL/da_i``, the level's
+  ``dL/dh_hat = dL/da U^T`` in one GEMM, and the pushes to the sources of the
+  rows' edges (with ``dL/dc_hat``). ``dL/dU = h_hat^T dL/da`` is one GEMM of the
+  caller.
+
+The rows of a large level run on several threads (the ``_parallel`` kernels).
 
 ``kind`` selects the cell: :data:`LSTM` (gate rows ``i, f_1..f_D, g, o``),
 :data:`STABLE_LSTM` (``i, f, l_1..l_D, g, o``, softmax over ``l``),
@@ -23,10 +28,21 @@ Per row ``i`` with visited in-edges ``e = (j -> i)`` of type ``d_e``:
 
 from __future__ import annotations
 
-from graphlstm._kernels._jit import jit
-from graphlstm._kernels.recurrence import _dot, const, fast_exp, sigmoid, tanh
+from numba import prange
 
-__all__ = ["LSTM", "RNN_RELU", "RNN_TANH", "STABLE_LSTM", "typed_backward", "typed_forward"]
+from graphlstm._kernels._jit import jit
+from graphlstm._kernels.recurrence import _level_times_weight, const, fast_exp, sigmoid, tanh
+
+__all__ = [
+    "LSTM",
+    "RNN_RELU",
+    "RNN_TANH",
+    "STABLE_LSTM",
+    "typed_backward",
+    "typed_backward_parallel",
+    "typed_forward",
+    "typed_forward_parallel",
+]
 
 LSTM, STABLE_LSTM, RNN_TANH, RNN_RELU = 0, 1, 2, 3
 
@@ -90,39 +106,65 @@ def _lstm_row(i, stable, num_dims, gates, h, c, c_hat):
         h[i, k] = og * tanh(cc)
 
 
+@jit(inline="always")
+def _typed_row(i, kind, num_dims, pre, node_ptr, h, c, gates, c_hat):
+    """Row ``i``: ``gates[i]`` (``h[i]`` without a memory) holds ``U^T h_hat_i``; add
+    ``pre[i]``, activate, and write the new state."""
+    if kind == LSTM or kind == STABLE_LSTM:
+        for g in range(pre.shape[1]):
+            gates[i, g] += pre[i, g]
+        _lstm_row(i, kind == STABLE_LSTM, num_dims, gates, h, c, c_hat)
+        return
+    zero = const(0.0, h)
+    for k in range(pre.shape[1]):
+        a = pre[i, k] + h[i, k]
+        if kind == RNN_TANH:
+            h[i, k] = tanh(a)
+        else:
+            h[i, k] = zero if a < zero else a
+
+
 @jit()
-def typed_forward(kind, num_dims, pre, u_t, node_ptr, edges, src, etype, h, c, gates, h_hat,
-                  c_hat):
+def typed_forward(kind, num_dims, pre, u, u_t, ptr, node_ptr, edges, src, etype, gemm, h, c,
+                  gates, h_hat, c_hat):
     """Fill ``h [N, H]`` (and ``c``, ``gates [N, G]`` activated, ``c_hat``) and ``h_hat
-    [N, D*H]`` row by row in level order; ``u_t [G, D*H]`` is ``U`` transposed.
+    [N, D*H]`` level by level; ``u [D*H, G]`` is ``U`` and ``u_t`` its transpose.
 
     ``pre [N, G]`` is ``W x + b`` of every row; ``edges[node_ptr[i]:node_ptr[i+1]]`` are
     the visited in-edges of row ``i`` (:func:`~graphlstm._kernels.recurrence.node_edges`),
-    ``src[e]`` their source rows and ``etype[e]`` their types. Without a memory (RNN
+    ``src[e]`` their source rows and ``etype[e]`` their types; ``gemm`` is the address
+    of the BLAS GEMM or 0 (:mod:`graphlstm._kernels.blas`). Without a memory (RNN
     kinds) ``c``, ``gates`` and ``c_hat`` are not touched."""
     memory = kind == LSTM or kind == STABLE_LSTM
-    num_gates, width = pre.shape[1], h_hat.shape[1]
-    for i in range(pre.shape[0]):
-        _gather_row(i, memory, node_ptr, edges, src, etype, h, c, h_hat, c_hat)
-        has_edges = node_ptr[i + 1] > node_ptr[i]
-        if memory:
-            if has_edges:
-                for g in range(num_gates):
-                    gates[i, g] = pre[i, g] + _dot(u_t, g, h_hat, i, width)
-            else:
-                for g in range(num_gates):
-                    gates[i, g] = pre[i, g]
-            _lstm_row(i, kind == STABLE_LSTM, num_dims, gates, h, c, c_hat)
+    for lvl in range(ptr.size - 1):
+        a, b = ptr[lvl], ptr[lvl + 1]
+        for i in range(a, b):
+            _gather_row(i, memory, node_ptr, edges, src, etype, h, c, h_hat, c_hat)
+        _level_times_weight(gemm, u, u_t, h_hat, gates if memory else h, a, b, False)
+        for i in range(a, b):
+            _typed_row(i, kind, num_dims, pre, node_ptr, h, c, gates, c_hat)
+
+
+@jit(parallel=True)
+def typed_forward_parallel(kind, num_dims, pre, u, u_t, ptr, node_ptr, edges, src, etype, gemm,
+                           parallel_from, h, c, gates, h_hat, c_hat):
+    """:func:`typed_forward`, the rows of each level of at least ``parallel_from`` rows
+    on numba's threads."""
+    memory = kind == LSTM or kind == STABLE_LSTM
+    for lvl in range(ptr.size - 1):
+        a, b = ptr[lvl], ptr[lvl + 1]
+        if b - a >= parallel_from:
+            for i in prange(a, b):
+                _gather_row(i, memory, node_ptr, edges, src, etype, h, c, h_hat, c_hat)
+            _level_times_weight(gemm, u, u_t, h_hat, gates if memory else h, a, b, False)
+            for i in prange(a, b):
+                _typed_row(i, kind, num_dims, pre, node_ptr, h, c, gates, c_hat)
         else:
-            zero = const(0.0, h)
-            for k in range(num_gates):
-                a = pre[i, k]
-                if has_edges:
-                    a += _dot(u_t, k, h_hat, i, width)
-                if kind == RNN_TANH:
-                    h[i, k] = tanh(a)
-                else:
-                    h[i, k] = zero if a < zero else a
+            for i in range(a, b):
+                _gather_row(i, memory, node_ptr, edges, src, etype, h, c, h_hat, c_hat)
+            _level_times_weight(gemm, u, u_t, h_hat, gates if memory else h, a, b, False)
+            for i in range(a, b):
+                _typed_row(i, kind, num_dims, pre, node_ptr, h, c, gates, c_hat)
 
 
 @jit(inline="always")
@@ -163,35 +205,72 @@ def _lstm_row_backward(i, stable, num_dims, gates, c, c_hat, grad_h, grad_c, gra
                 grad_c_hat[i, d * hidden + k] = dct * fg
 
 
-@jit()
-def typed_backward(kind, num_dims, u, node_ptr, edges, src, etype, h, c, gates, c_hat, grad_h,
-                   grad_c, grad_a, grad_h_hat, grad_c_hat):
-    """Sweep the rows in reverse level order: complete ``grad_h`` and ``grad_c`` (in
-    place; they hold the gradients of the outputs on entry) and fill ``grad_a [N, G]``,
-    the gradient of the pre-activations (that of ``pre``), with ``u [D*H, G]``.
-    ``grad_h_hat`` and ``grad_c_hat`` ``[N, D*H]`` are scratch."""
-    memory = kind == LSTM or kind == STABLE_LSTM
-    hidden, num_gates, width = h.shape[1], grad_a.shape[1], grad_h_hat.shape[1]
+@jit(inline="always")
+def _typed_row_backward(i, kind, num_dims, h, c, gates, c_hat, grad_h, grad_c, grad_a,
+                        grad_c_hat):
+    """``dL/da_i`` (and ``dL/dc_hat_i``) from the complete gradient of row ``i``'s state."""
+    if kind == LSTM or kind == STABLE_LSTM:
+        _lstm_row_backward(i, kind == STABLE_LSTM, num_dims, gates, c, c_hat, grad_h, grad_c,
+                           grad_a, grad_c_hat)
+        return
     zero, one = const(0.0, h), const(1.0, h)
-    for i in range(h.shape[0] - 1, -1, -1):
-        if memory:
-            _lstm_row_backward(i, kind == STABLE_LSTM, num_dims, gates, c, c_hat, grad_h,
-                               grad_c, grad_a, grad_c_hat)
-        elif kind == RNN_TANH:
-            for k in range(num_gates):
-                grad_a[i, k] = grad_h[i, k] * (one - h[i, k] * h[i, k])
+    for k in range(grad_a.shape[1]):
+        if kind == RNN_TANH:
+            grad_a[i, k] = grad_h[i, k] * (one - h[i, k] * h[i, k])
         else:
-            for k in range(num_gates):
-                grad_a[i, k] = grad_h[i, k] if h[i, k] > zero else zero
-        if node_ptr[i + 1] == node_ptr[i]:
-            continue
-        for m in range(width):
-            grad_h_hat[i, m] = _dot(u, m, grad_a, i, num_gates)
-        for q in range(node_ptr[i], node_ptr[i + 1]):
-            e = edges[q]
-            j, off = src[e], etype[e] * hidden
+            grad_a[i, k] = grad_h[i, k] if h[i, k] > zero else zero
+
+
+@jit(inline="always")
+def _push_row(i, memory, node_ptr, edges, src, etype, grad_h, grad_c, grad_h_hat, grad_c_hat):
+    hidden = grad_h.shape[1]
+    for q in range(node_ptr[i], node_ptr[i + 1]):
+        e = edges[q]
+        j, off = src[e], etype[e] * hidden
+        for k in range(hidden):
+            grad_h[j, k] += grad_h_hat[i, off + k]
+        if memory:
             for k in range(hidden):
-                grad_h[j, k] += grad_h_hat[i, off + k]
-            if memory:
-                for k in range(hidden):
-                    grad_c[j, k] += grad_c_hat[i, off + k]
+                grad_c[j, k] += grad_c_hat[i, off + k]
+
+
+@jit()
+def typed_backward(kind, num_dims, u, u_t, ptr, node_ptr, edges, src, etype, gemm, h, c, gates,
+                   c_hat, grad_h, grad_c, grad_a, grad_h_hat, grad_c_hat):
+    """Sweep the levels in reverse: complete ``grad_h`` and ``grad_c`` (in place; they
+    hold the gradients of the outputs on entry) and fill ``grad_a [N, G]``, the
+    gradient of the pre-activations (that of ``pre``). ``grad_h_hat`` and
+    ``grad_c_hat`` ``[N, D*H]`` are scratch."""
+    memory = kind == LSTM or kind == STABLE_LSTM
+    for lvl in range(ptr.size - 2, -1, -1):
+        a, b = ptr[lvl], ptr[lvl + 1]
+        for i in range(b - 1, a - 1, -1):
+            _typed_row_backward(i, kind, num_dims, h, c, gates, c_hat, grad_h, grad_c, grad_a,
+                                grad_c_hat)
+        _level_times_weight(gemm, u, u_t, grad_a, grad_h_hat, a, b, True)
+        for i in range(b - 1, a - 1, -1):
+            _push_row(i, memory, node_ptr, edges, src, etype, grad_h, grad_c, grad_h_hat,
+                      grad_c_hat)
+
+
+@jit(parallel=True)
+def typed_backward_parallel(kind, num_dims, u, u_t, ptr, node_ptr, edges, src, etype, gemm,
+                            parallel_from, h, c, gates, c_hat, grad_h, grad_c, grad_a,
+                            grad_h_hat, grad_c_hat):
+    """:func:`typed_backward`, the rows of a level of at least ``parallel_from`` rows on
+    numba's threads, then their pushes (which may collide) one row at a time."""
+    memory = kind == LSTM or kind == STABLE_LSTM
+    for lvl in range(ptr.size - 2, -1, -1):
+        a, b = ptr[lvl], ptr[lvl + 1]
+        if b - a >= parallel_from:
+            for i in prange(a, b):
+                _typed_row_backward(i, kind, num_dims, h, c, gates, c_hat, grad_h, grad_c,
+                                    grad_a, grad_c_hat)
+        else:
+            for i in range(b - 1, a - 1, -1):
+                _typed_row_backward(i, kind, num_dims, h, c, gates, c_hat, grad_h, grad_c,
+                                    grad_a, grad_c_hat)
+        _level_times_weight(gemm, u, u_t, grad_a, grad_h_hat, a, b, True)
+        for i in range(b - 1, a - 1, -1):
+            _push_row(i, memory, node_ptr, edges, src, etype, grad_h, grad_c, grad_h_hat,
+                      grad_c_hat)

@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from graphlstm import backend
+from graphlstm import backend, functional
 from graphlstm._validation import check_edge_index, check_node_features, check_tensor
 from graphlstm.lattice import c_strides, resolve_directions
 from graphlstm.schedule import build_schedule
@@ -689,7 +689,8 @@ def _compiled_graph_scan(kernels, kind: int, num_dims: int, xs: Tensor, W: Tenso
 class _CompiledGraphScan(torch.autograd.Function):
     """``h, c = loop(pre [N, G], U [D*H, G])`` over the schedule's levels, rows in
     level order, with the backward of :func:`graphlstm._kernels.typed.typed_backward`
-    and ``dL/dU = h_hat^T dL/da``."""
+    and ``dL/dU = h_hat^T dL/da``. Levels of many rows run on torch's threads, as in
+    the Graph LSTM loop (:mod:`graphlstm.functional`)."""
 
     @staticmethod
     def forward(ctx, kernels, kind, num_dims, pre, u, ptr, visited_ptr, src, dst_local, etype):
@@ -709,12 +710,18 @@ class _CompiledGraphScan(torch.autograd.Function):
         c = pre.new_empty(rows, hidden)
         gates = pre.new_empty(rows, pre.size(1))
         c_hat = pre.new_empty(rows, width)
-        kernels.typed_forward(kind, num_dims, pre.numpy(), u.t().contiguous().numpy(), node_ptr,
-                              edges, src.numpy(), etype.numpy(), h.numpy(), c.numpy(),
-                              gates.numpy(), h_hat.numpy(), c_hat.numpy())
+        ptr = np.asarray(ptr, dtype=np.int64)
+        args = (kind, num_dims, pre.numpy(), u.numpy(), u.t().contiguous().numpy(), ptr,
+                node_ptr, edges, src.numpy(), etype.numpy(), kernels.gemm_address(pre.dtype))
+        outputs = (h.numpy(), c.numpy(), gates.numpy(), h_hat.numpy(), c_hat.numpy())
+        if functional._threads_for(ptr) > 1:
+            kernels.set_threads(torch.get_num_threads())
+            kernels.typed_forward_parallel(*args, functional._PARALLEL_FROM, *outputs)
+        else:
+            kernels.typed_forward(*args, *outputs)
         ctx.save_for_backward(u, h, c, gates, h_hat, c_hat, src, etype,
                               torch.from_numpy(node_ptr), torch.from_numpy(edges))
-        ctx.kernels, ctx.kind, ctx.num_dims = kernels, kind, num_dims
+        ctx.kernels, ctx.kind, ctx.num_dims, ctx.ptr = kernels, kind, num_dims, ptr
         if not memory:
             ctx.mark_non_differentiable(c)
         return h, c
@@ -731,11 +738,17 @@ class _CompiledGraphScan(torch.autograd.Function):
         grad_a = h.new_empty(h.size(0), u.size(1))
         grad_h_hat = h.new_empty(h_hat.shape)
         grad_c_hat = h.new_empty(c_hat.shape)
-        ctx.kernels.typed_backward(
-            ctx.kind, ctx.num_dims, u.numpy(), node_ptr.numpy(), edges.numpy(), src.numpy(),
-            etype.numpy(), h.numpy(), c.numpy(), gates.numpy(), c_hat.numpy(), grad_h.numpy(),
-            grad_c.numpy(), grad_a.numpy(), grad_h_hat.numpy(), grad_c_hat.numpy(),
-        )
+        kernels, ptr = ctx.kernels, ctx.ptr
+        args = (ctx.kind, ctx.num_dims, u.numpy(), u.t().contiguous().numpy(), ptr,
+                node_ptr.numpy(), edges.numpy(), src.numpy(), etype.numpy(),
+                kernels.gemm_address(u.dtype))
+        outputs = (h.numpy(), c.numpy(), gates.numpy(), c_hat.numpy(), grad_h.numpy(),
+                   grad_c.numpy(), grad_a.numpy(), grad_h_hat.numpy(), grad_c_hat.numpy())
+        if functional._threads_for(ptr) > 1:
+            kernels.set_threads(torch.get_num_threads())
+            kernels.typed_backward_parallel(*args, functional._PARALLEL_FROM, *outputs)
+        else:
+            kernels.typed_backward(*args, *outputs)
         return None, None, None, grad_a, h_hat.t() @ grad_a, None, None, None, None, None
 
 
