@@ -67,43 +67,58 @@ def _gather_row(i, memory, node_ptr, edges, src, etype, h, c, h_hat, c_hat):
 
 @jit(inline="always")
 def _lstm_row(i, stable, num_dims, gates, h, c, c_hat):
-    """Activate the pre-activations ``gates[i]`` in place and write ``h[i]``, ``c[i]``."""
+    """Activate the pre-activations ``gates[i]`` in place and write ``h[i]``, ``c[i]``.
+
+    Every loop runs over the units ``k`` of one gate block and writes one block, so
+    that it vectorises (two blocks of one row at a distance known only at run time
+    would keep a loop scalar); ``c[i]`` and ``h[i]`` hold the softmax's running
+    maximum, sum and mixture until they are written."""
     hidden = h.shape[1]
-    zero = const(0.0, h)
     first = 2 if stable else 1  # the row block of f_1 (plain) or l_1 (stable)
+    l0 = first * hidden
     g0, o0 = (first + num_dims) * hidden, (first + num_dims + 1) * hidden
     for k in range(hidden):
-        ig = sigmoid(gates[i, k])
-        gg = tanh(gates[i, g0 + k])
-        og = sigmoid(gates[i, o0 + k])
-        if stable:
-            # lambda = softmax_d(l_d): exp of the differences to the largest.
-            top = gates[i, first * hidden + k]
-            for d in range(1, num_dims):
-                top = max(top, gates[i, (first + d) * hidden + k])
-            total = zero
-            for d in range(num_dims):
-                r = (first + d) * hidden + k
-                gates[i, r] = fast_exp(gates[i, r] - top)
-                total += gates[i, r]
-            mix = zero
-            for d in range(num_dims):
-                r = (first + d) * hidden + k
-                gates[i, r] = gates[i, r] / total
-                mix += gates[i, r] * c_hat[i, d * hidden + k]
-            fg = sigmoid(gates[i, hidden + k])
-            gates[i, hidden + k] = fg
-            cc = fg * mix + ig * gg
-        else:
-            cc = ig * gg
-            for d in range(num_dims):
-                r = (1 + d) * hidden + k
-                fg = sigmoid(gates[i, r])
-                gates[i, r] = fg
-                cc += fg * c_hat[i, d * hidden + k]
-        gates[i, k], gates[i, g0 + k], gates[i, o0 + k] = ig, gg, og
-        c[i, k] = cc
-        h[i, k] = og * tanh(cc)
+        gates[i, k] = sigmoid(gates[i, k])
+    for k in range(hidden):
+        gates[i, g0 + k] = tanh(gates[i, g0 + k])
+    for k in range(hidden):
+        gates[i, o0 + k] = sigmoid(gates[i, o0 + k])
+    if stable:
+        # lambda = softmax_d(l_d): exp of the differences to the largest.
+        for k in range(hidden):
+            c[i, k] = gates[i, l0 + k]
+        for d in range(1, num_dims):
+            for k in range(hidden):
+                c[i, k] = max(c[i, k], gates[i, l0 + d * hidden + k])
+        for k in range(hidden):
+            h[i, k] = 0
+        for d in range(num_dims):
+            for k in range(hidden):
+                e = fast_exp(gates[i, l0 + d * hidden + k] - c[i, k])
+                gates[i, l0 + d * hidden + k] = e
+                h[i, k] += e
+        for k in range(hidden):
+            c[i, k] = 0
+        for d in range(num_dims):
+            for k in range(hidden):
+                lam = gates[i, l0 + d * hidden + k] / h[i, k]
+                gates[i, l0 + d * hidden + k] = lam
+                c[i, k] += lam * c_hat[i, d * hidden + k]
+        for k in range(hidden):
+            gates[i, hidden + k] = sigmoid(gates[i, hidden + k])
+        for k in range(hidden):
+            c[i, k] = gates[i, hidden + k] * c[i, k] + gates[i, k] * gates[i, g0 + k]
+    else:
+        for k in range(hidden):
+            c[i, k] = gates[i, k] * gates[i, g0 + k]
+        for d in range(num_dims):
+            r = (1 + d) * hidden
+            for k in range(hidden):
+                gates[i, r + k] = sigmoid(gates[i, r + k])
+            for k in range(hidden):
+                c[i, k] += gates[i, r + k] * c_hat[i, d * hidden + k]
+    for k in range(hidden):
+        h[i, k] = gates[i, o0 + k] * tanh(c[i, k])
 
 
 @jit(inline="always")
@@ -169,40 +184,57 @@ def typed_forward_parallel(kind, num_dims, pre, u, u_t, ptr, node_ptr, edges, sr
 
 @jit(inline="always")
 def _lstm_row_backward(i, stable, num_dims, gates, c, c_hat, grad_h, grad_c, grad_a, grad_c_hat):
+    """``dL/da_i`` and ``dL/dc_hat_i`` of an MD-LSTM row, one gate block per loop as in
+    :func:`_lstm_row`. The row's state gradients are complete and read only here, so
+    ``grad_c[i]`` is overwritten with ``dL/dc'`` (then ``dL/d(f mix)``) and
+    ``grad_h[i]`` serves as scratch for the softmax's sums."""
     hidden = c.shape[1]
-    zero, one = const(0.0, c), const(1.0, c)
+    one = const(1.0, c)
     first = 2 if stable else 1
+    l0 = first * hidden
     g0, o0 = (first + num_dims) * hidden, (first + num_dims + 1) * hidden
     for k in range(hidden):
-        ig, gg, og = gates[i, k], gates[i, g0 + k], gates[i, o0 + k]
         tc = tanh(c[i, k])
-        gh = grad_h[i, k]
+        og, gh = gates[i, o0 + k], grad_h[i, k]
         grad_a[i, o0 + k] = gh * tc * og * (one - og)
-        dct = gh * og * (one - tc * tc) + grad_c[i, k]
-        grad_a[i, k] = dct * gg * ig * (one - ig)
-        grad_a[i, g0 + k] = dct * ig * (one - gg * gg)
-        if stable:
+        grad_c[i, k] = gh * og * (one - tc * tc) + grad_c[i, k]
+    for k in range(hidden):
+        ig = gates[i, k]
+        grad_a[i, k] = grad_c[i, k] * gates[i, g0 + k] * ig * (one - ig)
+    for k in range(hidden):
+        gg = gates[i, g0 + k]
+        grad_a[i, g0 + k] = grad_c[i, k] * gates[i, k] * (one - gg * gg)
+    if stable:
+        for k in range(hidden):
+            grad_h[i, k] = 0  # mix = sum_d lambda_d c_hat_d
+        for d in range(num_dims):
+            for k in range(hidden):
+                grad_h[i, k] += gates[i, l0 + d * hidden + k] * c_hat[i, d * hidden + k]
+        for k in range(hidden):
             fg = gates[i, hidden + k]
-            mix = zero
-            for d in range(num_dims):
-                mix += gates[i, (first + d) * hidden + k] * c_hat[i, d * hidden + k]
-            grad_a[i, hidden + k] = dct * mix * fg * (one - fg)
-            dm = dct * fg
-            # softmax: dL/dl_d = lambda_d (dL/dlambda_d - sum_d' lambda_d' dL/dlambda_d').
-            weighted = zero
-            for d in range(num_dims):
-                weighted += gates[i, (first + d) * hidden + k] * (dm * c_hat[i, d * hidden + k])
-            for d in range(num_dims):
-                lam = gates[i, (first + d) * hidden + k]
-                grad_a[i, (first + d) * hidden + k] = lam * (
-                    dm * c_hat[i, d * hidden + k] - weighted)
-                grad_c_hat[i, d * hidden + k] = dm * lam
-        else:
-            for d in range(num_dims):
-                r = (1 + d) * hidden + k
-                fg = gates[i, r]
-                grad_a[i, r] = dct * c_hat[i, d * hidden + k] * fg * (one - fg)
-                grad_c_hat[i, d * hidden + k] = dct * fg
+            grad_a[i, hidden + k] = grad_c[i, k] * grad_h[i, k] * fg * (one - fg)
+        for k in range(hidden):
+            grad_c[i, k] = grad_c[i, k] * gates[i, hidden + k]  # dm = dL/dc' f
+        # softmax: dL/dl_d = lambda_d (dL/dlambda_d - sum_d' lambda_d' dL/dlambda_d').
+        for k in range(hidden):
+            grad_h[i, k] = 0
+        for d in range(num_dims):
+            for k in range(hidden):
+                grad_h[i, k] += gates[i, l0 + d * hidden + k] * (
+                    grad_c[i, k] * c_hat[i, d * hidden + k])
+        for d in range(num_dims):
+            for k in range(hidden):
+                lam = gates[i, l0 + d * hidden + k]
+                grad_a[i, l0 + d * hidden + k] = lam * (
+                    grad_c[i, k] * c_hat[i, d * hidden + k] - grad_h[i, k])
+                grad_c_hat[i, d * hidden + k] = grad_c[i, k] * lam
+    else:
+        for d in range(num_dims):
+            r = (1 + d) * hidden
+            for k in range(hidden):
+                fg = gates[i, r + k]
+                grad_a[i, r + k] = grad_c[i, k] * c_hat[i, d * hidden + k] * fg * (one - fg)
+                grad_c_hat[i, d * hidden + k] = grad_c[i, k] * fg
 
 
 @jit(inline="always")
