@@ -2,22 +2,25 @@ r"""Compiled Graph LSTM level loop: the forward and the reverse sweep of the bac
 
 The same computation as :class:`graphlstm.functional._TorchRecurrence` (the
 readable PyTorch reference; see :mod:`graphlstm.functional` for the equations
-and the meaning of every argument), node by node instead of one batch of
-tensor ops per level. In the level-sorted layout every visited neighbour of a
-node lies in an earlier level, so a node can be finished as soon as it is
-reached: a level costs no dispatch at all, only its arithmetic, and the nodes
-of one level are independent (run on several threads where a level is large).
+and the meaning of every argument), without a Python or dispatcher round trip
+per level. In the level-sorted layout every visited neighbour of a node lies in
+an earlier level, so the nodes of one level are independent (run on several
+threads where a level is large) and a level costs only its arithmetic.
 
-Per node ``i`` with visited in-edges ``e = (j -> i)`` (grouped by target with
-:func:`node_edges`, in column order so that sums add up in the reference's order):
+Per level, for the nodes ``i`` with visited in-edges ``e = (j -> i)`` (grouped
+by target with :func:`node_edges`, in column order so that sums add up in the
+reference's order):
 
-- forward: ``[h_bar ; m_bar] = sum_e G_e [h'_j ; m'_j]`` (or the per-node
-  weighting of the scaled sum), ``z = B_i + W_n h_bar`` (one row of the GEMM as
-  ``3H`` dot products, each in SIMD lanes), the gates and the new ``(h', m')``;
-- backward, nodes in reverse order: the gradient of the node's state is
-  complete once every later node is done; it gives ``dL/dz`` and
-  ``dL/d[h_bar ; m_bar]``, which is pushed to the sources of the node's edges
-  (and, where asked, to the per-edge weights and scalars).
+- forward: ``[h_bar ; m_bar] = sum_e G_e [h'_j ; m'_j]`` per node (or the
+  per-node weighting of the scaled sum), then ``W_n h_bar`` of the whole level
+  as one GEMM (:func:`_level_times_weight`: MKL's, through
+  :mod:`graphlstm._kernels.blas`, or SIMD dot products), then per node
+  ``z = B_i + W_n h_bar``, the gates and the new ``(h', m')``;
+- backward, levels in reverse: the gradient of a node's state is complete once
+  every later level is done; it gives ``dL/dz``, the level's ``dL/dh_bar =
+  W_n^T dL/dz`` in one GEMM, and ``dL/d[h_bar ; m_bar]`` is pushed to the
+  sources of the node's edges (and, where asked, to the per-edge weights and
+  scalars).
 
 The sigmoid (and ``tanh(x) = 2 sigmoid(2x) - 1``) uses an ``exp`` written in
 plain arithmetic (Cody-Waite reduction, a Taylor polynomial, the power of two
@@ -242,8 +245,9 @@ def _dot(a, i, b, j, length):
 # The level products z = W_n h_bar (forward) and dL/dh_bar = W_n^T dL/dz (backward)
 # are one GEMM per level through PyTorch's BLAS where it can be called
 # (:mod:`graphlstm._kernels.blas`, ``gemm`` is its address), else dot products row
-# by row. Their operands ``agg_h``, ``gates`` and ``grad_z`` are scratch of the loop
-# and kept in level order (row ``i``), so that a level is a block of rows.
+# by row. Their operands are in level order, so that a level is a block of rows:
+# the gated loop, whose node tensors stay in the caller's order, keeps ``agg_h``,
+# ``gates`` and ``grad_z`` (scratch of the loop) by row ``i`` for that.
 
 
 @jit(inline="always")

@@ -2,17 +2,16 @@ r"""Compiled level loop of the typed-graph cells (``MDLSTMCell``, ``MDRNNCell``)
 
 The same computation as the PyTorch scan of :mod:`graphlstm.nn.wavefront` on a
 :class:`~graphlstm.nn.wavefront.GraphPlan` (the readable reference; SPEC §3.2
-for the equations), one row after the other in level order instead of one
-batch of tensor ops per level. Rows are the schedule's level-sorted positions;
-every visited in-edge of a row comes from an earlier row.
-
-Per row ``i`` with visited in-edges ``e = (j -> i)`` of type ``d_e``:
+for the equations), with no Python or dispatcher round trip per level. Rows
+are the schedule's level-sorted positions; every visited in-edge of a row comes
+from an earlier level. For rows ``i`` with visited in-edges ``e = (j -> i)`` of
+type ``d_e``:
 
 - forward, level by level: the rows' slot sums ``h_hat[i, d] = sum_{e: d_e = d}
   h'_j`` (and ``c_hat``), then ``U^T [h_hat_1 ; ... ; h_hat_D]`` of the whole
   level as one GEMM (as in the Graph LSTM loop), then per row ``a_i = pre_i +
-  ...`` (``pre = W x + b`` comes from one GEMM of the caller), the gates and the
-  new state;
+  U^T h_hat_i`` (``pre = W x + b`` comes from one GEMM of the caller), the gates
+  and the new state;
 - backward, levels in reverse: the gradient of a row's state is complete once
   every later level has pushed into it; it gives ``dL/da_i``, the level's
   ``dL/dh_hat = dL/da U^T`` in one GEMM, and the pushes to the sources of the
