@@ -34,9 +34,10 @@ and after the loop. Saved tensors are ``O(N·H)`` (plus ``O(E·H)`` per-edge
 weights when there is a previous state), independent of the number of levels.
 
 Two engines run it (:mod:`graphlstm.backend`): compiled kernels
-(:mod:`graphlstm._kernels.recurrence`: the rows in level order, each finished
-where it is reached, with no Python or dispatcher round trip per level, and a
-level's rows on several threads where it is large), used for CPU tensors of
+(:mod:`graphlstm._kernels.recurrence`: level after level, the rows' neighbour
+sums, the level's ``W_n h_bar`` as one GEMM of PyTorch's MKL, then the rows'
+gates, with no Python or dispatcher round trip per level, and a level's rows on
+several threads where it is large), used for CPU tensors of
 float32/float64; and the PyTorch operations described above, the readable
 reference, used otherwise. :func:`graph_lstm_recurrence` is the face that
 chooses; both engines give the same values and gradients.
