@@ -227,11 +227,7 @@ class _CompiledRecurrence(torch.autograd.Function):
                 weight_n.t().contiguous().numpy(), scale.numpy(), has_scale, bool(per_node),
                 ptr, node_ptr, edges, src.numpy(), kernels.gemm_address(base_z.dtype))
         outputs = (state.numpy(), gates.numpy(), agg_h.numpy(), sums.numpy())
-        if _threads_for(ptr) > 1:
-            kernels.set_threads(torch.get_num_threads())
-            kernels.forward_parallel(*args, _PARALLEL_FROM, *outputs)
-        else:
-            kernels.forward(*args, *outputs)
+        run_level_kernel(kernels, "forward", ptr, args, outputs)
         ctx.save_for_backward(state, gates, agg_h, weight, weight_n, sums, scale, src,
                               torch.from_numpy(node_ptr), torch.from_numpy(edges))
         ctx.kernels, ctx.ptr, ctx.per_node, ctx.has_scale = kernels, ptr, per_node, has_scale
@@ -262,11 +258,7 @@ class _CompiledRecurrence(torch.autograd.Function):
                 kernels.gemm_address(state.dtype))
         outputs = (grad_z.numpy(), grad_m.numpy(), grad_agg_h.numpy(),
                    grad_edge_weight.numpy(), need_edge_weight, grad_scale.numpy(), need_scale)
-        if _threads_for(ptr) > 1:
-            kernels.set_threads(torch.get_num_threads())
-            kernels.backward_parallel(*args, _PARALLEL_FROM, *outputs)
-        else:
-            kernels.backward(*args, *outputs)
+        run_level_kernel(kernels, "backward", ptr, args, outputs)
         grad_weight_n = grad_z.t() @ agg_h if ctx.needs_input_grad[4] else None
         grad_weight = None
         if need_weight:
@@ -298,6 +290,17 @@ def _threads_for(ptr: np.ndarray) -> int:
     if _parallel_pid is None:
         _parallel_pid = os.getpid()
     return threads if _parallel_pid == os.getpid() else 1
+
+
+def run_level_kernel(kernels, name: str, ptr: np.ndarray, args: tuple, outputs: tuple) -> None:
+    """Run the compiled level loop ``kernels.<name>(*args, *outputs)``, or its threaded
+    twin ``<name>_parallel`` (which also takes :data:`_PARALLEL_FROM`) on torch's
+    threads where :func:`_threads_for` says they pay."""
+    if _threads_for(ptr) > 1:
+        kernels.set_threads(torch.get_num_threads())
+        getattr(kernels, f"{name}_parallel")(*args, _PARALLEL_FROM, *outputs)
+    else:
+        getattr(kernels, name)(*args, *outputs)
 
 
 def _level_starts(ptr: list, visited_ptr: list, device) -> Tensor:
@@ -407,11 +410,7 @@ class _CompiledGatedRecurrence(torch.autograd.Function):
                 src.numpy(), visited_scale.numpy(), unv_ptr, unv_edges, unv_src.numpy(),
                 unvisited_scale.numpy(), gemm)
         outputs = (state.numpy(), gates.numpy(), agg_h.numpy())
-        if _threads_for(ptr) > 1:
-            kernels.set_threads(torch.get_num_threads())
-            kernels.gated_forward_parallel(*args, _PARALLEL_FROM, *outputs)
-        else:
-            kernels.gated_forward(*args, *outputs)
+        run_level_kernel(kernels, "gated_forward", ptr, args, outputs)
         # The projections are kept whole (their forget columns are read again): views
         # would hold the same memory, and copies would cost the forward what it saved.
         ctx.save_for_backward(state, gates, agg_h, pre, from_h, h, m, weight_n, visited_scale,
@@ -446,11 +445,7 @@ class _CompiledGatedRecurrence(torch.autograd.Function):
         outputs = (grad_pre.numpy(), grad_from_h.numpy(), grad_h.numpy(), grad_m.numpy(),
                    grad_mt.numpy(), grad_z.numpy(), grad_agg_h.numpy(),
                    grad_visited_scale.numpy(), grad_unvisited_scale.numpy())
-        if _threads_for(ptr) > 1:
-            kernels.set_threads(torch.get_num_threads())
-            kernels.gated_backward_parallel(*args, _PARALLEL_FROM, *outputs)
-        else:
-            kernels.gated_backward(*args, *outputs)
+        run_level_kernel(kernels, "gated_backward", ptr, args, outputs)
         grad_weight_n = None
         if ctx.needs_input_grad[5]:
             grad_weight_n = grad_z.t() @ agg_h  # both in level order

@@ -144,20 +144,21 @@ def _typed_graph():
     return edge_index, edge_type, order
 
 
-_TYPED_CELLS = [
-    lambda: MDLSTMCell(3, 4, 2),
-    lambda: MDLSTMCell(3, 4, 2, stable=True),
-    lambda: MDRNNCell(3, 4, 2),
-    lambda: MDRNNCell(3, 4, 2, nonlinearity="relu"),
-    lambda: MDLSTMCell(3, 4, 2, bias=False),
+# Every kind of typed-graph cell that has a compiled loop: (class, options).
+_CELL_KINDS = [
+    (MDLSTMCell, {}),
+    (MDLSTMCell, {"stable": True}),
+    (MDRNNCell, {}),
+    (MDRNNCell, {"nonlinearity": "relu"}),
 ]
 
 
 @pytest.mark.usefixtures("engine")
-@pytest.mark.parametrize("make", _TYPED_CELLS)
-def test_graph_path_equals_sequential_pass_on_a_general_typed_graph(make):
+@pytest.mark.parametrize("kind", [*_CELL_KINDS, (MDLSTMCell, {"bias": False})])
+def test_graph_path_equals_sequential_pass_on_a_general_typed_graph(kind):
     torch.manual_seed(6)
-    cell = make().to(D64)
+    cls, options = kind
+    cell = cls(3, 4, 2, **options).to(D64)
     ei, et, order = _typed_graph()
     x = torch.randn(6, 3, dtype=D64)
     out, states = cell(x, ei, et, order)
@@ -206,18 +207,11 @@ def test_gradcheck_1d_two_layers_with_initial_states_and_lengths():
 
 
 @pytest.mark.usefixtures("engine")
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: MDLSTMCell(2, 2, 2),
-        lambda: MDLSTMCell(2, 2, 2, stable=True),
-        lambda: MDRNNCell(2, 2, 2),
-        lambda: MDRNNCell(2, 2, 2, nonlinearity="relu"),
-    ],
-)
-def test_gradcheck_graph_path(make):
+@pytest.mark.parametrize("kind", _CELL_KINDS)
+def test_gradcheck_graph_path(kind):
     torch.manual_seed(10)
-    cell = make().to(D64)
+    cls, options = kind
+    cell = cls(2, 2, 2, **options).to(D64)
     ei, et, order = _typed_graph()
     x = torch.randn(6, 2, dtype=D64, requires_grad=True)
     assert gradcheck(lambda x, *p: flat_tensors(cell(x, ei, et, order)), (x, *cell.parameters()))
@@ -233,18 +227,14 @@ def _random_typed_graph(n: int, num_edges: int, num_types: int, seed: int):
 
 
 @pytest.mark.usefixtures("engine")
-@pytest.mark.parametrize("make", [
-    lambda: MDLSTMCell(3, 5, 3),
-    lambda: MDLSTMCell(3, 5, 3, stable=True),
-    lambda: MDRNNCell(3, 5, 3),
-    lambda: MDRNNCell(3, 5, 3, nonlinearity="relu"),
-])
-def test_graph_path_values_and_gradients_equal_the_sequential_pass(make):
-    # Many levels and nodes with several predecessors of one type: the row-by-row
+@pytest.mark.parametrize("kind", _CELL_KINDS)
+def test_graph_path_values_and_gradients_equal_the_sequential_pass(kind):
+    # Many levels and nodes with several predecessors of one type: the compiled
     # compiled loop and the level-by-level scan against the node-by-node reference,
     # values and the gradients of inputs and every parameter (autograd through it).
     torch.manual_seed(12)
-    cell = make().to(D64)
+    cls, options = kind
+    cell = cls(3, 5, 3, **options).to(D64)
     ei, et, order = _random_typed_graph(60, 240, 3, seed=13)
     x = torch.randn(60, 3, dtype=D64, requires_grad=True)
     h, (_, c) = cell(x, ei, et, order) if isinstance(cell, MDLSTMCell) else (

@@ -58,8 +58,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from graphlstm import backend, functional
+from graphlstm import backend
 from graphlstm._validation import check_edge_index, check_node_features, check_tensor
+from graphlstm.functional import run_level_kernel
 from graphlstm.lattice import c_strides, resolve_directions
 from graphlstm.schedule import build_schedule
 
@@ -715,11 +716,7 @@ class _CompiledGraphScan(torch.autograd.Function):
         args = (kind, num_dims, pre.numpy(), u.numpy(), u.t().contiguous().numpy(), ptr,
                 node_ptr, edges, src.numpy(), etype.numpy(), kernels.gemm_address(pre.dtype))
         outputs = (h.numpy(), c.numpy(), gates.numpy(), h_hat.numpy(), c_hat.numpy())
-        if functional._threads_for(ptr) > 1:
-            kernels.set_threads(torch.get_num_threads())
-            kernels.typed_forward_parallel(*args, functional._PARALLEL_FROM, *outputs)
-        else:
-            kernels.typed_forward(*args, *outputs)
+        run_level_kernel(kernels, "typed_forward", ptr, args, outputs)
         ctx.save_for_backward(u, h, c, gates, h_hat, c_hat, src, etype,
                               torch.from_numpy(node_ptr), torch.from_numpy(edges))
         ctx.kernels, ctx.kind, ctx.num_dims, ctx.ptr = kernels, kind, num_dims, ptr
@@ -745,11 +742,7 @@ class _CompiledGraphScan(torch.autograd.Function):
                 kernels.gemm_address(u.dtype))
         outputs = (h.numpy(), c.numpy(), gates.numpy(), c_hat.numpy(), grad_h.numpy(),
                    grad_c.numpy(), grad_a.numpy(), grad_h_hat.numpy(), grad_c_hat.numpy())
-        if functional._threads_for(ptr) > 1:
-            kernels.set_threads(torch.get_num_threads())
-            kernels.typed_backward_parallel(*args, functional._PARALLEL_FROM, *outputs)
-        else:
-            kernels.typed_backward(*args, *outputs)
+        run_level_kernel(kernels, "typed_backward", ptr, args, outputs)
         return None, None, None, grad_a, h_hat.t() @ grad_a, None, None, None, None, None
 
 
