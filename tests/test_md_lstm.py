@@ -230,7 +230,7 @@ def _random_typed_graph(n: int, num_edges: int, num_types: int, seed: int):
 @pytest.mark.parametrize("kind", _CELL_KINDS)
 def test_graph_path_values_and_gradients_equal_the_sequential_pass(kind):
     # Many levels and nodes with several predecessors of one type: the compiled
-    # compiled loop and the level-by-level scan against the node-by-node reference,
+    # loop and the level-by-level scan against the node-by-node reference,
     # values and the gradients of inputs and every parameter (autograd through it).
     torch.manual_seed(12)
     cls, options = kind
