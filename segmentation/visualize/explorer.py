@@ -288,8 +288,8 @@ def _influence_entries(influence, names: Sequence[str], num_nodes: int) -> dict:
 
 def order_explorer(image, superpixels, edge_index, orders: Mapping, *, layers: int = 1,
                    classes=None, class_names: Sequence[str] | None = None, confidence=None,
-                   influence: Mapping | None = None, title: str | None = None,
-                   max_side: int = DEFAULT_MAX_SIDE) -> OrderExplorer:
+                   influence: Mapping | None = None, selected: int | None = None,
+                   title: str | None = None, max_side: int = DEFAULT_MAX_SIDE) -> OrderExplorer:
     """The interactive update-order page of one image.
 
     Parameters
@@ -318,6 +318,8 @@ def order_explorer(image, superpixels, edge_index, orders: Mapping, *, layers: i
         ``target`` with respect to every node input
         (:func:`segmentation.influence.node_influence`), shaded when that
         target is selected in that order.
+    selected : int, optional
+        A superpixel selected when the page opens.
     title : str, optional
     max_side : int, optional
         The image and the label map are shrunk (box filter, nearest label)
@@ -344,6 +346,9 @@ def order_explorer(image, superpixels, edge_index, orders: Mapping, *, layers: i
     if not isinstance(orders, Mapping) or len(orders) == 0:
         raise TypeError("'orders' must be a non-empty mapping of names to scores or schedules")
     layers = _check_layers(layers)
+    if selected is not None and (isinstance(selected, bool) or not isinstance(
+            selected, numbers.Integral) or not 0 <= selected < num):
+        raise ValueError(f"'selected' must be a superpixel in 0..{num - 1}, got {selected!r}")
     edge_tensor = torch.from_numpy(edges)
     entries = [_order_entry(name, spec, edge_tensor, num) for name, spec in orders.items()]
     nodes = {}
@@ -380,6 +385,7 @@ def order_explorer(image, superpixels, edge_index, orders: Mapping, *, layers: i
         "orders": entries,
         "layers": layers,
         "max_layers": _MAX_LAYERS,
+        "selected": None if selected is None else int(selected),
         "nodes": nodes,
         "influence": _influence_entries(influence, [e["name"] for e in entries], num),
         "viridis": _viridis_lut(),
@@ -465,6 +471,7 @@ def lattice_explorer(shape, directions=(0, 1, 2, 3), *, layers: int = 1,
         "orders": entries,
         "layers": layers,
         "max_layers": _MAX_LAYERS,
+        "selected": None,
         "nodes": {},
         "influence": {},
         "viridis": _viridis_lut(),
