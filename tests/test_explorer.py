@@ -386,6 +386,9 @@ def test_clicking_a_superpixel_highlights_its_reach(opened, scene):
         target = int(labels[y, x])
         assert driver.execute_script("return window.explorer.highlighted()") == reach_of(
             edge_index, num, target, orders["random"])
+        rank = build_schedule(edge_index, num, score=orders["random"]).rank[target]
+        tip = driver.find_element(By.ID, "tip").text
+        assert f"superpixel {target}\n" in tip and f"rank {rank} of {num}" in tip
 
 
 def overlay_pixels(driver) -> np.ndarray:
@@ -455,6 +458,28 @@ def test_screenshot_shows_the_highlight_where_the_reach_is(opened, scene):
     assert in_reach.any()
     assert close[in_reach].all()
     assert not close[~reach[labels] & inside].any()
+
+
+def test_model_page_opens_on_its_target_with_classes_and_influence(browser, scene, tmp_path):
+    image, labels, edge_index, orders, _ = scene
+    num = int(labels.max()) + 1
+    classes = np.arange(num) % 3
+    target = 5
+    norms = np.zeros(num)
+    reach = reach_of(edge_index, num, target, orders["smooth"])
+    norms[reach] = np.linspace(1.0, 9.0, len(reach))
+    page = order_explorer(image, labels, edge_index, orders, classes=classes,
+                          class_names=["sky", "road", "car"], confidence=np.full(num, 0.5),
+                          influence={"smooth": {target: norms}}, selected=target)
+    assert open_page(browser, page, tmp_path / "model.html") == []
+    assert browser.execute_script("return window.explorer.highlighted()") == reach_of(
+        edge_index, num, target, orders["random"])
+    choices = browser.execute_script(
+        "return Array.from(document.getElementById('colour').options).map(o => o.value)")
+    assert {"class", "confidence", "score"} <= set(choices)
+    browser.execute_script("window.explorer.select(arguments[0], {order: 'smooth'})", target)
+    info = browser.execute_script("return document.getElementById('info').textContent")
+    assert "Jacobian" in info
 
 
 def test_lattice_page_reach_in_the_browser(browser, tmp_path):
