@@ -419,7 +419,7 @@ def test_level_slider_fills_exactly_the_levels_below_k(opened, scene):
         assert filled == np.flatnonzero(level < k).tolist()
         # What is drawn: the unfilled wash exactly on the superpixels of levels >= k.
         pixels = overlay_pixels(driver)
-        washed = (np.abs(pixels[..., :3] - 240).max(axis=2) <= 2) & (
+        washed = (np.abs(pixels[..., :3] - 200).max(axis=2) <= 2) & (
             np.abs(pixels[..., 3] - 205) <= 1)
         shown_unfilled = {int(v) for v in np.unique(labels[inside & washed])}
         assert shown_unfilled == set(np.flatnonzero(level >= k).tolist()) & set(

@@ -31,9 +31,10 @@ The page defines ``window.explorer`` (``ready`` is ``true`` once drawn):
   ``edges(order)``: the ``[2, E]`` edge list (``[sources, targets]``) as
   embedded (lattice scans have one graph per direction; without ``order``,
   the first order's);
-- ``timing``: ``ready`` (milliseconds from navigation start to the first
-  drawing) and ``select`` (milliseconds the last selection took to compute
-  and draw).
+- ``timing``: milliseconds of ``ready`` (navigation start to the first
+  drawing), ``select`` (the last selection: reach computed and picture
+  redrawn), ``click`` (the last click's input event to its picture redrawn)
+  and ``frame`` (that event to the next animation frame).
 
 Data layout
 -----------
