@@ -269,6 +269,46 @@ def test_script_writes_a_lattice_page(script, capsys, tmp_path):
     assert [entry["name"] for entry in data["orders"]] == ["direction 0", "direction 2"]
 
 
+def test_script_with_a_checkpoint_embeds_classes_and_the_targets_influence(
+        script, capsys, scene, tmp_path):
+    from segmentation.influence import node_influence
+    from segmentation.model import GraphLSTMSegmenter, ModelConfig
+    from segmentation.pipeline import load_segmenter
+    from segmentation.training import CHECKPOINT_FORMAT, save_checkpoint
+
+    image = scene[0]
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    torch.manual_seed(0)
+    model = GraphLSTMSegmenter(ModelConfig(num_classes=4, width=4, hidden=3, graph_layers=2,
+                                           order="confidence", n_segments=30)).eval()
+    save_checkpoint(tmp_path / "m.pt", {
+        "format": CHECKPOINT_FORMAT, "model_config": model.config.to_dict(),
+        "model_state": model.state_dict(), "epoch": 0, "class_names": None})
+    code, _, err = call(script, capsys, tmp_path / "photo.png", "--checkpoint",
+                        tmp_path / "m.pt", "--influence", "20,30", "--html",
+                        tmp_path / "page.html")
+    assert code == 0, err
+    data = page_data((tmp_path / "page.html").read_text(encoding="utf-8"))
+    assert [entry["name"] for entry in data["orders"]][:2] == [
+        "confidence", "reverse-confidence"]
+    assert data["layers"] == 2
+    segmenter = load_segmenter(tmp_path / "m.pt")
+    prediction = segmenter.predict(image)
+    labels = np.asarray(prediction.superpixels)
+    assert np.array_equal(decode_labels(data), labels)
+    num = int(labels.max()) + 1
+    majority = [np.bincount(prediction.labels[labels == v]).argmax() for v in range(num)]
+    assert decode(data["nodes"]["classes"]).tolist() == majority
+    target = int(labels[30, 20])
+    assert data["selected"] == target
+    graph = segmenter.transform(image)
+    norms, _ = node_influence(segmenter.model, graph, target,
+                              -prediction.node_score.double())
+    np.testing.assert_allclose(decode(data["influence"]["reverse-confidence"][str(target)]),
+                               norms, rtol=1e-5, atol=1e-12)
+    assert sorted(data["influence"]) == sorted(entry["name"] for entry in data["orders"])
+
+
 @pytest.mark.parametrize(("args", "flag"), [
     (["--html", "{tmp}/page.txt"], "--html"),
     (["--html", "{tmp}/missing/page.html"], "--html"),
