@@ -63,7 +63,15 @@ import torch
 from segmentation.images import atomic_write
 from segmentation.visualize._common import _as_numpy, _labels, _node_values, _rgb_uint8
 
-__all__ = ["OrderExplorer", "lattice_explorer", "order_explorer"]
+__all__ = [
+    "OrderExplorer",
+    "lattice_explorer",
+    "order_explorer",
+    "pack_array",
+    "superpixel_majority",
+    "superpixel_means",
+    "unpack_array",
+]
 
 HTML_FORMATS = (".html", ".htm")
 DEFAULT_MAX_SIDE = 1024
