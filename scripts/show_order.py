@@ -315,15 +315,10 @@ def _influence(args, image, superpixels, edge_index, schedules, segmenter) -> in
 
 
 def _html(args, image, superpixels, edge_index, prediction, segmenter) -> None:
-    from segmentation.visualize.explorer import (
-        order_explorer,
-        superpixel_majority,
-        superpixel_means,
-    )
+    from segmentation.visualize.explorer import model_annotations, order_explorer
 
     num = int(superpixels.max()) + 1
-    layers, extra = args.layers or 1, {}
-    target = None
+    target, extra = None, {}
     if args.influence is not None:
         from segmentation.visualize.influence import target_superpixel
 
@@ -333,20 +328,11 @@ def _html(args, image, superpixels, edge_index, prediction, segmenter) -> None:
             raise CLIError(f"--influence pixel ({x}, {y}) is outside the {width}×{height} image")
         target = target_superpixel(superpixels, x, y)
     if segmenter is not None:
-        layers = max(1, segmenter.model.config.graph_layers)
-        extra["classes"] = superpixel_majority(prediction.labels, superpixels, num)
-        extra["class_names"] = segmenter.class_names
-        extra["confidence"] = superpixel_means(prediction.confidence, superpixels, num)
-        if target is not None and segmenter.model.config.graph_layers > 0:
-            from segmentation.influence import node_influence
-
-            graph = segmenter.transform(image)
-            extra["influence"] = {
-                name: {target: node_influence(segmenter.model, graph, target, score)[0]}
-                for name, score in args.scores.items()}
-    page = order_explorer(image, superpixels, edge_index, args.scores, layers=layers,
-                          selected=target, title=f"Update orders of "
-                          f"{os.path.basename(args.image)}: {num} superpixels", **extra)
+        extra = model_annotations(segmenter, image, prediction, args.scores, target)
+    page = order_explorer(image, superpixels, edge_index, args.scores,
+                          layers=extra.pop("layers", args.layers or 1), selected=target,
+                          title=f"Update orders of {os.path.basename(args.image)}: "
+                                f"{num} superpixels", **extra)
     page.save(args.html)
     print(f"wrote {args.html} ({num} superpixels; orders {', '.join(args.scores)}; "
           f"{page.num_bytes / 1e6:.2f} MB)")

@@ -66,6 +66,7 @@ from segmentation.visualize._common import _as_numpy, _labels, _node_values, _rg
 __all__ = [
     "OrderExplorer",
     "lattice_explorer",
+    "model_annotations",
     "order_explorer",
     "pack_array",
     "superpixel_majority",
@@ -505,3 +506,46 @@ def superpixel_majority(pixel_classes, superpixels, num_nodes: int) -> np.ndarra
     counts = np.bincount(labels * num_classes + classes, minlength=num_nodes * num_classes)
     return counts.reshape(num_nodes, num_classes).argmax(axis=1)
 
+
+def model_annotations(segmenter, image, prediction, scores: Mapping,
+                      target: int | None = None) -> dict:
+    """What a trained model adds to a page: keyword arguments of :func:`order_explorer`.
+
+    Parameters
+    ----------
+    segmenter : segmentation.pipeline.Segmenter
+    image : ndarray
+        The image ``prediction`` was made from.
+    prediction : segmentation.pipeline.Prediction
+        ``segmenter.predict(image)``; its superpixels are the page's.
+    scores : mapping of str to Tensor ``[N]``
+        The page's orders as scores (higher first).
+    target : int, optional
+        A superpixel whose Jacobian norms (:func:`segmentation.influence.node_influence`,
+        one backward pass per class) are computed in every order.
+
+    Returns
+    -------
+    dict
+        ``layers`` (the model's Graph LSTM layers, at least 1), ``classes`` (the
+        majority predicted class of each superpixel's pixels), ``class_names``,
+        ``confidence`` (the mean over its pixels) and, with ``target`` and a model
+        with Graph LSTM layers, ``influence``.
+    """
+    superpixels = np.asarray(prediction.superpixels)
+    num = int(superpixels.max()) + 1
+    graph_layers = segmenter.model.config.graph_layers
+    out = {
+        "layers": max(1, graph_layers),
+        "classes": superpixel_majority(prediction.labels, superpixels, num),
+        "class_names": segmenter.class_names,
+        "confidence": superpixel_means(prediction.confidence, superpixels, num),
+    }
+    if target is not None and graph_layers > 0:
+        from segmentation.influence import node_influence
+
+        graph = segmenter.transform(image)
+        out["influence"] = {
+            name: {target: node_influence(segmenter.model, graph, target, score)[0]}
+            for name, score in scores.items()}
+    return out
