@@ -209,7 +209,7 @@ def _check_args(args) -> None:
                                "own layers are used)")
         if args.layers is not None:
             if args.influence is None and args.html is None:
-                raise CLIError("--layers applies to --influence and --html only")
+                raise CLIError("--layers applies to --influence only, and to the --html page")
             if args.layers is not None and args.checkpoint is not None:
                 raise CLIError("--layers does not apply with --checkpoint (the model's "
                                "own layers are used)")
