@@ -325,6 +325,16 @@ def test_script_bad_html_options_are_one_line(script, capsys, scene, tmp_path, a
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]
 
 
+def test_benchmark_script_rejects_bad_counts_in_one_line(capsys):
+    path = SCRIPT.parent / "bench_explorer.py"
+    spec = importlib.util.spec_from_file_location("bench_explorer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.run_main(lambda: module.main(["--clicks", "0"])) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--clicks" in lines[0]
+
+
 # --------------------------------------------------------------------------- browser
 
 
