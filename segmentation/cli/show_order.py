@@ -10,6 +10,8 @@ Examples::
     python scripts/show_order.py photo.jpg --influence 200,150 --order score,random,raster
     python scripts/show_order.py photo.jpg --influence 200,150 --order confidence,random \
         --checkpoint model.pt
+    python scripts/show_order.py photo.jpg --html explorer.html
+    python scripts/show_order.py --lattice 6x8 --html lattice.html
 
 Orders: ``confidence`` (a trained model's, needs --checkpoint), ``random``
 (--seed), ``raster`` (centroids, top row first) and ``score`` (the mean of
@@ -33,6 +35,15 @@ writes the level-by-level animation (.gif; .mp4 where imageio-ffmpeg or
 ffmpeg is installed, otherwise the animation is skipped with a warning, or
 it is an error if it is the only output). Files are written atomically.
 Errors print one line and exit 1.
+
+--html writes the interactive explorer (segmentation.visualize.explorer):
+one self-contained page to open in a browser, where clicking a superpixel
+shows its reach (--layers N: the page's starting number of layers) in every
+--order (default for --html: score, reverse-score, random, raster, and
+confidence, reverse-confidence with --checkpoint). With --checkpoint it also
+holds each superpixel's predicted class and confidence, and with --influence
+X,Y the Jacobian norms of that superpixel's output, shaded when it is
+selected (the page opens with it selected).
 """
 
 from __future__ import annotations
@@ -47,6 +58,7 @@ from segmentation.cli._common import ArgumentParser, CLIError, run_main
 ORDERS = ("confidence", "reverse-confidence", "random", "raster", "score", "reverse-score")
 FIGURES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 ANIMATIONS = (".gif", ".mp4")
+PAGES = (".html", ".htm")
 
 
 def _parse_lattice(text: str) -> tuple[int, int]:
@@ -102,9 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("image", nargs="?", metavar="IMAGE",
                         help="image file (any format Pillow reads); not with --lattice")
-    parser.add_argument("--order", type=_parse_orders, default=["score"],
+    parser.add_argument("--order", type=_parse_orders, default=None,
                         metavar="KIND[,KIND...]",
-                        help=f"update order(s): {', '.join(ORDERS)} (default: score)")
+                        help=f"update order(s): {', '.join(ORDERS)} (default: score; "
+                             "with --html all that apply)")
     parser.add_argument("--score-image", metavar="PATH",
                         help="scores for --order score: a .npy H×W array or a grayscale "
                              "image of the same size as IMAGE (higher = updated earlier)")
@@ -128,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="draw the superpixels that can influence the one under pixel "
                              "X,Y (column, row), for each order")
     parser.add_argument("--layers", type=int, default=None,
-                        help="Graph LSTM layers of --influence without --checkpoint "
-                             "(default: 1)")
+                        help="Graph LSTM layers of --influence (and of the --html page) "
+                             "without --checkpoint (default: 1)")
+    parser.add_argument("--html", metavar="OUT.html",
+                        help="write the interactive explorer page here")
     parser.add_argument("--lattice", type=_parse_lattice, metavar="HxW",
                         help="show an MD-LSTM scan of an H×W lattice instead of an image")
     parser.add_argument("--direction", type=_parse_direction, default=None, metavar="K",
@@ -153,14 +168,21 @@ def _check_output(path: str | None, formats: tuple[str, ...], option: str) -> No
 
 def _check_args(args) -> None:
     """Every check that needs no heavy import, so that bad options fail at once."""
+    if args.order is None:
+        args.order = ["score"]
+        if args.html is not None and args.lattice is None:
+            args.order = (["confidence", "reverse-confidence"] if args.checkpoint else []) + [
+                "score", "reverse-score", "random", "raster"]
     if args.lattice is not None:
         if args.image is not None:
             raise CLIError("give either IMAGE or --lattice, not both")
-        for option in ("score_image", "checkpoint", "influence", "layers"):
+        for option in ("score_image", "checkpoint", "influence"):
             if getattr(args, option) is not None:
                 raise CLIError(f"--{option.replace('_', '-')} does not apply to --lattice")
         if args.cell < 1:
             raise CLIError(f"--cell must be a positive int, got {args.cell}")
+        if args.layers is not None and args.html is None:
+            raise CLIError("--layers does not apply to --lattice without --html")
     else:
         if args.image is None:
             raise CLIError("give an IMAGE file (or --lattice HxW)")
@@ -170,8 +192,10 @@ def _check_args(args) -> None:
         if confident and args.checkpoint is None:
             raise CLIError(f"--order {sorted(confident)[0]} needs --checkpoint (a trained "
                            "model); use --order score for a stand-in without a model")
-        if args.checkpoint is not None and not confident and args.influence is None:
-            raise CLIError("--checkpoint is used by --order confidence and --influence only")
+        if (args.checkpoint is not None and not confident and args.influence is None
+                and args.html is None):
+            raise CLIError("--checkpoint is used by --order confidence, --influence and "
+                           "--html only")
         if args.influence is not None:
             if args.animate is not None:
                 raise CLIError("--animate does not apply to --influence")
@@ -181,10 +205,11 @@ def _check_args(args) -> None:
                 raise CLIError("--layers does not apply with --checkpoint (the model's "
                                "own layers are used)")
         if args.layers is not None:
-            if args.influence is None:
-                raise CLIError("--layers applies to --influence only")
-            if args.layers < 1:
-                raise CLIError(f"--layers must be a positive int, got {args.layers}")
+            if args.influence is None and args.html is None:
+                raise CLIError("--layers applies to --influence only, and to the --html page")
+            if args.layers is not None and args.checkpoint is not None:
+                raise CLIError("--layers does not apply with --checkpoint (the model's "
+                               "own layers are used)")
         if args.score_image is not None and not {"score", "reverse-score"} & set(args.order):
             raise CLIError("--score-image is used by --order score and reverse-score only")
         if args.n_segments < 1:
@@ -195,10 +220,15 @@ def _check_args(args) -> None:
                              ("--checkpoint", args.checkpoint)):
             if path is not None and not os.path.isfile(path):
                 raise CLIError(f"{option} {path!r} does not exist or is not a file")
+    if args.layers is not None and args.layers < 1:
+        raise CLIError(f"--layers must be a positive int, got {args.layers}")
+    if args.layers is not None and args.html is not None and args.layers > 16:
+        raise CLIError(f"--layers must be at most 16 with --html, got {args.layers}")
     if not (args.fps > 0 and args.fps != float("inf")):
         raise CLIError(f"--fps must be a finite number > 0, got {args.fps}")
     _check_output(args.out, FIGURES, "--out")
     _check_output(args.animate, ANIMATIONS, "--animate")
+    _check_output(args.html, PAGES, "--html")
     if args.out is not None and args.animate is not None and (
             os.path.abspath(args.out) == os.path.abspath(args.animate)):
         raise CLIError("--out and --animate must be different files")
@@ -275,10 +305,40 @@ def _influence(args, image, superpixels, edge_index, schedules, segmenter) -> in
     return 0
 
 
+def _html(args, image, superpixels, edge_index, prediction, segmenter) -> None:
+    from segmentation.visualize.explorer import model_annotations, order_explorer
+
+    num = int(superpixels.max()) + 1
+    target, extra = None, {}
+    if args.influence is not None:
+        from segmentation.visualize.influence import target_superpixel
+
+        x, y = args.influence
+        height, width = superpixels.shape
+        if not (x < width and y < height):
+            raise CLIError(f"--influence pixel ({x}, {y}) is outside the {width}×{height} image")
+        target = target_superpixel(superpixels, x, y)
+    if segmenter is not None:
+        extra = model_annotations(segmenter, image, prediction, args.scores, target)
+    page = order_explorer(image, superpixels, edge_index, args.scores,
+                          layers=extra.pop("layers", args.layers or 1), selected=target,
+                          title=f"Update orders of {os.path.basename(args.image)}: "
+                                f"{num} superpixels", **extra)
+    page.save(args.html)
+    print(f"wrote {args.html} ({num} superpixels; orders {', '.join(args.scores)}; "
+          f"{page.num_bytes / 1e6:.2f} MB)")
+
+
 def _lattice(args) -> int:
     from segmentation import visualize
 
     rows, cols = args.lattice
+    if args.html is not None:
+        from segmentation.visualize.explorer import lattice_explorer
+
+        directions = args.direction if args.direction is not None else (0, 1, 2, 3)
+        lattice_explorer((rows, cols), directions, layers=args.layers or 1).save(args.html)
+        print(f"wrote {args.html} ({rows}×{cols} lattice, {len(directions)} scan directions)")
     if args.out is not None:
         directions = args.direction if args.direction is not None else (0, 1, 2, 3)
         visualize.plot_lattice_wavefront((rows, cols), directions, path=args.out)
@@ -294,7 +354,7 @@ def _lattice(args) -> int:
 
 def _resolve_outputs(args) -> None:
     """Default --out; skip an MP4 that cannot be written (checked before any work)."""
-    if args.out is None and args.animate is None:
+    if args.out is None and args.animate is None and args.html is None:
         args.out = "order.png" if args.influence is None else "influence.png"
     if args.animate is not None and args.animate.lower().endswith(".mp4"):
         from segmentation.visualize import mp4_writer_available
@@ -333,7 +393,7 @@ def _image(args) -> int:
     score_map = _read_score_image(args.score_image, shape) if args.score_image else None
 
     prediction = segmenter = None
-    if args.influence is not None and args.checkpoint is not None:
+    if args.checkpoint is not None and (args.influence is not None or args.html is not None):
         segmenter = _load(args.checkpoint)
         prediction = segmenter.predict(image)
     elif {"confidence", "reverse-confidence"} & set(args.order):
@@ -375,7 +435,9 @@ def _image(args) -> int:
         scores[name] = score
     args.scores = scores
 
-    if args.influence is not None:
+    if args.html is not None:
+        _html(args, image, superpixels, edge_index, prediction, segmenter)
+    if args.influence is not None and args.out is not None:
         return _influence(args, image, superpixels, edge_index, schedules, segmenter)
     out, animate = args.out, args.animate
     first, schedule = next(iter(schedules.items()))
