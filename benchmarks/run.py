@@ -29,6 +29,7 @@ from segmentation.cli._common import (
     positive_int,
     run_main,
 )
+from segmentation.models.segmenter import BACKBONES
 
 
 def process_counts(text: str) -> tuple[int, ...]:
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     train.add_argument("--processes", type=process_counts, metavar="N[,N...]",
                        help="process counts to compare (default: 1,2; on CUDA 1,2 with 2 GPUs)")
     train.add_argument("--steps", type=positive_int, default=3, help="timed steps (median)")
-    train.add_argument("--backbone", choices=("small", "resnet18", "resnet34", "resnet50"),
+    train.add_argument("--backbone", choices=BACKBONES,
                        default="small")
     train.add_argument("--batch-size", type=positive_int, default=8, help="global batch")
     train.add_argument("--amp", action="store_true", help="mixed precision")

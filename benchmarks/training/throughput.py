@@ -87,6 +87,7 @@ def _stage_replays(model, batch, setup: TrainBenchSetup, device: torch.device) -
     LSTM layers and the schedule on the inputs they received in a real forward pass."""
     from graphlstm import GraphLSTM, build_schedule
     from segmentation.engine.train import autocast_dtype
+    from segmentation.models.segmenter import batch_inputs
 
     calls: dict[str, list] = {"backbone": [], "graph": []}
 
@@ -98,7 +99,7 @@ def _stage_replays(model, batch, setup: TrainBenchSetup, device: torch.device) -
     handles = [model.backbone.register_forward_hook(capture("backbone"), with_kwargs=True)]
     handles += [m.register_forward_hook(capture("graph"), with_kwargs=True)
                 for m in model.modules() if isinstance(m, GraphLSTM)]
-    inputs = (batch.image, batch.superpixels, batch.edge_index, batch.ptr.diff(), batch.pos)
+    inputs = batch_inputs(batch)
     with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype(device),
                                          enabled=setup.amp):
         out = model(*inputs)

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 
 from graphlstm import reachable
+from segmentation._checks import check_int
+from segmentation.data.adjacency import hops_from
 from segmentation.data.images import check_image
 
 __all__ = [
@@ -48,27 +50,10 @@ REACH_ORDER_KINDS = ("smooth score", "reverse score", "random", "raster")
 
 def hop_distances(edge_index: torch.Tensor, num_nodes: int, max_hops: int) -> np.ndarray:
     """All-pairs hop distances, capped: ``[N, N]`` int16, ``max_hops + 1`` for farther
-    or unreachable pairs. Breadth-first, one frontier matrix product per hop."""
-    from scipy.sparse import coo_matrix, identity
-
-    src, dst = edge_index.cpu().numpy()
-    adjacency = coo_matrix((np.ones(src.size, dtype=np.float32), (src, dst)),
-                           shape=(num_nodes, num_nodes)).tocsr()
-    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float32)  # hops ignore direction
-    distance = np.full((num_nodes, num_nodes), max_hops + 1, dtype=np.int16)
-    seen = identity(num_nodes, dtype=np.float32, format="csr")
-    frontier = seen
-    np.fill_diagonal(distance, 0)
-    for hop in range(1, max_hops + 1):
-        frontier = ((frontier @ adjacency) > 0).astype(np.float32)
-        frontier = (frontier - frontier.multiply(seen)).tocsr()
-        frontier.eliminate_zeros()
-        if frontier.nnz == 0:
-            break
-        rows, cols = frontier.nonzero()
-        distance[rows, cols] = hop
-        seen = ((seen + frontier) > 0).astype(np.float32)
-    return distance
+    or unreachable pairs (:func:`segmentation.data.adjacency.hops_from` for every node)."""
+    distance = hops_from(edge_index, num_nodes, max_hops=max_hops)
+    distance[distance < 0] = max_hops + 1
+    return distance.astype(np.int16)
 
 
 def _score(kind: str, labels: np.ndarray, field: np.ndarray, seed: int) -> torch.Tensor:
@@ -134,8 +119,7 @@ def reach_statistics(
     if isinstance(order_kinds, str) or not order_kinds or unknown:
         raise ValueError(f"'order_kinds' must be a non-empty list of {REACH_ORDER_KINDS}, "
                          f"got {order_kinds!r}")
-    if isinstance(max_hops, bool) or not isinstance(max_hops, int) or max_hops < 1:
-        raise ValueError(f"'max_hops' must be a positive int, got {max_hops!r}")
+    check_int(max_hops, "'max_hops'")
     if image is None:
         from skimage import data
 

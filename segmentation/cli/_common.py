@@ -6,17 +6,26 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from segmentation.engine.train import TrainingDiverged
+
 
 class CLIError(Exception):
     """An error to report to the user in one line."""
 
 
-def run_main(main: Callable[[], int]) -> int:
-    """Run ``main``; turn expected errors into one line on stderr and exit status 1.
+#: What a program reports in one line: bad input (a ``CLIError`` of the program, a
+#: ``ValueError`` of the library's checks, a file that cannot be read or written) and a
+#: diverged training run. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (CLIError, ValueError, OSError, TrainingDiverged)
 
-    ``ValueError``, ``TypeError``, ``FileNotFoundError`` and the like are what the
-    library raises for bad input (SPEC §6): the user gets the message, not a
-    traceback. ``GRAPHLSTM_DEBUG=1`` shows the traceback.
+
+def run_main(main: Callable[[], int]) -> int:
+    """Run ``main``; turn the errors of :data:`USER_ERRORS` into one line on stderr and
+    exit status 1, and Ctrl-C into ``interrupted`` and status 130.
+
+    The user gets the message, not a traceback; ``GRAPHLSTM_DEBUG=1`` shows the
+    traceback. Other errors (``KeyError``, ``RuntimeError``, ``TypeError``, ...)
+    propagate with their traceback.
     """
     import os
 
@@ -25,7 +34,7 @@ def run_main(main: Callable[[], int]) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (CLIError, ValueError, TypeError, OSError, RuntimeError, KeyError) as err:
+    except USER_ERRORS as err:
         if os.environ.get("GRAPHLSTM_DEBUG"):
             raise
         prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "graphlstm"

@@ -53,9 +53,17 @@ import os
 import re
 import sys
 
-from segmentation.cli._common import ArgumentParser, CLIError, run_main
+from segmentation.cli._common import (
+    ArgumentParser,
+    CLIError,
+    positive_float,
+    positive_int,
+    run_main,
+)
+from segmentation.models.orders import ORDER_KINDS
 
-ORDERS = ("confidence", "reverse-confidence", "random", "raster", "score", "reverse-score")
+# The model's orders, and two of a score given or computed here.
+ORDERS = (*ORDER_KINDS, "score", "reverse-score")
 FIGURES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 ANIMATIONS = (".gif", ".mp4")
 PAGES = (".html", ".htm")
@@ -123,9 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "image of the same size as IMAGE (higher = updated earlier)")
     parser.add_argument("--checkpoint", metavar="C",
                         help="trained model for --order confidence")
-    parser.add_argument("--n-segments", type=int, default=400,
+    parser.add_argument("--n-segments", type=positive_int, default=400,
                         help="approximate number of SLIC superpixels (default: 400)")
-    parser.add_argument("--compactness", type=float, default=10.0,
+    parser.add_argument("--compactness", type=positive_float, default=10.0,
                         help="SLIC compactness, > 0 (default: 10)")
     parser.add_argument("--numbers", action="store_true",
                         help="write each superpixel's rank at its centroid")
@@ -140,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--influence", type=_parse_pixel, metavar="X,Y",
                         help="draw the superpixels that can influence the one under pixel "
                              "X,Y (column, row), for each order")
-    parser.add_argument("--layers", type=int, default=None,
+    parser.add_argument("--layers", type=positive_int, default=None,
                         help="Graph LSTM layers of --influence (and of the --html page) "
                              "without --checkpoint (default: 1)")
     parser.add_argument("--html", metavar="OUT.html",
@@ -150,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--direction", type=_parse_direction, default=None, metavar="K",
                         help="lattice scan direction(s) 0..3, comma-separated, or 'all' "
                              "(default: all for --out, 0 for --animate)")
-    parser.add_argument("--cell", type=int, default=24,
+    parser.add_argument("--cell", type=positive_int, default=24,
                         help="pixels per lattice cell in the animation (default: 24)")
     return parser
 
@@ -179,8 +187,6 @@ def _check_args(args) -> None:
         for option in ("score_image", "checkpoint", "influence"):
             if getattr(args, option) is not None:
                 raise CLIError(f"--{option.replace('_', '-')} does not apply to --lattice")
-        if args.cell < 1:
-            raise CLIError(f"--cell must be a positive int, got {args.cell}")
         if args.layers is not None and args.html is None:
             raise CLIError("--layers does not apply to --lattice without --html")
     else:
@@ -207,21 +213,15 @@ def _check_args(args) -> None:
         if args.layers is not None:
             if args.influence is None and args.html is None:
                 raise CLIError("--layers applies to --influence only, and to the --html page")
-            if args.layers is not None and args.checkpoint is not None:
+            if args.checkpoint is not None:
                 raise CLIError("--layers does not apply with --checkpoint (the model's "
                                "own layers are used)")
         if args.score_image is not None and not {"score", "reverse-score"} & set(args.order):
             raise CLIError("--score-image is used by --order score and reverse-score only")
-        if args.n_segments < 1:
-            raise CLIError(f"--n-segments must be a positive int, got {args.n_segments}")
-        if not args.compactness > 0 or args.compactness == float("inf"):
-            raise CLIError(f"--compactness must be a finite number > 0, got {args.compactness}")
         for option, path in (("IMAGE", args.image), ("--score-image", args.score_image),
                              ("--checkpoint", args.checkpoint)):
             if path is not None and not os.path.isfile(path):
                 raise CLIError(f"{option} {path!r} does not exist or is not a file")
-    if args.layers is not None and args.layers < 1:
-        raise CLIError(f"--layers must be a positive int, got {args.layers}")
     if args.layers is not None and args.html is not None and args.layers > 16:
         raise CLIError(f"--layers must be at most 16 with --html, got {args.layers}")
     if not (args.fps > 0 and args.fps != float("inf")):

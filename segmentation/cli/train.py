@@ -28,8 +28,9 @@ from segmentation.cli._common import (
     positive_int,
     run_main,
 )
-
-BACKBONES = ("small", "resnet18", "resnet34", "resnet50")
+from segmentation.engine.train import LR_SCHEDULES
+from segmentation.models.orders import ORDER_KINDS
+from segmentation.models.segmenter import BACKBONES
 
 
 def build_parser() -> ArgumentParser:
@@ -49,7 +50,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--batch-size", type=positive_int, default=8,
                         help="global batch (under torchrun: split across the processes)")
     parser.add_argument("--lr", type=positive_float, default=3e-3)
-    parser.add_argument("--lr-schedule", choices=("poly", "constant"), default="poly",
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="poly",
                         help="learning rate per step: poly = lr * (1 - step/steps)^0.9 "
                         "(default), or constant")
     parser.add_argument("--seed", type=non_negative_int, default=0)
@@ -57,7 +58,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--graph-layers", type=non_negative_int, default=2,
                         help="Graph LSTM layers (0 = the baseline without graph context)")
     parser.add_argument("--order", default="confidence",
-                        choices=("confidence", "reverse-confidence", "random", "raster"),
+                        choices=ORDER_KINDS,
                         help="update order of the superpixels")
     parser.add_argument("--n-segments", type=positive_int, default=150,
                         help="SLIC superpixels per image")

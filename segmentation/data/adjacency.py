@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["check_label_map", "region_adjacency"]
+__all__ = ["check_label_map", "hops_from", "region_adjacency"]
 
 # Above this many possible (u, v) keys a dense bincount would waste memory, so
 # the boundary pairs are counted with np.unique (a sort) instead.
@@ -96,7 +96,12 @@ def region_adjacency(labels, connectivity: int = 4) -> tuple[torch.Tensor, torch
     if isinstance(connectivity, bool) or connectivity not in (4, 8):
         raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
     labels, num_segments = check_label_map(labels, name="labels")
+    return _region_adjacency(labels, num_segments, connectivity)
 
+
+def _region_adjacency(labels: np.ndarray, num_segments: int,
+                      connectivity: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # region_adjacency on a checked label map (check_label_map's output).
     shifts = [(labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])]
     if connectivity == 8:
         shifts += [(labels[:-1, :-1], labels[1:, 1:]), (labels[:-1, 1:], labels[1:, :-1])]
@@ -122,3 +127,52 @@ def region_adjacency(labels, connectivity: int = 4) -> tuple[torch.Tensor, torch
         torch.from_numpy(edge_index.astype(np.int64, copy=False)),
         torch.from_numpy(lengths.astype(np.float32)),
     )
+
+
+def hops_from(edge_index, num_nodes: int, sources=None, *, max_hops: int | None = None
+              ) -> np.ndarray:
+    """Hop distances from ``sources`` to every node, edges taken in either direction.
+
+    A breadth-first search from all sources at once: each hop visits only the
+    edges of the nodes reached by the hop before.
+
+    Parameters
+    ----------
+    edge_index : Tensor or ndarray, shape (2, E)
+    num_nodes : int
+    sources : int or sequence of int, optional
+        Default: every node (all pairs).
+    max_hops : int, optional
+        Stop after this many hops.
+
+    Returns
+    -------
+    ndarray of int64
+        ``[S, N]`` (``[N]`` for one ``int`` source): the number of hops, ``-1``
+        where a node is unreachable (or farther than ``max_hops``).
+    """
+    import scipy.sparse
+
+    edges = np.asarray(edge_index.cpu() if torch.is_tensor(edge_index) else edge_index,
+                       dtype=np.int64).reshape(2, -1)
+    ones = np.ones(edges.shape[1], dtype=np.float32)
+    adjacency = scipy.sparse.csr_matrix((ones, (edges[0], edges[1])),
+                                        shape=(num_nodes, num_nodes))
+    adjacency = ((adjacency + adjacency.T) > 0).astype(np.float32)
+    one_source = np.ndim(sources) == 0 and sources is not None
+    starts = np.arange(num_nodes) if sources is None else np.atleast_1d(
+        np.asarray(sources, dtype=np.int64))
+    rows = np.arange(starts.size)
+    distance = np.full((starts.size, num_nodes), -1, dtype=np.int64)
+    distance[rows, starts] = 0
+    hop = 0
+    while rows.size and (max_hops is None or hop < max_hops):
+        hop += 1
+        frontier = scipy.sparse.csr_matrix(
+            (np.ones(rows.size, dtype=np.float32), (rows, starts)),
+            shape=(distance.shape[0], num_nodes))
+        reached = (frontier @ adjacency).tocoo()
+        new = distance[reached.row, reached.col] < 0
+        rows, starts = reached.row[new], reached.col[new]
+        distance[rows, starts] = hop
+    return distance[0] if one_source else distance

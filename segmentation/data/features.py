@@ -14,7 +14,8 @@ import scipy.sparse
 import torch
 from skimage.color import rgb2lab
 
-from segmentation.data.adjacency import check_label_map, region_adjacency
+from segmentation._checks import check_int
+from segmentation.data.adjacency import _region_adjacency, check_label_map
 from segmentation.data.images import IGNORE_INDEX, check_image, check_mask
 
 __all__ = [
@@ -93,6 +94,11 @@ def superpixel_centroids(labels) -> torch.Tensor:
         If ``labels`` is not a valid label map.
     """
     labels, num_segments = check_label_map(labels, name="labels")
+    return _centroids(labels, num_segments)
+
+
+def _centroids(labels: np.ndarray, num_segments: int) -> torch.Tensor:
+    # superpixel_centroids of a checked label map.
     height, width = labels.shape
     flat = labels.ravel()
     counts = np.bincount(flat, minlength=num_segments).astype(np.float64)
@@ -171,6 +177,12 @@ def superpixel_features_and_centroids(
     image = check_image(image, channel_axis=channel_axis, name="image")
     labels, num_segments = check_label_map(labels, name="labels")
     _check_same_size(image, labels)
+    return _features_and_centroids(image, labels, num_segments)
+
+
+def _features_and_centroids(image: np.ndarray, labels: np.ndarray,
+                            num_segments: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # superpixel_features_and_centroids of a checked image and label map of one size.
     height, width = labels.shape
     num_pixels = height * width
     means, counts = _segment_means(image, labels, num_segments)
@@ -274,12 +286,23 @@ def edge_features(
     image = check_image(image, channel_axis=channel_axis, name="image")
     labels, num_segments = check_label_map(labels, name="labels")
     _check_same_size(image, labels)
+    if isinstance(connectivity, bool) or connectivity not in (4, 8):
+        raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
+    return _edge_features(image, labels, num_segments, edge_index, connectivity)
+
+
+def _edge_features(image: np.ndarray, labels: np.ndarray, num_segments: int, edge_index,
+                   connectivity: int, touching=None) -> torch.Tensor:
+    # edge_features of a checked image and label map of one size; ``touching`` is
+    # their region_adjacency (computed if not given).
     src, dst = _check_segment_edges(edge_index, num_segments)
     means, _ = _segment_means(image, labels, num_segments)
 
     # Boundary lengths: look each edge up among the touching pairs of the map,
     # whose keys u * N + v come sorted (coalesced) from region_adjacency.
-    touching, lengths = region_adjacency(labels, connectivity=connectivity)
+    if touching is None:
+        touching = _region_adjacency(labels, num_segments, connectivity)
+    touching, lengths = touching
     touching_keys = (touching[0] * num_segments + touching[1]).numpy()
     keys = src * num_segments + dst
     at = np.searchsorted(touching_keys, keys)
@@ -426,9 +449,7 @@ def majority_labels(
     observed = int(mask[valid].max()) + 1 if valid.any() else 1
     if num_classes is None:
         num_classes = observed
-    elif isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-    elif observed > num_classes:
+    elif check_int(num_classes, "num_classes") < observed:
         raise ValueError(
             f"mask holds class {observed - 1} but num_classes={num_classes} "
             f"(and it is not ignore_index={ignore_index})"

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch_geometric.data import Batch
 
+from segmentation._checks import check_int
 from segmentation.data.datasets import SYNTHETIC_CLASSES, SyntheticScenes, VOCSegmentation
 from segmentation.data.images import IGNORE_INDEX
 from segmentation.data.superpixels import relabel_contiguous
@@ -125,10 +126,7 @@ def pad_collate(data_list: Sequence[SuperpixelData], size_divisor: int = 1) -> B
         ``SuperpixelData``, or a graph's pixel maps disagree in size, or
         ``size_divisor`` is not a positive int.
     """
-    if isinstance(size_divisor, bool) or not isinstance(size_divisor, numbers.Integral) or (
-        size_divisor < 1
-    ):
-        raise ValueError(f"size_divisor must be a positive int, got {size_divisor!r}")
+    check_int(size_divisor, "size_divisor")
     if isinstance(data_list, SuperpixelData) or not isinstance(data_list, Sequence):
         raise TypeError(
             f"data_list must be a sequence of SuperpixelData, got {type(data_list).__name__}"
@@ -168,12 +166,6 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndar
     img = Image.fromarray(image).resize((size, size), Image.BILINEAR)
     msk = Image.fromarray(mask).resize((size, size), Image.NEAREST)
     return np.asarray(img), np.asarray(msk)
-
-
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _nearest_index(source: int, target: int) -> np.ndarray:
@@ -234,7 +226,7 @@ class RandomFlipScaleCrop:
             pair = crop_size if isinstance(crop_size, tuple | list) else (crop_size, crop_size)
             if len(pair) != 2:
                 raise ValueError(f"crop_size must be an int or a pair (H, W), got {crop_size!r}")
-            crop_size = tuple(_check_positive_int(v, "crop_size") for v in pair)
+            crop_size = tuple(check_int(v, "crop_size") for v in pair)
         self.crop_size = crop_size
         try:
             low, high = (float(v) for v in scale_range)
@@ -386,7 +378,7 @@ class SuperpixelDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.augment = augment
         self.seed = int(seed)
-        self.image_size = None if image_size is None else _check_positive_int(
+        self.image_size = None if image_size is None else check_int(
             image_size, "image_size")
         self.epoch = 0
 
@@ -475,7 +467,6 @@ def load_training_data(
     compactness: float = 10.0,
     image_size: int | None = None,
     cache_dir: str | None = None,
-    progress: bool = False,
     augment: bool = False,
     crop_size: int | None = None,
 ) -> tuple[SuperpixelDataset, SuperpixelDataset, list[str]]:
@@ -488,9 +479,7 @@ def load_training_data(
     in size; ``image_size`` resizes them all to one square. ``augment``
     flips, rescales (0.5-2.0) and, with ``crop_size``, crops the training
     images (never the validation ones), from the seed ``seed``.
-    ``progress`` is accepted for compatibility; nothing is built up front.
     """
-    del progress
     if (data is None) == (synthetic is None):
         raise ValueError("give exactly one of 'data' (a folder) and 'synthetic' (a count)")
     if crop_size is not None and not augment:

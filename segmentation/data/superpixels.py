@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 from skimage.segmentation import slic
 
+from segmentation._checks import check_int, check_number
 from segmentation.data.images import check_image
 
 __all__ = ["relabel_contiguous", "slic_superpixels"]
@@ -50,24 +48,6 @@ def relabel_contiguous(labels: np.ndarray) -> np.ndarray:
         return lookup[shifted].reshape(labels.shape)
     _, inverse = np.unique(labels, return_inverse=True)
     return inverse.astype(np.int64, copy=False).reshape(labels.shape)
-
-
-def _check_number(value, name: str, *, minimum: float, strict: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or (value <= minimum if strict else value < minimum):
-        relation = ">" if strict else ">="
-        raise ValueError(f"{name} must be finite and {relation} {minimum:g}, got {value!r}")
-    return value
-
-
-def _check_int(value, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
 
 
 def slic_superpixels(
@@ -123,26 +103,32 @@ def slic_superpixels(
         parameter is out of range.
     """
     image = check_image(image, channel_axis=channel_axis, name="image")
-    n_segments = _check_int(n_segments, "n_segments", minimum=1)
+    n_segments = check_int(n_segments, "n_segments")
     num_pixels = image.shape[0] * image.shape[1]
     if n_segments > num_pixels:
         raise ValueError(
             f"n_segments={n_segments} is larger than the number of pixels "
             f"({image.shape[0]}×{image.shape[1]} = {num_pixels})"
         )
-    compactness = _check_number(compactness, "compactness", minimum=0.0, strict=True)
-    sigma = _check_number(sigma, "sigma", minimum=0.0, strict=False)
-    max_num_iter = _check_int(max_num_iter, "max_num_iter", minimum=1)
+    compactness = check_number(compactness, "compactness", minimum=0.0, strict=True)
+    sigma = check_number(sigma, "sigma", minimum=0.0, strict=False)
+    max_num_iter = check_int(max_num_iter, "max_num_iter")
     if not isinstance(enforce_connectivity, bool | np.bool_):
         raise TypeError(f"enforce_connectivity must be a bool, got {enforce_connectivity!r}")
+    return _slic(image, n_segments, compactness, sigma, bool(enforce_connectivity),
+                 max_num_iter)
 
+
+def _slic(image: np.ndarray, n_segments: int, compactness: float, sigma: float,
+          enforce_connectivity: bool, max_num_iter: int) -> np.ndarray:
+    # slic_superpixels of a checked (channels-last) image with checked parameters.
     labels = slic(
         image,
         n_segments=n_segments,
         compactness=compactness,
         max_num_iter=max_num_iter,
         sigma=sigma,
-        enforce_connectivity=bool(enforce_connectivity),
+        enforce_connectivity=enforce_connectivity,
         start_label=0,
         channel_axis=-1 if image.ndim == 3 else None,
     )

@@ -14,14 +14,11 @@ import torch
 from torch_geometric.data import Data
 from torch_geometric.transforms import BaseTransform
 
-from segmentation.data.adjacency import region_adjacency
-from segmentation.data.features import (
-    edge_features,
-    superpixel_centroids,
-    superpixel_features_and_centroids,
-)
+from segmentation._checks import check_int, check_number
+from segmentation.data.adjacency import _region_adjacency
+from segmentation.data.features import _centroids, _edge_features, _features_and_centroids
 from segmentation.data.images import atomic_write, check_image, check_mask
-from segmentation.data.superpixels import _check_int, _check_number, slic_superpixels
+from segmentation.data.superpixels import _slic
 from segmentation.models.pooling import pool
 
 __all__ = ["SuperpixelData", "SuperpixelGraph"]
@@ -142,9 +139,9 @@ class SuperpixelGraph(BaseTransform):
         keep_image: bool = True,
         edge_features: bool = False,
     ) -> None:
-        self.n_segments = _check_int(n_segments, "n_segments", minimum=1)
-        self.compactness = _check_number(compactness, "compactness", minimum=0.0, strict=True)
-        self.sigma = _check_number(sigma, "sigma", minimum=0.0, strict=False)
+        self.n_segments = check_int(n_segments, "n_segments")
+        self.compactness = check_number(compactness, "compactness", minimum=0.0, strict=True)
+        self.sigma = check_number(sigma, "sigma", minimum=0.0, strict=False)
         if isinstance(connectivity, bool) or connectivity not in (4, 8):
             raise ValueError(f"connectivity must be 4 or 8, got {connectivity!r}")
         self.connectivity = int(connectivity)
@@ -160,7 +157,7 @@ class SuperpixelGraph(BaseTransform):
         self.enforce_connectivity = bool(enforce_connectivity)
         self.keep_image = bool(keep_image)
         self.edge_features = bool(edge_features)
-        self.max_num_iter = _check_int(max_num_iter, "max_num_iter", minimum=1)
+        self.max_num_iter = check_int(max_num_iter, "max_num_iter")
         if cache_dir is not None:
             cache_dir = Path(cache_dir)
             if cache_dir.exists() and not cache_dir.is_dir():
@@ -248,29 +245,29 @@ class SuperpixelGraph(BaseTransform):
                 f"n_segments={self.n_segments} is larger than the number of pixels of the "
                 f"{height}×{width} image"
             )
-        labels = slic_superpixels(
-            image,
-            n_segments=self.n_segments,
-            compactness=self.compactness,
-            sigma=self.sigma,
-            enforce_connectivity=self.enforce_connectivity,
-            max_num_iter=self.max_num_iter,
-        )
+        # The image was checked once, by _unpack, and the parameters by __init__.
+        labels = _slic(image, self.n_segments, self.compactness, self.sigma,
+                       self.enforce_connectivity, self.max_num_iter)
         return self._graph_from_labels(image, labels)
 
     def _graph_from_labels(self, image: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         # Everything after SLIC: also rebuilds the graph of an augmented (flipped,
-        # scaled, cropped) image from its transformed label map, without SLIC.
-        edge_index, boundary = region_adjacency(labels, connectivity=self.connectivity)
+        # scaled, cropped) image from its transformed label map, without SLIC. Both
+        # come from this package, checked (the image) or built (the contiguous labels)
+        # here: the functions below take them as they are.
+        num_segments = int(labels.max()) + 1
+        touching = _region_adjacency(labels, num_segments, self.connectivity)
+        edge_index, boundary = touching
         superpixels = torch.from_numpy(labels)
         if self.edge_features:
-            edge_attr = edge_features(image, labels, edge_index, connectivity=self.connectivity)
+            edge_attr = _edge_features(image, labels, num_segments, edge_index,
+                                       self.connectivity, touching)
         else:
             edge_attr = boundary.unsqueeze(1)
         if self.add_features:
-            x, pos = superpixel_features_and_centroids(image, labels)
+            x, pos = _features_and_centroids(image, labels, num_segments)
         else:
-            pos = superpixel_centroids(labels)
+            pos = _centroids(labels, num_segments)
             x = pool(_image_tensor(image), superpixels)
         return {
             "x": x,

@@ -4,12 +4,15 @@ module both training and inference read and write them through.
 A checkpoint is a ``dict`` saved with ``torch.save`` and loadable with
 ``torch.load(weights_only=True)``: ``format`` (:data:`CHECKPOINT_FORMAT`),
 ``model_config``, ``model_state`` and ``epoch``, plus what training needs to
-resume (optimiser, scaler, history). It is written atomically.
+resume (:func:`training_state`: optimiser, learning-rate scheduler, gradient
+scaler, history; :func:`restore_training_state` puts them back). It is written
+atomically.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -17,7 +20,14 @@ import torch
 from segmentation.data.images import atomic_write
 from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig
 
-__all__ = ["CHECKPOINT_FORMAT", "load_checkpoint", "model_from_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "restore_training_state",
+    "save_checkpoint",
+    "training_state",
+]
 
 CHECKPOINT_FORMAT = "graphlstm-segmentation/1"
 
@@ -58,3 +68,69 @@ def model_from_checkpoint(payload: dict, device="cpu") -> GraphLSTMSegmenter:
     except RuntimeError as err:
         raise ValueError(f"checkpoint weights do not match its model config: {err}") from err
     return model.to(device).eval()
+
+
+def training_state(model_config: ModelConfig, train_config, class_names, model, optimizer,
+                   lr_scheduler, scaler=None, *, epoch: int, history: list,
+                   best_miou: float, best_epoch: int, world_size: int = 1) -> dict:
+    """The checkpoint of a training run after ``epoch`` (counted from 0).
+
+    ``train_config`` is a :class:`segmentation.engine.train.TrainConfig`;
+    ``model`` the bare model (not its ``DistributedDataParallel`` wrapper).
+    """
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": model_config.to_dict(),
+        "train_config": asdict(train_config),
+        "class_names": list(class_names) if class_names is not None else None,
+        "model_state": model.state_dict(),
+        "optimizer_state": optimizer.state_dict(),
+        "lr_scheduler_state": lr_scheduler.state_dict(),
+        "scaler_state": scaler.state_dict() if scaler is not None else None,
+        "world_size": world_size,
+        "epoch": epoch,
+        "best_miou": best_miou,
+        "best_epoch": best_epoch,
+        "history": history,
+    }
+
+
+def restore_training_state(payload: dict, model_config: ModelConfig, model, optimizer,
+                           lr_scheduler, scaler=None, *, path: str | os.PathLike = "") -> dict:
+    """Load a :func:`training_state` checkpoint into the objects of a run.
+
+    The scheduler's learning rate is set anew for its current step, from this
+    run's schedule: a run resumed with more epochs stretches the schedule.
+    ``path`` names the checkpoint in error messages.
+
+    Returns
+    -------
+    dict
+        ``epoch`` (the last finished one), ``history``, ``best_miou``, ``best_epoch``.
+
+    Raises
+    ------
+    ValueError
+        If the checkpoint was trained with another model config, or lacks the
+        state of the optimiser or of the scheduler.
+    """
+    name = f"checkpoint {str(path)!r}" if path else "the checkpoint"
+    saved_config = ModelConfig.from_dict(payload["model_config"]).to_dict()
+    if saved_config != model_config.to_dict():
+        raise ValueError(
+            f"{name} was trained with another model config: {payload['model_config']}"
+        )
+    for key in ("optimizer_state", "lr_scheduler_state"):
+        if key not in payload:
+            raise ValueError(f"{name} lacks {key!r}: it cannot resume training")
+    model.load_state_dict(payload["model_state"])
+    optimizer.load_state_dict(payload["optimizer_state"])
+    lr_scheduler.load_state_dict(payload["lr_scheduler_state"])
+    for group, base_lr, factor in zip(optimizer.param_groups, lr_scheduler.base_lrs,
+                                      lr_scheduler.lr_lambdas, strict=True):
+        group["lr"] = base_lr * factor(lr_scheduler.last_epoch)
+    if scaler is not None and payload.get("scaler_state"):
+        scaler.load_state_dict(payload["scaler_state"])
+    return {"epoch": int(payload["epoch"]), "history": list(payload.get("history", [])),
+            "best_miou": float(payload.get("best_miou", -1.0)),
+            "best_epoch": int(payload.get("best_epoch", -1))}

@@ -19,10 +19,6 @@ from segmentation.models.segmenter import GraphLSTMSegmenter
 __all__ = ["evaluate", "evaluate_checkpoint", "format_scores"]
 
 
-def _model_inputs(batch) -> tuple:
-    return batch.image, batch.superpixels, batch.edge_index, batch.ptr.diff(), batch.pos
-
-
 @torch.no_grad()
 def evaluate(
     model: GraphLSTMSegmenter,
@@ -54,7 +50,7 @@ def evaluate(
     for chunk in loader:
         for group in group_by_size(chunk):
             batch = pad_collate(group).to(device)
-            out = model(*_model_inputs(batch), generator)
+            out = model.forward_batch(batch, generator)
             confusion += confusion_matrix(out.logits.argmax(1), batch.mask, k)
     confusion = reduce_across_processes(confusion)
     return scores_from_confusion(confusion, class_names)

@@ -1,10 +1,16 @@
 """Training of :class:`segmentation.models.segmenter.GraphLSTMSegmenter`.
 
+Shaped like torchvision's segmentation references: :func:`training_step` (one
+optimisation step), :func:`train_one_epoch` (the steps of one epoch, the
+learning-rate scheduler stepped after each), and :func:`train`, which wires the
+model, the optimiser, the scheduler (:func:`build_lr_scheduler`, a ``LambdaLR``),
+the data of each epoch, :func:`segmentation.engine.evaluate.evaluate` and the
+checkpoints of :mod:`segmentation.engine.checkpoint` together.
+
 Reproducible by construction: every epoch reseeds the data order and the
 random number generator from ``(seed, epoch)``, and checkpoints hold the
-model, the optimiser and the history, so a run resumed from its last
-checkpoint gives the same result as one that never stopped. Checkpoints are
-written atomically and load with ``torch.load(weights_only=True)``.
+model, the optimiser, the scheduler and the history, so a run resumed from
+its last checkpoint gives the same result as one that never stopped.
 
 Several processes (``torchrun``, see :mod:`segmentation.engine.distributed`): the
 model is wrapped in ``DistributedDataParallel``, the batch size is the global
@@ -23,44 +29,82 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, DistributedSampler
 
-from segmentation.data.loading import pad_collate
+from segmentation._checks import check_int
+from segmentation.data.images import IGNORE_INDEX
+from segmentation.data.loading import pad_collate, resize_pair
 from segmentation.data.transforms import SuperpixelGraph
-from segmentation.engine.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from segmentation.engine.checkpoint import (
+    load_checkpoint,
+    restore_training_state,
+    save_checkpoint,
+    training_state,
+)
 from segmentation.engine.distributed import (
     broadcast_buffers,
     get_rank,
     get_world_size,
     reduce_across_processes,
 )
-from segmentation.engine.evaluate import _model_inputs, evaluate
-from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig, segmentation_loss
+from segmentation.engine.evaluate import evaluate
+from segmentation.models.segmenter import (
+    GraphLSTMSegmenter,
+    ModelConfig,
+    batch_inputs,
+    segmentation_loss,
+)
 
 __all__ = [
     "LR_SCHEDULES",
+    "EpochSampler",
     "TrainConfig",
+    "TrainingDiverged",
     "build_graphs",
+    "build_lr_scheduler",
     "set_train_mode",
     "train",
+    "train_one_epoch",
     "training_step",
 ]
 
-IGNORE_INDEX = 255
 # Seeds of the epochs of one run: (seed, epoch) -> seed * _SEED_STRIDE + epoch.
 _SEED_STRIDE = 100_003
 # Other processes than rank 0 draw from streams far from rank 0's (order="random").
 _RANK_SEED_STRIDE = 1_000_000_007
 
-
+#: The learning-rate schedules of :class:`TrainConfig` (and of ``train.py --lr-schedule``).
 LR_SCHEDULES = ("poly", "constant")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss of a training step is not finite.
+
+    Attributes
+    ----------
+    loss : float
+        The loss of the global batch (NaN or infinite).
+    epoch, step : int or None
+        Where it happened (``step`` counts the optimisation steps of the whole
+        run from 0); ``None`` where the raiser does not know.
+    lr : float or None
+        The learning rate of that step.
+    """
+
+    def __init__(self, loss: float, epoch: int | None = None, step: int | None = None,
+                 lr: float | None = None) -> None:
+        self.loss, self.epoch, self.step, self.lr = loss, epoch, step, lr
+        where = "".join(f", {name} {value}" for name, value in
+                        (("epoch", epoch), ("step", step)) if value is not None)
+        rate = f", learning rate {lr:.3g}" if lr is not None else ""
+        super().__init__(f"training diverged: loss is {loss}{where}{rate}")
 
 
 @dataclass
@@ -111,9 +155,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"'{name}' must be a positive int, got {value!r}")
+            check_int(getattr(self, name), f"'{name}'")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"'lr' must be a positive number, got {self.lr!r}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -123,11 +165,23 @@ class TrainConfig:
             raise ValueError(f"'amp' runs on cpu (bfloat16) or cuda (float16), not on "
                              f"{self.device!r}")
 
+    def lr_factor(self, step: int, total_steps: int) -> float:
+        """The learning rate of step ``step`` (counted from 0) of ``total_steps``,
+        as a multiple of ``lr`` (the factor of :func:`build_lr_scheduler`)."""
+        if self.lr_schedule == "constant":
+            return 1.0
+        return (1.0 - min(step, total_steps) / total_steps) ** 0.9
+
     def learning_rate(self, step: int, total_steps: int) -> float:
         """The learning rate of step ``step`` (counted from 0) of ``total_steps``."""
-        if self.lr_schedule == "constant":
-            return self.lr
-        return self.lr * (1.0 - min(step, total_steps) / total_steps) ** 0.9
+        return self.lr * self.lr_factor(step, total_steps)
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
+                       total_steps: int) -> LambdaLR:
+    """The learning-rate schedule of ``config`` as a ``LambdaLR`` over ``total_steps``
+    optimisation steps: step it once after every optimisation step."""
+    return LambdaLR(optimizer, lambda step: config.lr_factor(step, total_steps))
 
 
 class EpochSampler(DistributedSampler):
@@ -135,12 +189,12 @@ class EpochSampler(DistributedSampler):
     permutation of each epoch.
 
     The permutation of epoch ``e`` is drawn by a generator seeded with
-    ``seed + e``, after one 64-bit draw, exactly as ``DataLoader(shuffle=True,
-    generator=g)`` drew it in earlier versions: one process sees the data in the
-    same order as before. Process ``r`` of ``N`` takes items ``r, r + N, ...`` of
-    it (padded by repetition to a multiple of ``N``, as ``DistributedSampler``),
-    so with a per-process batch of ``B / N`` the ``N`` processes together see
-    at every step the same global batch of ``B`` as one process.
+    ``seed + e``, after one 64-bit draw, as ``DataLoader(shuffle=True,
+    generator=g)`` draws it (the loader takes its workers' base seed first).
+    Process ``r`` of ``N`` takes items ``r, r + N, ...`` of it (padded by
+    repetition to a multiple of ``N``, as ``DistributedSampler``), so with a
+    per-process batch of ``B / N`` the ``N`` processes together see at every
+    step the same global batch of ``B`` as one process.
     """
 
     def __iter__(self):
@@ -164,12 +218,6 @@ def set_train_mode(model: torch.nn.Module, freeze_bn: bool = False) -> None:
         for module in model.modules():
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                 module.eval()
-
-
-def _resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    img = Image.fromarray(image).resize((size, size), Image.BILINEAR)
-    msk = Image.fromarray(mask).resize((size, size), Image.NEAREST)
-    return np.asarray(img), np.asarray(msk)
 
 
 def build_graphs(
@@ -204,7 +252,7 @@ def build_graphs(
     for i in iterator:
         image, mask = samples[i]
         if image_size is not None:
-            image, mask = _resize_pair(image, mask, image_size)
+            image, mask = resize_pair(image, mask, image_size)
         graphs.append(transform((image, mask)))
     return graphs
 
@@ -241,12 +289,12 @@ def training_step(
 
     Raises
     ------
-    RuntimeError
+    TrainingDiverged
         If that loss is not finite (on every process alike).
     """
     device = batch.image.device
     with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=amp):
-        out = model(*_model_inputs(batch))
+        out = model(*batch_inputs(batch))
         loss_sum = segmentation_loss(out, batch.mask, IGNORE_INDEX, reduction="sum")
     valid = (batch.mask != IGNORE_INDEX).sum()
     totals = reduce_across_processes(
@@ -255,7 +303,7 @@ def training_step(
     global_valid = totals[1].clamp(min=1)
     global_loss = float(totals[0] / global_valid)
     if not math.isfinite(global_loss):
-        raise RuntimeError(f"training diverged: loss is {global_loss}")
+        raise TrainingDiverged(global_loss, lr=optimizer.param_groups[0]["lr"])
     # Divided by (valid pixels / world size): with one process exactly the mean
     # cross-entropy's gradient; with N, N times this share's part of it, which
     # DDP's average over the processes turns into the global-batch mean.
@@ -269,6 +317,93 @@ def training_step(
         loss.backward()
         optimizer.step()
     return global_loss
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler,
+    loader,
+    device: torch.device,
+    epoch: int,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    amp: bool = False,
+    freeze_bn: bool = False,
+    progress: str | None = None,
+) -> float:
+    """Train on every batch of ``loader`` once; the mean of the steps' global losses.
+
+    The learning-rate scheduler steps after every optimisation step, so its
+    ``last_epoch`` counts the steps of the whole run. ``progress`` is the
+    description of a progress bar (none if ``None``).
+
+    Raises
+    ------
+    TrainingDiverged
+        With the epoch, the step and its learning rate.
+    """
+    set_train_mode(model, freeze_bn)
+    batches = loader
+    if progress is not None:
+        from tqdm import tqdm
+
+        batches = tqdm(loader, desc=progress, leave=False)
+    losses = []
+    for batch in batches:
+        batch = batch.to(device, non_blocking=True)
+        try:
+            losses.append(training_step(model, batch, optimizer, scaler, amp))
+        except TrainingDiverged as err:
+            raise TrainingDiverged(err.loss, epoch, lr_scheduler.last_epoch, err.lr) from None
+        lr_scheduler.step()
+    return float(np.mean(losses))
+
+
+def _check_train_arguments(train_config: TrainConfig, train_graphs, val_graphs,
+                           num_workers, world: int) -> None:
+    if train_config.batch_size % world:
+        raise ValueError(
+            f"'batch_size' {train_config.batch_size} (the global batch) is not divisible by "
+            f"the number of processes, {world}"
+        )
+    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+        raise ValueError(f"'num_workers' must be a non-negative int, got {num_workers!r}")
+    if len(train_graphs) == 0:
+        raise ValueError("the training set is empty")
+    if len(val_graphs) == 0:
+        raise ValueError("the validation set is empty")
+
+
+def _build_model(model_config: ModelConfig, train_config: TrainConfig, world: int,
+                 pretrained: bool) -> GraphLSTMSegmenter:
+    model = GraphLSTMSegmenter(model_config)
+    if pretrained and train_config.backbone_weights is not None:
+        if not hasattr(model.backbone, "load_pretrained"):
+            raise ValueError(
+                f"backbone {model_config.backbone!r} takes no pretrained weights "
+                "(choose a ResNet backbone)"
+            )
+        model.backbone.load_pretrained(train_config.backbone_weights)
+    device = torch.device(train_config.device)
+    if world > 1 and device.type == "cuda" and not train_config.freeze_bn:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model.to(device)
+
+
+def _epoch_loader(train_graphs, sampler: EpochSampler, epoch: int, train_config: TrainConfig,
+                  local_batch: int, num_workers: int) -> DataLoader:
+    # Everything random in an epoch derives from (seed, epoch): resumable exactly.
+    epoch_seed = train_config.seed * _SEED_STRIDE + epoch
+    torch.manual_seed(epoch_seed + get_rank() * _RANK_SEED_STRIDE)
+    sampler.set_epoch(epoch)
+    if hasattr(train_graphs, "set_epoch"):
+        train_graphs.set_epoch(epoch)  # before the iterator copies it into the workers
+    # The loader's own generator (worker seeds) leaves the global RNG alone.
+    return DataLoader(train_graphs, batch_size=local_batch, sampler=sampler,
+                      num_workers=num_workers, collate_fn=pad_collate,
+                      pin_memory=torch.device(train_config.device).type == "cuda",
+                      generator=torch.Generator().manual_seed(epoch_seed))
 
 
 def train(
@@ -318,129 +453,64 @@ def train(
         def log(line: str) -> None:
             pass
 
-    if train_config.batch_size % world:
-        raise ValueError(
-            f"'batch_size' {train_config.batch_size} (the global batch) is not divisible by "
-            f"the number of processes, {world}"
-        )
-    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
-        raise ValueError(f"'num_workers' must be a non-negative int, got {num_workers!r}")
+    _check_train_arguments(train_config, train_graphs, val_graphs, num_workers, world)
     local_batch = train_config.batch_size // world
     out_dir = Path(out_dir)
-    if len(train_graphs) == 0:
-        raise ValueError("the training set is empty")
-    if len(val_graphs) == 0:
-        raise ValueError("the validation set is empty")
     device = torch.device(train_config.device)
-    amp, freeze_bn = train_config.amp, train_config.freeze_bn
     torch.manual_seed(train_config.seed)
-    model = GraphLSTMSegmenter(model_config)
-    if train_config.backbone_weights is not None and resume is None:
-        if not hasattr(model.backbone, "load_pretrained"):
-            raise ValueError(
-                f"backbone {model_config.backbone!r} takes no pretrained weights "
-                "(choose a ResNet backbone)"
-            )
-        model.backbone.load_pretrained(train_config.backbone_weights)
-    if world > 1 and device.type == "cuda" and not freeze_bn:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device)
+    model = _build_model(model_config, train_config, world, pretrained=resume is None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
                                   weight_decay=train_config.weight_decay)
-    scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
-    history: list[dict] = []
-    start_epoch, best_miou, best_epoch = 0, -1.0, -1
-    if resume is not None:
-        payload = load_checkpoint(resume, map_location=device)
-        saved_config = ModelConfig.from_dict(payload["model_config"]).to_dict()
-        if saved_config != model_config.to_dict():
-            raise ValueError(
-                f"checkpoint {str(resume)!r} was trained with another model config: "
-                f"{payload['model_config']}"
-            )
-        model.load_state_dict(payload["model_state"])
-        optimizer.load_state_dict(payload["optimizer_state"])
-        if scaler is not None and payload.get("scaler_state"):
-            scaler.load_state_dict(payload["scaler_state"])
-        history = list(payload.get("history", []))
-        start_epoch = int(payload["epoch"]) + 1
-        best_miou = float(payload.get("best_miou", -1.0))
-        best_epoch = int(payload.get("best_epoch", -1))
-        log(f"resumed from {resume} at epoch {start_epoch}")
-    net = model
-    if world > 1:
-        # No find_unused_parameters: the model has no trainable parameter without
-        # a gradient (see segmentation.models.segmenter), so DDP skips the per-step graph search.
-        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
-                                      else None)
-
-    def checkpoint(epoch: int) -> dict:
-        return {
-            "format": CHECKPOINT_FORMAT,
-            "model_config": model_config.to_dict(),
-            "train_config": asdict(train_config),
-            "class_names": list(class_names) if class_names is not None else None,
-            "model_state": model.state_dict(),
-            "optimizer_state": optimizer.state_dict(),
-            "scaler_state": scaler.state_dict() if scaler is not None else None,
-            "world_size": world,
-            "epoch": epoch,
-            "best_miou": best_miou,
-            "best_epoch": best_epoch,
-            "history": history,
-        }
-
+    scaler = torch.amp.GradScaler("cuda") if train_config.amp and device.type == "cuda" else None
     # One sampler logic for 1 and N processes: the permutation of epoch e comes from
     # (seed, e), and process r takes every N-th item of it, so the global batch of
     # every step is the same for any N that divides the batch size.
     sampler = EpochSampler(train_graphs, num_replicas=world, rank=rank, shuffle=True,
                            seed=train_config.seed * _SEED_STRIDE, drop_last=False)
+    steps_per_epoch = math.ceil(len(sampler) / local_batch)
+    lr_scheduler = build_lr_scheduler(optimizer, train_config,
+                                      train_config.epochs * steps_per_epoch)
+    state = {"epoch": -1, "history": [], "best_miou": -1.0, "best_epoch": -1}
+    if resume is not None:
+        payload = load_checkpoint(resume, map_location=device)
+        state = restore_training_state(payload, model_config, model, optimizer,
+                                       lr_scheduler, scaler, path=resume)
+        log(f"resumed from {resume} at epoch {state['epoch'] + 1}")
+    history = state["history"]
+    best_miou, best_epoch = state["best_miou"], state["best_epoch"]
+    net = model
+    if world > 1:
+        # No find_unused_parameters: the model has no trainable parameter without
+        # a gradient (see segmentation.models.segmenter), so DDP skips the per-step
+        # graph search.
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                      else None)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    for epoch in range(start_epoch, train_config.epochs):
-        # Everything random in an epoch derives from (seed, epoch): resumable exactly.
-        epoch_seed = train_config.seed * _SEED_STRIDE + epoch
-        torch.manual_seed(epoch_seed + rank * _RANK_SEED_STRIDE)
-        sampler.set_epoch(epoch)
-        if hasattr(train_graphs, "set_epoch"):
-            train_graphs.set_epoch(epoch)  # before the iterator copies it into the workers
-        # The loader's own generator (worker seeds) leaves the global RNG alone.
-        loader = DataLoader(train_graphs, batch_size=local_batch, sampler=sampler,
-                            num_workers=num_workers, collate_fn=pad_collate,
-                            pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(epoch_seed))
-        set_train_mode(net, freeze_bn)
-        losses = []
-        batches = loader
-        if progress:
-            from tqdm import tqdm
-
-            batches = tqdm(loader, desc=f"epoch {epoch + 1}/{train_config.epochs}", leave=False)
-        for step, batch in enumerate(batches, start=epoch * len(loader)):
-            for group in optimizer.param_groups:
-                group["lr"] = train_config.learning_rate(step, train_config.epochs * len(loader))
-            batch = batch.to(device, non_blocking=True)
-            try:
-                losses.append(training_step(net, batch, optimizer, scaler, amp))
-            except RuntimeError as err:
-                if str(err).startswith("training diverged"):
-                    raise RuntimeError(f"{err} at epoch {epoch}") from None
-                raise
+    for epoch in range(state["epoch"] + 1, train_config.epochs):
+        loader = _epoch_loader(train_graphs, sampler, epoch, train_config, local_batch,
+                               num_workers)
+        loss = train_one_epoch(
+            net, optimizer, lr_scheduler, loader, device, epoch, scaler=scaler,
+            amp=train_config.amp, freeze_bn=train_config.freeze_bn,
+            progress=f"epoch {epoch + 1}/{train_config.epochs}" if progress else None)
         broadcast_buffers(model)  # validate the model rank 0 saves
         scores = evaluate(model, val_graphs, local_batch, device, class_names,
                           seed=train_config.seed, num_workers=num_workers)
-        record = {"epoch": epoch, "loss": float(np.mean(losses)), "val_miou": scores["miou"],
-                  "val_pixel_accuracy": scores["pixel_accuracy"]}
-        history.append(record)
+        history.append({"epoch": epoch, "loss": loss, "val_miou": scores["miou"],
+                        "val_pixel_accuracy": scores["pixel_accuracy"]})
         improved = scores["miou"] > best_miou
         if improved:
             best_miou, best_epoch = scores["miou"], epoch
         if main:
-            payload = checkpoint(epoch)
+            payload = training_state(
+                model_config, train_config, class_names, model, optimizer, lr_scheduler,
+                scaler, epoch=epoch, history=history, best_miou=best_miou,
+                best_epoch=best_epoch, world_size=world)
             save_checkpoint(out_dir / "last.pt", payload)
             if improved:
                 save_checkpoint(out_dir / "best.pt", payload)
-        log(f"epoch {epoch + 1}/{train_config.epochs}  loss {record['loss']:.4f}  "
+        log(f"epoch {epoch + 1}/{train_config.epochs}  loss {loss:.4f}  "
             f"val mIoU {100 * scores['miou']:.2f}  pixel acc "
             f"{100 * scores['pixel_accuracy']:.2f}{'  (best)' if improved else ''}")
     return {"history": history, "best_miou": best_miou, "best_epoch": best_epoch}

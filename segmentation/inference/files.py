@@ -43,7 +43,14 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from segmentation.data.images import VOC_PALETTE, atomic_write, read_image, write_mask_png
+from segmentation._checks import check_int
+from segmentation.data.images import (
+    VOC_PALETTE,
+    atomic_write,
+    check_image,
+    read_image,
+    write_mask_png,
+)
 from segmentation.data.transforms import SuperpixelData, SuperpixelGraph
 from segmentation.engine.distributed import (
     get_rank,
@@ -60,6 +67,7 @@ __all__ = [
     "LoadedImage",
     "list_images",
     "output_paths",
+    "overlay_labels",
     "probe_image",
     "segment_files",
 ]
@@ -207,10 +215,35 @@ class ImageFiles(Dataset):
         return LoadedImage(index, image, graph, read - start, seconds)
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+def overlay_labels(image: np.ndarray, labels: np.ndarray, palette: np.ndarray,
+                   alpha: float = 0.5, superpixels: np.ndarray | None = None) -> np.ndarray:
+    """The image with the colours of its class labels blended in (and superpixel
+    boundaries, if given): the ``_overlay.png`` of :func:`segment_files`.
+
+    (:func:`segmentation.visualize.overlay` is the picture-making counterpart: any
+    per-pixel colours over an image, with superpixel boundaries.)
+
+    Returns
+    -------
+    ndarray ``H×W×3`` uint8
+    """
+    image = check_image(image, name="image")
+    if image.dtype != np.uint8:
+        image = np.round(image * 255).astype(np.uint8)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    image = image[..., :3]
+    if labels.shape != image.shape[:2]:
+        raise ValueError(f"'labels' has shape {labels.shape}, the image {image.shape[:2]}")
+    colours = np.asarray(palette, dtype=np.float64)[labels]
+    blended = (1 - alpha) * image.astype(np.float64) + alpha * colours
+    if superpixels is not None:
+        from skimage.segmentation import find_boundaries
+
+        blended[find_boundaries(superpixels, mode="inner")] = 255.0
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
 def _remove_stale_temporaries(out_dir: Path, names: set[str]) -> int:
@@ -242,11 +275,10 @@ def _write_outputs(
     paths: dict[str, Path], image: np.ndarray, probabilities: torch.Tensor,
     labels: np.ndarray, superpixels: np.ndarray, alpha: float, class_names: Sequence[str],
 ) -> None:
-    from segmentation.inference.predictor import overlay
 
     write_mask_png(paths["labels"], labels)
     if "overlay" in paths:
-        blended = overlay(image, labels, VOC_PALETTE, alpha, superpixels)
+        blended = overlay_labels(image, labels, VOC_PALETTE, alpha, superpixels)
         buffer = io.BytesIO()
         Image.fromarray(blended).save(buffer, format="PNG")
         atomic_write(paths["overlay"], lambda handle: handle.write(buffer.getvalue()))
@@ -348,8 +380,8 @@ def segment_files(
     """
     from segmentation.inference.predictor import load_segmenter
 
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    workers = _check_int(workers, "workers", 0)
+    batch_size = check_int(batch_size, "batch_size")
+    workers = check_int(workers, "workers", minimum=0)
     if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (
         0.0 <= float(alpha) <= 1.0
     ):

@@ -18,7 +18,7 @@ from segmentation.data.transforms import SuperpixelGraph
 from segmentation.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from segmentation.models.segmenter import GraphLSTMSegmenter
 
-__all__ = ["GraphPrediction", "Prediction", "Segmenter", "load_segmenter", "overlay"]
+__all__ = ["GraphPrediction", "Prediction", "Segmenter", "load_segmenter"]
 
 #: Where a batched forward pass leaves two class probabilities of a pixel closer
 #: than this, the image is segmented again alone (see Segmenter.predict_graphs).
@@ -100,10 +100,7 @@ class Segmenter:
             image = image[..., :3]
         graph = self.transform(image).to(self.device)
         generator = torch.Generator().manual_seed(seed)
-        out = self.model(
-            graph.image, graph.superpixels, graph.edge_index,
-            torch.tensor([graph.num_nodes], device=self.device), graph.pos, generator,
-        )
+        out = self.model.forward_batch(pad_collate([graph]), generator)
         probs = out.logits.softmax(1)[0]
         confidence = out.confidence_logits.softmax(1)[0].max(0).values
         return Prediction(
@@ -196,28 +193,14 @@ def load_segmenter(checkpoint: str | os.PathLike, device="cpu") -> Segmenter:
     return Segmenter(model, payload.get("class_names"), device)
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5,
-            superpixels: np.ndarray | None = None) -> np.ndarray:
-    """The image with the label colours blended in (and superpixel boundaries, if given).
+def __getattr__(name: str):
+    if name == "overlay":
+        import warnings
 
-    Returns
-    -------
-    ndarray ``H×W×3`` uint8
-    """
-    image = check_image(image, name="image")
-    if image.dtype != np.uint8:
-        image = np.round(image * 255).astype(np.uint8)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    image = image[..., :3]
-    if labels.shape != image.shape[:2]:
-        raise ValueError(f"'labels' has shape {labels.shape}, the image {image.shape[:2]}")
-    colours = np.asarray(palette, dtype=np.float64)[labels]
-    blended = (1 - alpha) * image.astype(np.float64) + alpha * colours
-    if superpixels is not None:
-        from skimage.segmentation import find_boundaries
+        from segmentation.inference.files import overlay_labels
 
-        blended[find_boundaries(superpixels, mode="inner")] = 255.0
-    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+        warnings.warn("segmentation.inference.predictor.overlay is now "
+                      "segmentation.inference.files.overlay_labels (segmentation.visualize."
+                      "overlay draws per-superpixel colours)", DeprecationWarning, stacklevel=2)
+        return overlay_labels
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

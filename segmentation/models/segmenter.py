@@ -44,12 +44,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from graphlstm import GraphLSTMStack, Schedule, build_schedule
+from segmentation._checks import check_int
 from segmentation.models.backbones import RESNETS, build_backbone
 from segmentation.models.orders import ORDER_KINDS, random_score, raster_score
 from segmentation.models.pooling import pool, unpool
 
-__all__ = ["ModelConfig", "GraphLSTMSegmenter", "SegmenterOutput", "segmentation_loss"]
+__all__ = [
+    "BACKBONES",
+    "GraphLSTMSegmenter",
+    "ModelConfig",
+    "SegmenterOutput",
+    "batch_inputs",
+    "segmentation_loss",
+]
 
+#: The backbones of :class:`ModelConfig` (and of ``train.py --backbone``).
 BACKBONES = ("small", *RESNETS)
 
 
@@ -93,9 +102,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("num_classes", "in_channels", "width", "hidden"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"'{name}' must be a positive int, got {value!r}")
+            check_int(getattr(self, name), f"'{name}'")
         if self.num_classes < 2:
             raise ValueError(f"'num_classes' must be at least 2, got {self.num_classes}")
         if not isinstance(self.graph_layers, int) or self.graph_layers < 0:
@@ -117,9 +124,6 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, values: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
-        # Checkpoints of earlier versions named the weights file here; it only ever
-        # initialised training, and the checkpoint holds the trained weights.
-        values = {k: v for k, v in values.items() if k != "backbone_weights"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"model config has unknown keys: {', '.join(unknown)}")
@@ -161,7 +165,6 @@ class GraphLSTMSegmenter(nn.Module):
         if config.graph_layers > 0:
             self.graph_lstm = GraphLSTMStack(config.hidden, config.hidden,
                                              num_layers=config.graph_layers, residual=True)
-        self.register_load_state_dict_pre_hook(_rename_graph_layers)
         self.classifier = nn.Sequential(
             nn.Conv2d(c + config.hidden, c, 1), nn.ReLU(inplace=True), nn.Conv2d(c, k, 1)
         )
@@ -249,16 +252,14 @@ class GraphLSTMSegmenter(nn.Module):
 
     def forward_batch(self, batch, generator: torch.Generator | None = None) -> SegmenterOutput:
         """Run on a PyG ``Batch`` of :class:`segmentation.SuperpixelData`."""
-        return self(batch.image, batch.superpixels, batch.edge_index, batch.ptr.diff(),
-                    batch.pos, generator)
+        return self(*batch_inputs(batch), generator)
 
 
-def _rename_graph_layers(module, state_dict, prefix, *args) -> None:
-    # Checkpoints from before GraphLSTMStack held layer l at graph_layers.l.
-    old = prefix + "graph_layers."
-    for key in [k for k in state_dict if k.startswith(old)]:
-        layer, _, rest = key[len(old):].partition(".")
-        state_dict[f"{prefix}graph_lstm.layers.{layer}.0.{rest}"] = state_dict.pop(key)
+def batch_inputs(batch) -> tuple:
+    """The arguments of :meth:`GraphLSTMSegmenter.forward` from a PyG ``Batch`` of
+    :class:`segmentation.SuperpixelData`: ``image, superpixels, edge_index, num_nodes,
+    pos`` (for a wrapped model, e.g. ``DistributedDataParallel``: ``net(*batch_inputs(b))``)."""
+    return batch.image, batch.superpixels, batch.edge_index, batch.ptr.diff(), batch.pos
 
 
 def segmentation_loss(output: SegmenterOutput, mask: Tensor, ignore_index: int = 255,

@@ -76,14 +76,6 @@ def _check_alpha(alpha) -> float:
     return float(alpha)
 
 
-def _check_positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"'{name}' must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"'{name}' must be a positive int, got {value}")
-    return int(value)
-
-
 def _get_cmap(cmap, name: str = "cmap"):
     import matplotlib
 

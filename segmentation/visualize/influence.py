@@ -15,12 +15,13 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
+from segmentation._checks import check_int
+from segmentation.data.adjacency import hops_from
 from segmentation.visualize._common import (
     FIGURE_FORMATS,
     _as_numpy,
     _check_alpha,
     _check_output,
-    _check_positive_int,
     _check_schedule,
     _colorbar,
     _get_cmap,
@@ -59,22 +60,8 @@ def target_superpixel(superpixels, x: int, y: int) -> int:
 
 def hop_distance(edge_index, num_nodes: int, target: int) -> np.ndarray:
     """Hops from ``target`` to every node, edges taken in either direction
-    (``-1`` where unreachable): a breadth-first search."""
-    edge_index = _as_numpy(edge_index).astype(np.int64)
-    distance = np.full(num_nodes, -1, dtype=np.int64)
-    distance[target] = 0
-    src = np.concatenate([edge_index[0], edge_index[1]])
-    dst = np.concatenate([edge_index[1], edge_index[0]])
-    frontier = np.zeros(num_nodes, dtype=bool)
-    frontier[target] = True
-    hop = 0
-    while frontier.any():
-        hop += 1
-        reached = np.zeros(num_nodes, dtype=bool)
-        reached[dst[frontier[src]]] = True
-        frontier = reached & (distance < 0)
-        distance[frontier] = hop
-    return distance
+    (``-1`` where unreachable): :func:`segmentation.data.adjacency.hops_from`."""
+    return hops_from(_as_numpy(edge_index), num_nodes, int(target))
 
 
 def influence_picture(image, superpixels, reach, values, target: int, *, cmap="magma_r",
@@ -214,7 +201,7 @@ def plot_influence(image, superpixels, edge_index, target: int, schedules: Mappi
         values = {str(k): _node_values(v, num, f"values[{k!r}]") for k, v in values.items()}
     colormap = _get_cmap(cmap)
     alpha = _check_alpha(alpha)
-    dpi = _check_positive_int(dpi, "dpi")
+    dpi = check_int(dpi, "'dpi'")
     if path is not None:
         path = _check_output(path, FIGURE_FORMATS)
     edge_index = torch.as_tensor(_as_numpy(edge_index)).long()

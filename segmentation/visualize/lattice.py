@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from segmentation._checks import check_int
 from segmentation.visualize._common import (
     FIGURE_FORMATS,
     _check_output,
-    _check_positive_int,
     _colorbar,
     _get_cmap,
     _new_figure,
@@ -128,7 +128,7 @@ def lattice_wavefront_frames(shape, direction=0, *, cell: int = 16, cmap="plasma
     """
     shape = _lattice_shape(shape)
     directions = _directions(direction)
-    cell = _check_positive_int(cell, "cell")
+    cell = check_int(cell, "'cell'")
     if isinstance(gap, bool) or not isinstance(gap, numbers.Integral) or gap < 0:
         raise ValueError(f"'gap' must be a non-negative int, got {gap!r}")
     colormap = _get_cmap(cmap)
@@ -185,7 +185,7 @@ def plot_lattice_wavefront(shape=(6, 8), directions=None, path=None, *, numbers:
     shape = _lattice_shape(shape)
     directions = (0, 1, 2, 3) if directions is None else _directions(directions)
     colormap = _get_cmap(cmap)
-    dpi = _check_positive_int(dpi, "dpi")
+    dpi = check_int(dpi, "'dpi'")
     if path is not None:
         path = _check_output(path, FIGURE_FORMATS)
     rows, cols = shape

@@ -7,12 +7,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from segmentation._checks import check_int
 from segmentation.visualize._common import (
     FIGURE_FORMATS,
     _as_numpy,
     _check_alpha,
     _check_output,
-    _check_positive_int,
     _check_schedule,
     _colorbar,
     _get_cmap,
@@ -152,7 +152,7 @@ def plot_update_order(
     cmaps = [_get_cmap(c, n) for c, n in ((rank_cmap, "rank_cmap"), (level_cmap, "level_cmap"),
                                              (confidence_cmap, "confidence_cmap"))]
     alpha = _check_alpha(alpha)
-    dpi = _check_positive_int(dpi, "dpi")
+    dpi = check_int(dpi, "'dpi'")
     conf_map = None
     if confidence is not None:
         conf = _as_numpy(confidence)
@@ -246,7 +246,7 @@ def plot_order_comparison(image, superpixels, schedules: Mapping, path=None, *,
     checked = {str(name): _check_schedule(s, num) for name, s in schedules.items()}
     cmaps = (_get_cmap(rank_cmap, "rank_cmap"), _get_cmap(level_cmap, "level_cmap"))
     alpha = _check_alpha(alpha)
-    dpi = _check_positive_int(dpi, "dpi")
+    dpi = check_int(dpi, "'dpi'")
     if path is not None:
         path = _check_output(path, FIGURE_FORMATS)
     height, width = labels.shape

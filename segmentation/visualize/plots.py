@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segmentation._checks import check_int
 from segmentation.data.images import check_image
 from segmentation.visualize._common import (
     FIGURE_FORMATS,
     _check_output,
-    _check_positive_int,
     _new_figure,
     save_figure,
 )
@@ -95,7 +95,7 @@ def levels_vs_superpixels(n_segments_list=DEFAULT_N_SEGMENTS, order_kinds=LEVEL_
             )
     if not isinstance(n_segments_list, Sequence) or not n_segments_list:
         raise TypeError("'n_segments_list' must be a non-empty list of positive ints")
-    sizes = [_check_positive_int(n, "n_segments_list") for n in n_segments_list]
+    sizes = [check_int(n, "'n_segments_list'") for n in n_segments_list]
     image = check_image(_default_image() if image is None else image, name="'image'")
     height, width = image.shape[:2]
     if max(sizes) > height * width:
@@ -155,7 +155,7 @@ def plot_levels_vs_superpixels(path, n_segments_list=DEFAULT_N_SEGMENTS,
         For a bad path (checked before computing) or bad arguments.
     """
     path = _check_output(path, FIGURE_FORMATS)
-    dpi = _check_positive_int(dpi, "dpi")
+    dpi = check_int(dpi, "'dpi'")
     if results is None:
         results = levels_vs_superpixels(n_segments_list, order_kinds, image, **kwargs)
     elif not isinstance(results, Mapping) or not {"num_nodes", "levels"} <= set(results):
@@ -209,7 +209,7 @@ def plot_reach_statistics(rows: Sequence[Mapping], path, *, dpi: int = 100) -> P
         For a bad path or malformed rows.
     """
     path = _check_output(path, FIGURE_FORMATS)
-    dpi = _check_positive_int(dpi, "dpi")
+    dpi = check_int(dpi, "'dpi'")
     needed = {"kind", "nodes", "p_reach", "mean_reach", "least_confident_reach"}
     if (isinstance(rows, str | Mapping) or not isinstance(rows, Sequence) or not rows
             or not all(isinstance(r, Mapping) and needed <= set(r) for r in rows)):

@@ -92,3 +92,15 @@ def test_the_installed_packages_hold_no_benchmark_or_experiment():
     packages = find_packages(str(ROOT), include=["graphlstm*", "segmentation*"])
     assert "segmentation.cli" in packages and "segmentation.data.datasets" in packages
     assert not [p for p in packages if p.split(".")[0] in ("benchmarks", "experiments", "tests")]
+
+
+def test_the_label_overlay_of_the_predictor_has_its_own_name():
+    from segmentation.inference import predictor
+    from segmentation.inference.files import overlay_labels
+    from segmentation.visualize import overlay
+
+    assert overlay is not overlay_labels
+    with pytest.warns(DeprecationWarning, match="overlay_labels"):
+        assert predictor.overlay is overlay_labels
+    with pytest.raises(AttributeError, match="no_such_name"):
+        predictor.no_such_name  # noqa: B018

@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from segmentation._checks import check_int
 from segmentation.data.datasets.synthetic import (
     SceneSequence,
     _box,
@@ -86,17 +87,9 @@ def long_range_gap(size: tuple[int, int] = (96, 96), min_hops: int = 4,
     and redraws the few that fall short.
     """
     height, width = _check_size(size)
-    min_hops = _check_positive_int(min_hops, "min_hops")
-    n_segments = _check_positive_int(n_segments, "n_segments")
+    min_hops = check_int(min_hops, "min_hops")
+    n_segments = check_int(n_segments, "n_segments")
     return 1.5 * min_hops * math.sqrt(height * width / n_segments)
-
-
-def _check_positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value}")
-    return int(value)
 
 
 def superpixel_hops(image: np.ndarray, mask: np.ndarray, n_segments: int = 150,
@@ -107,23 +100,19 @@ def superpixel_hops(image: np.ndarray, mask: np.ndarray, n_segments: int = 150,
     (:class:`segmentation.SuperpixelGraph` with these SLIC parameters); a
     superpixel belongs to the gate (the beacon) if it holds any of its pixels.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import shortest_path
-
-    from segmentation.data.adjacency import region_adjacency
+    from segmentation.data.adjacency import hops_from, region_adjacency
     from segmentation.data.superpixels import slic_superpixels
 
     labels = slic_superpixels(image, n_segments=n_segments, compactness=compactness)
     edge_index, _ = region_adjacency(labels)
-    num = int(labels.max()) + 1
-    src, dst = edge_index.numpy()
-    graph = coo_matrix((np.ones(src.size), (src, dst)), shape=(num, num)).tocsr()
     gates = np.unique(labels[mask >= WARM_GATE])
     beacons = np.unique(labels[mask == BEACON])
     if gates.size == 0 or beacons.size == 0:
         raise ValueError("the mask holds no gate or no beacon")
-    distance = shortest_path(graph, unweighted=True, indices=gates)[:, beacons]
-    return int(distance.min())
+    distance = hops_from(edge_index, int(labels.max()) + 1, gates)[:, beacons]
+    if (distance < 0).all():
+        raise ValueError("no path joins a gate and a beacon superpixel")
+    return int(distance[distance >= 0].min())
 
 
 def generate_long_range_scene(
@@ -310,8 +299,8 @@ class LongRangeScenes(SceneSequence):
         compactness: float = 10.0,
     ) -> None:
         super().__init__(num_scenes, size, seed, stream=stream)
-        self.min_hops = _check_positive_int(min_hops, "min_hops")
-        self.n_segments = _check_positive_int(n_segments, "n_segments")
+        self.min_hops = check_int(min_hops, "min_hops")
+        self.n_segments = check_int(n_segments, "n_segments")
         self.compactness = compactness
         if num_scenes:  # fail now, not at the first access, if the size cannot hold the gap
             self[0]

@@ -300,3 +300,32 @@ def test_evaluate_mask_size_mismatch_is_one_line(data, trained, tmp_path, capsys
     assert run("evaluate", ["--data", str(root), "--checkpoint", str(trained / "best.pt")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and name in err and "must match" in err
+
+
+@pytest.mark.parametrize("error", [ValueError("bad --x"), FileNotFoundError("no such file"),
+                                   "diverged"])
+def test_run_main_reports_bad_input_in_one_line(error, capsys):
+    from segmentation.cli._common import run_main
+    from segmentation.engine.train import TrainingDiverged
+
+    if error == "diverged":
+        error = TrainingDiverged(float("nan"), epoch=2, step=7, lr=0.01)
+
+    def main():
+        raise error
+
+    assert run_main(main) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(error).splitlines()[0] in err
+
+
+@pytest.mark.parametrize("error", [KeyError("key"), RuntimeError("bug"), TypeError("bug"),
+                                   AttributeError("bug")])
+def test_run_main_lets_a_bug_keep_its_traceback(error):
+    from segmentation.cli._common import run_main
+
+    def main():
+        raise error
+
+    with pytest.raises(type(error)):
+        run_main(main)

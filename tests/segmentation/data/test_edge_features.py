@@ -119,7 +119,7 @@ def test_transform_adds_edge_features_behind_an_option(tmp_path, monkeypatch):
     def no_slic(*args, **kwargs):
         raise AssertionError("SLIC ran")
 
-    monkeypatch.setattr(transforms_module, "slic_superpixels", no_slic)
+    monkeypatch.setattr(transforms_module, "_slic", no_slic)
     assert torch.equal(rich_transform(image).edge_attr, rich.edge_attr)  # from the cache
     with pytest.raises(AssertionError, match="SLIC ran"):  # the option is part of the key
         SuperpixelGraph(n_segments=25, cache_dir=tmp_path)(image)

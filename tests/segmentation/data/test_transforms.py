@@ -182,7 +182,7 @@ def test_cached_graph_is_identical_and_skips_slic(tmp_path, monkeypatch):
     def no_slic(*args, **kwargs):
         raise AssertionError("SLIC ran although the graph was cached")
 
-    monkeypatch.setattr(transforms_module, "slic_superpixels", no_slic)
+    monkeypatch.setattr(transforms_module, "_slic", no_slic)
     second = cached_transform(image)
     assert_same_graph(first, fresh)
     assert_same_graph(second, fresh)

@@ -14,12 +14,22 @@ from segmentation.data.datasets import SyntheticScenes
 from segmentation.engine.distributed import init_distributed_mode, reduce_across_processes
 from segmentation.engine.train import (
     EpochSampler,
+    TrainConfig,
+    TrainingDiverged,
     autocast_dtype,
     build_graphs,
+    build_lr_scheduler,
     set_train_mode,
+    train,
+    train_one_epoch,
     training_step,
 )
-from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig, segmentation_loss
+from segmentation.models.segmenter import (
+    GraphLSTMSegmenter,
+    ModelConfig,
+    batch_inputs,
+    segmentation_loss,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +39,6 @@ def batch():
     batch.mask[0, :12] = 255  # ignored pixels, unevenly spread over the images
     batch.mask[2, :, :5] = 255
     return batch
-
-
-def inputs(batch):
-    return batch.image, batch.superpixels, batch.edge_index, batch.ptr.diff(), batch.pos
 
 
 def make_model(backbone="small", seed=0, **kw):
@@ -53,7 +59,7 @@ def test_amp_loss_is_finite_and_close_to_float32(batch, backbone, device):
     batch = batch.to(device)
     model = make_model(backbone).to(device).eval()
     with torch.no_grad():
-        reference = segmentation_loss(model(*inputs(batch)), batch.mask)
+        reference = segmentation_loss(model(*batch_inputs(batch)), batch.mask)
     seen = {}
 
     def record(name):
@@ -68,7 +74,7 @@ def test_amp_loss_is_finite_and_close_to_float32(batch, backbone, device):
         if isinstance(layer, GraphLSTM):
             layer.register_forward_hook(record("graph"))
     with torch.no_grad(), torch.autocast(device, dtype=low):
-        out = model(*inputs(batch))
+        out = model(*batch_inputs(batch))
         loss = segmentation_loss(out, batch.mask)
     # autocast is really on (the backbone computes in low precision) ...
     assert seen["backbone"][0][1] == low
@@ -119,7 +125,7 @@ def test_training_step_is_the_mean_loss_over_valid_pixels(batch):
     set_train_mode(reference)
     sgd = torch.optim.SGD(model.parameters(), lr=0.0)
     loss = training_step(model, batch, sgd)
-    out = reference(*inputs(batch))
+    out = reference(*batch_inputs(batch))
     mask = batch.mask
     expected = F.cross_entropy(out.logits, mask, ignore_index=255) + \
         F.cross_entropy(out.confidence_logits, mask, ignore_index=255)
@@ -192,3 +198,58 @@ def test_distributed_setup_errors(device, env, needle, monkeypatch):
         monkeypatch.setenv(key, value)
     with pytest.raises(ValueError, match=re.escape(needle)):
         init_distributed_mode(device)
+
+
+# --------------------------------------------------------------------------- the epoch loop
+
+
+def test_train_one_epoch_steps_the_poly_schedule_once_per_step(batch):
+    graphs = batch.to_data_list()
+    model = make_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    config = TrainConfig(lr=0.5, lr_schedule="poly")
+    lr_scheduler = build_lr_scheduler(optimizer, config, total_steps=4)
+    seen = []
+    optimizer.register_step_pre_hook(lambda opt, *_: seen.append(opt.param_groups[0]["lr"]))
+    loader = DataLoader(graphs, batch_size=1, collate_fn=Batch.from_data_list)
+    loss = train_one_epoch(model, optimizer, lr_scheduler, loader, torch.device("cpu"), 0)
+    assert len(seen) == 3 and lr_scheduler.last_epoch == 3 and loss > 0
+    # DeepLab's poly schedule, written out: lr * (1 - t / T) ** 0.9.
+    assert seen == pytest.approx([0.5 * (1 - t / 4) ** 0.9 for t in range(3)], rel=1e-12)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * (1 - 3 / 4) ** 0.9)
+
+
+def test_a_non_finite_loss_raises_training_diverged_with_where_and_lr(batch):
+    broken = batch.clone()
+    broken.image = torch.full_like(broken.image, float("nan"))
+    model = make_model(order="raster")  # (ordered by confidence it stops at the NaN score)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.25)
+    lr_scheduler = build_lr_scheduler(optimizer, TrainConfig(lr=0.25, lr_schedule="constant"),
+                                      total_steps=10)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with pytest.raises(TrainingDiverged) as caught:
+        train_one_epoch(model, optimizer, lr_scheduler, [broken], torch.device("cpu"), 3)
+    err = caught.value
+    assert (err.epoch, err.step, err.lr) == (3, 0, 0.25) and err.loss != err.loss  # NaN
+    assert isinstance(err, RuntimeError)
+    assert "epoch 3" in str(err) and "step 0" in str(err) and "0.25" in str(err)
+    # The optimiser did not step: the weights are those from before.
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter, before[name]), name
+
+
+def test_checkpoints_hold_the_scheduler_and_resume_needs_it(batch, tmp_path):
+    graphs = batch.to_data_list()
+    config = ModelConfig(num_classes=6, width=4, hidden=4, n_segments=30)
+    train_config = TrainConfig(epochs=2, batch_size=2, lr=0.01)
+    train(config, train_config, graphs, graphs[:1], tmp_path, progress=False, log=lambda _: None)
+    payload = torch.load(tmp_path / "last.pt", weights_only=True)
+    steps = 2 * 2  # two epochs of ceil(3 / 2) steps
+    assert payload["lr_scheduler_state"]["last_epoch"] == steps
+    assert payload["optimizer_state"]["param_groups"][0]["lr"] == 0.0  # poly at T
+    del payload["lr_scheduler_state"]
+    torch.save(payload, tmp_path / "old.pt")
+    with pytest.raises(ValueError, match="lr_scheduler_state"):
+        train(config, TrainConfig(epochs=3, batch_size=2, lr=0.01), graphs, graphs[:1],
+              tmp_path / "again", resume=tmp_path / "old.pt", progress=False,
+              log=lambda _: None)

@@ -17,8 +17,13 @@ from PIL import Image
 from segmentation.data.datasets import SyntheticScenes
 from segmentation.data.images import VOC_PALETTE, read_image, read_mask, write_image
 from segmentation.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-from segmentation.inference.files import SUMMARY_COLUMNS, list_images, segment_files
-from segmentation.inference.predictor import Segmenter, load_segmenter, overlay
+from segmentation.inference.files import (
+    SUMMARY_COLUMNS,
+    list_images,
+    overlay_labels,
+    segment_files,
+)
+from segmentation.inference.predictor import Segmenter, load_segmenter
 from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig
 from tests.helpers import ROOT, SCRIPTS, run
 
@@ -94,7 +99,7 @@ def test_plain_run_writes_what_predict_gives_each_image(plain, ckpt, images):
         pred = segmenter.predict(image)
         np.testing.assert_array_equal(read_mask(out / f"{path.stem}_labels.png"), pred.labels)
         assert Image.open(out / f"{path.stem}_labels.png").mode == "P"
-        drawn = overlay(image, pred.labels, VOC_PALETTE, 0.5, pred.superpixels)
+        drawn = overlay_labels(image, pred.labels, VOC_PALETTE, 0.5, pred.superpixels)
         np.testing.assert_array_equal(np.asarray(Image.open(out / f"{path.stem}_overlay.png")),
                                       drawn)
         with np.load(out / f"{path.stem}_probabilities.npz") as saved:
@@ -321,9 +326,12 @@ def test_bad_flag_values_are_one_line(ckpt, images, tmp_path, capsys, argv, need
 
 
 def test_library_rejects_bad_values(ckpt, images, tmp_path):
-    for kwargs, needle in [({"batch_size": 0}, "batch_size"), ({"workers": -1}, "workers"),
-                           ({"batch_size": True}, "batch_size"), ({"alpha": 2.0}, "alpha")]:
-        with pytest.raises(ValueError, match=needle):
+    # A bad value is a ValueError, a bad type (a bool for an int) a TypeError.
+    for kwargs, error, needle in [({"batch_size": 0}, ValueError, "batch_size"),
+                                  ({"workers": -1}, ValueError, "workers"),
+                                  ({"batch_size": True}, TypeError, "batch_size"),
+                                  ({"alpha": 2.0}, ValueError, "alpha")]:
+        with pytest.raises(error, match=needle):
             segment_files(ckpt, [images], tmp_path / "out", **kwargs)
     assert not (tmp_path / "out").exists()
 

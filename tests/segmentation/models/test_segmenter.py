@@ -80,23 +80,6 @@ def test_logits_are_the_classifier_on_features_and_unpooled_nodes(batch, layers)
     torch.testing.assert_close(out.logits, expected, atol=1e-12, rtol=0)
 
 
-def test_checkpoints_with_the_former_layer_keys_still_load(batch):
-    torch.manual_seed(0)
-    model = GraphLSTMSegmenter(small()).eval()
-    old_style = {}
-    for key, value in model.state_dict().items():
-        if key.startswith("graph_lstm.layers."):
-            layer, direction, rest = key[len("graph_lstm.layers."):].split(".", 2)
-            assert direction == "0"
-            key = f"graph_layers.{layer}.{rest}"
-        old_style[key] = value
-    assert any(k.startswith("graph_layers.1.") for k in old_style)
-    torch.manual_seed(1)
-    fresh = GraphLSTMSegmenter(small()).eval()
-    fresh.load_state_dict(old_style)  # strict
-    assert torch.equal(fresh.forward_batch(batch).logits, model.forward_batch(batch).logits)
-
-
 def test_confidence_order_is_most_confident_superpixel_first(batch):
     torch.manual_seed(0)
     model = GraphLSTMSegmenter(small())
