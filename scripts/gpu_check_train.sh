@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one-off CUDA check of training (issue 9), where a GPU is available:
+# The one-off CUDA check of training, where a GPU is available:
 #  1. the mixed-precision tests on "cuda" (float16 autocast + GradScaler, float32 Graph LSTM);
 #  2. our ResNets against the installed torchvision (same state dict -> same features);
 #  3. train.py under torchrun on CUDA (nccl): ResNet-18 from a torchvision state dict,

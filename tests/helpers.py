@@ -71,3 +71,10 @@ def run(name: str, argv) -> int:
         return run_main(lambda: module.main(argv))
     except SystemExit as stop:  # argparse
         return stop.code
+
+
+def run_captured(capsys, name: str, *args) -> tuple[int, str, str]:
+    """:func:`run` with the arguments as strings: the exit code, stdout and stderr."""
+    code = run(name, [str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -39,7 +39,7 @@ from segmentation._checks import check_int
 from segmentation.data.datasets import SYNTHETIC_CLASSES, SyntheticScenes, VOCSegmentation
 from segmentation.data.images import IGNORE_INDEX
 from segmentation.data.superpixels import relabel_contiguous
-from segmentation.data.transforms import SuperpixelData, SuperpixelGraph, _image_tensor
+from segmentation.data.transforms import SuperpixelData, SuperpixelGraph
 from segmentation.models.pooling import PAD_LABEL
 
 __all__ = [
@@ -442,14 +442,7 @@ def _rebuild_graph(
     superpixels = torch.full((1, height, width), PAD_LABEL, dtype=torch.int64)
     superpixels[0, :valid_h, :valid_w] = graph["superpixels"][0]
     graph["superpixels"] = superpixels
-    out = SuperpixelData()
-    for key, value in graph.items():
-        out[key] = value
-    if transform.keep_image:
-        out.image = _image_tensor(image)
-    if mask is not None:
-        out.mask = torch.from_numpy(mask.astype(np.int64)).unsqueeze(0)
-    return out
+    return transform._data(graph, image, mask)
 
 
 # Validation scenes are drawn from a stream of seeds far from the training ones.

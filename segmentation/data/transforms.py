@@ -335,8 +335,12 @@ class SuperpixelGraph(BaseTransform):
             has fewer pixels than ``n_segments``.
         """
         image, mask, extras = self._unpack(data)
-        graph = self._graph(image)
-        out = SuperpixelData(**extras)
+        return self._data(self._graph(image), image, mask, extras)
+
+    def _data(self, graph: dict[str, Any], image: np.ndarray, mask: np.ndarray | None,
+              extras: dict[str, Any] | None = None) -> SuperpixelData:
+        # The SuperpixelData of a graph (a dict of tensors), its image and mask.
+        out = SuperpixelData(**(extras or {}))
         for key, value in graph.items():
             out[key] = value
         if self.keep_image:

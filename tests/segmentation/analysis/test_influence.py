@@ -19,7 +19,7 @@ from segmentation.data.datasets import SyntheticScenes
 from segmentation.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from segmentation.engine.train import build_graphs
 from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig
-from tests.helpers import program
+from tests.helpers import program, run_captured
 
 HEIGHT, WIDTH, BLOCK = 48, 64, 8
 
@@ -165,13 +165,9 @@ def script():
     return program("show_order")
 
 
-def call(script, capsys, *args):
-    try:
-        code = script.run_main(lambda: script.main([str(a) for a in args]))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
+def call(script, capsys, *args) -> tuple[int, str, str]:
+    """The script's ``main`` as ``__main__`` runs it (one-line errors, argparse exits)."""
+    return run_captured(capsys, "show_order", *args)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from PIL import Image
 from graphlstm import build_schedule
 from segmentation import region_adjacency, slic_superpixels, superpixel_centroids
 from segmentation.models.orders import raster_score
-from tests.helpers import SCRIPTS, program
+from tests.helpers import SCRIPTS, program, run_captured
 
 SCRIPT = SCRIPTS / "show_order.py"
 
@@ -62,13 +62,8 @@ def one_line_error(stderr: str) -> str:
 
 
 def call(script, capsys, *args) -> tuple[int, str, str]:
-    """``main`` through ``run_main``, as ``__main__`` runs it; argparse exits are caught."""
-    try:
-        code = script.run_main(lambda: script.main([str(a) for a in args]))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    """The script's ``main`` as ``__main__`` runs it (one-line errors, argparse exits)."""
+    return run_captured(capsys, "show_order", *args)
 
 
 # --------------------------------------------------------------------------- subprocess

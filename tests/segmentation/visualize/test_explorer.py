@@ -26,7 +26,7 @@ from graphlstm import build_schedule, reachable
 from graphlstm.lattice import lattice_graph
 from segmentation import region_adjacency, slic_superpixels
 from segmentation.visualize import OrderExplorer, lattice_explorer, order_explorer
-from tests.helpers import program
+from tests.helpers import program, run_captured
 
 HEIGHT, WIDTH = 48, 64
 ROOT = Path(__file__).resolve().parents[3]
@@ -236,12 +236,8 @@ def script():
 
 
 def call(script, capsys, *args) -> tuple[int, str, str]:
-    try:
-        code = script.run_main(lambda: script.main([str(a) for a in args]))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return code, out, err
+    """The script's ``main`` as ``__main__`` runs it (one-line errors, argparse exits)."""
+    return run_captured(capsys, "show_order", *args)
 
 
 def test_script_writes_the_page_with_every_order(script, capsys, scene, tmp_path):
