@@ -52,7 +52,6 @@ import functools
 import math
 import numbers
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -60,7 +59,6 @@ from torch.autograd.function import once_differentiable
 
 from graphlstm import backend
 from graphlstm._validation import check_edge_index, check_node_features, check_tensor
-from graphlstm.functional import run_level_kernel
 from graphlstm.lattice import c_strides, resolve_directions
 from graphlstm.schedule import build_schedule
 
@@ -670,80 +668,27 @@ def _compiled_kind(kernels, kernel) -> int | None:
     return None
 
 
-def _compiled_graph_scan(kernels, kind: int, num_dims: int, xs: Tensor, W: Tensor, schedule,
+def _compiled_graph_scan(kind: int, num_dims: int, xs: Tensor, W: Tensor, schedule,
                          edge_type: Tensor) -> tuple[Tensor, Tensor]:
     """The :class:`GraphPlan` scan of an MD-LSTM / MD-RNN cell in the compiled loop
-    (:mod:`graphlstm._kernels.typed`): ``(h, c)`` in level-sorted rows (``c`` empty
+    (the operator ``graphlstm::typed_recurrence`` of :mod:`graphlstm._ops`, kernels in
+    :mod:`graphlstm._kernels.typed`): ``(h, c)`` in level-sorted rows (``c`` empty
     without a memory).
 
     The input part ``[x ; 1] W_x`` of every row is one GEMM (autograd differentiates
-    it); only the recurrent part ``U [D*H, G]`` runs row by row.
+    it); only the recurrent part ``U [D*H, G]`` runs row by row, with the backward of
+    :func:`graphlstm._kernels.typed.typed_backward` and ``dL/dU = h_hat^T dL/da``.
+    Levels of many rows run on torch's threads, as in the Graph LSTM loop.
     """
     c_in = xs.size(1)
     pre = xs @ W[:c_in]
-    return _CompiledGraphScan.apply(
-        kernels, kind, num_dims, pre, W[c_in:], schedule.ptr, schedule.visited_ptr,
-        schedule.visited_src_pos, schedule.visited_dst_local,
-        edge_type.index_select(0, schedule.visited_eid),
-    )
-
-
-class _CompiledGraphScan(torch.autograd.Function):
-    """``h, c = loop(pre [N, G], U [D*H, G])`` over the schedule's levels, rows in
-    level order, with the backward of :func:`graphlstm._kernels.typed.typed_backward`
-    and ``dL/dU = h_hat^T dL/da``. Levels of many rows run on torch's threads, as in
-    the Graph LSTM loop (:mod:`graphlstm.functional`)."""
-
-    @staticmethod
-    def forward(ctx, kernels, kind, num_dims, pre, u, ptr, visited_ptr, src, dst_local, etype):
-        n, width = pre.size(0), u.size(0)
-        hidden = width // num_dims
-        memory = kind in (kernels.LSTM, kernels.STABLE_LSTM)
-        ptr = np.asarray(ptr, dtype=np.int64)
-        src = src.long().contiguous()
-        etype = etype.long().contiguous()
-        node_ptr, edges = kernels.node_edges(
-            ptr, np.asarray(visited_ptr, dtype=np.int64), src.numpy(),
-            dst_local.long().contiguous().numpy(),
-        )
-        pre, u = pre.detach().contiguous(), u.detach().contiguous()
-        h = pre.new_empty(n, hidden)
-        h_hat = pre.new_empty(n, width)
-        rows = n if memory else 0
-        c = pre.new_empty(rows, hidden)
-        gates = pre.new_empty(rows, pre.size(1))
-        c_hat = pre.new_empty(rows, width)
-        args = (kind, num_dims, pre.numpy(), u.numpy(), u.t().contiguous().numpy(), ptr,
-                node_ptr, edges, src.numpy(), etype.numpy(), kernels.gemm_address(pre.dtype))
-        outputs = (h.numpy(), c.numpy(), gates.numpy(), h_hat.numpy(), c_hat.numpy())
-        run_level_kernel(kernels, "typed_forward", ptr, args, outputs)
-        ctx.save_for_backward(u, h, c, gates, h_hat, c_hat, src, etype,
-                              torch.from_numpy(node_ptr), torch.from_numpy(edges))
-        ctx.kernels, ctx.kind, ctx.num_dims, ctx.ptr = kernels, kind, num_dims, ptr
-        if not memory:
-            ctx.mark_non_differentiable(c)
-        return h, c
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_h, grad_c):
-        u, h, c, gates, h_hat, c_hat, src, etype, node_ptr, edges = ctx.saved_tensors
-        grad_h = torch.zeros_like(h) if grad_h is None else grad_h.to(h.dtype).contiguous().clone()
-        if grad_c is None or grad_c.numel() != c.numel():
-            grad_c = torch.zeros_like(c)
-        else:
-            grad_c = grad_c.to(c.dtype).contiguous().clone()
-        grad_a = h.new_empty(h.size(0), u.size(1))
-        grad_h_hat = h.new_empty(h_hat.shape)
-        grad_c_hat = h.new_empty(c_hat.shape)
-        kernels, ptr = ctx.kernels, ctx.ptr
-        args = (ctx.kind, ctx.num_dims, u.numpy(), u.t().contiguous().numpy(), ptr,
-                node_ptr.numpy(), edges.numpy(), src.numpy(), etype.numpy(),
-                kernels.gemm_address(u.dtype))
-        outputs = (h.numpy(), c.numpy(), gates.numpy(), c_hat.numpy(), grad_h.numpy(),
-                   grad_c.numpy(), grad_a.numpy(), grad_h_hat.numpy(), grad_c_hat.numpy())
-        run_level_kernel(kernels, "typed_backward", ptr, args, outputs)
-        return None, None, None, grad_a, h_hat.t() @ grad_a, None, None, None, None, None
+    offsets = schedule.offsets
+    h, c = torch.ops.graphlstm.typed_recurrence(
+        pre, W[c_in:], offsets[0], offsets[1], schedule.visited_src_pos,
+        schedule.visited_dst_local, edge_type.index_select(0, schedule.visited_eid), kind,
+        num_dims,
+    )[:2]
+    return h, c
 
 
 def _inputs(plan, t: int, m: int, xs: Tensor, h_flat: Tensor, dh: int) -> Tensor:
@@ -885,8 +830,7 @@ class LatticeCell(nn.Module):
         kind = None if kernels is None else _compiled_kind(kernels, self.kernel)
         if kind is not None:
             try:
-                h, c = _compiled_graph_scan(kernels, kind, self.num_dims, xs, W[0], schedule,
-                                            edge_type)
+                h, c = _compiled_graph_scan(kind, self.num_dims, xs, W[0], schedule, edge_type)
             except kernels.CompileError as error:
                 backend.disable_after_failure(error)
         if h is None:
