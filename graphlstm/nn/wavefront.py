@@ -812,6 +812,29 @@ class LatticeCell(nn.Module):
         return self.slots * self.hidden_channels
 
     def _graph_forward(self, x, edge_index, edge_type, order, score, schedule):
+        x, edge_type, schedule = self._prepare_graph(x, edge_index, edge_type, order, score,
+                                                     schedule)
+        x1, W = augment(x, [self])
+        xs = x1.index_select(0, schedule.perm)
+        h = None
+        kernels = backend.kernels_for(xs, W, schedule.perm) if xs.dtype == W.dtype else None
+        kind = None if kernels is None else _compiled_kind(kernels, self.kernel)
+        if kind is not None:
+            try:
+                h, c = _compiled_graph_scan(kind, self.num_dims, xs, W[0], schedule, edge_type)
+            except kernels.CompileError as error:
+                backend.disable_after_failure(error)
+        if h is None:
+            h, c = self._graph_scan(xs, W, schedule, edge_type)
+        h = h.index_select(0, schedule.pos)
+        c = c.index_select(0, schedule.pos) if self.kernel.has_memory else None
+        return h, c
+
+    # Validation and the schedule read values, and the PyTorch scan loops over the
+    # schedule's levels in Python: both run outside a torch.compile'd graph (the
+    # compiled loop is an operator, which dynamo traces as one call).
+    @torch.compiler.disable
+    def _prepare_graph(self, x, edge_index, edge_type, order, score, schedule):
         x = check_node_features(x, None, self.in_channels, "x")
         n = x.size(0)
         edge_index = check_edge_index(edge_index, n)
@@ -822,24 +845,13 @@ class LatticeCell(nn.Module):
             if order is not None or score is not None:
                 raise ValueError("give 'schedule' or 'order'/'score', not both")
             schedule.check_graph(n, edge_index)
-        x1, W = augment(x, [self])
-        xs = x1.index_select(0, schedule.perm)
-        edge_type = edge_type.to(schedule.device)
-        h = None
-        kernels = backend.kernels_for(xs, W, schedule.perm) if xs.dtype == W.dtype else None
-        kind = None if kernels is None else _compiled_kind(kernels, self.kernel)
-        if kind is not None:
-            try:
-                h, c = _compiled_graph_scan(kind, self.num_dims, xs, W[0], schedule, edge_type)
-            except kernels.CompileError as error:
-                backend.disable_after_failure(error)
-        if h is None:
-            plan = GraphPlan(schedule, edge_type, self.num_dims, self.slots)
-            h, c = scan(self.kernel, plan, xs.unsqueeze(0), W)
-            h, c = h[0], (c[0] if self.kernel.has_memory else c)
-        h = h.index_select(0, schedule.pos)
-        c = c.index_select(0, schedule.pos) if self.kernel.has_memory else None
-        return h, c
+        return x, edge_type.to(schedule.device), schedule
+
+    @torch.compiler.disable
+    def _graph_scan(self, xs, W, schedule, edge_type):
+        plan = GraphPlan(schedule, edge_type, self.num_dims, self.slots)
+        h, c = scan(self.kernel, plan, xs.unsqueeze(0), W)
+        return h[0], (c[0] if self.kernel.has_memory else c)
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}, {self.hidden_channels}, num_dims={self.num_dims}"
