@@ -111,8 +111,21 @@ class GraphLSTM(MessagePassing):
         Size ``H`` of the hidden state and memory.
     bias : bool, optional
         If ``False``, ``lin_x`` has no bias. (default: ``True``)
+    return_state : bool, optional
+        If ``False``, :meth:`forward` returns ``out`` alone, a tensor as other PyG
+        convolutions return, e.g. for :func:`torch_geometric.nn.to_hetero`, which
+        sums the outputs of several relations into one node type.
+        (default: ``True``: ``out, (h, m)``)
     **kwargs : optional
         Additional arguments of :class:`torch_geometric.nn.conv.MessagePassing`.
+        ``flow="target_to_source"`` reads ``edge_index[1]`` as the sender (for
+        an ``edge_index``, an ``EdgeIndex`` and a sparse ``adj_t`` alike: the
+        edges are reversed); ``aggr`` must stay ``"add"``.
+
+    TorchScript (``torch.jit.script``) is not supported and raises a clear
+    error; ``torch.compile`` is (see docs/compile.md): the schedule is built
+    outside the compiled graph and the level loops are PyTorch operators
+    (:mod:`graphlstm._ops`).
 
     Attributes
     ----------
@@ -135,7 +148,8 @@ class GraphLSTM(MessagePassing):
       optional state ``(h, m)`` each :math:`(N, H)`, optional ``schedule``.
     - **output:** ``out`` :math:`(N, H)` (the new ``h`` of every node) and the
       new state ``(h, m)``, each :math:`(N, H)`, as ``out, (h, m)`` in the
-      convention of :class:`torch.nn.LSTM`.
+      convention of :class:`torch.nn.LSTM` (``out`` alone with
+      ``return_state=False``).
     """
 
     def __init__(self, in_channels: int, hidden_channels: int, bias: bool = True,
@@ -193,7 +207,7 @@ class GraphLSTM(MessagePassing):
         score: OptTensor = None,
         state: tuple[Tensor, Tensor] | None = None,
         schedule: Schedule | None = None,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
         """Update every node once in the given order.
 
         Parameters
@@ -224,7 +238,8 @@ class GraphLSTM(MessagePassing):
         Returns
         -------
         out, (h, m)
-            ``out`` is ``h``; all ``[N, H]``.
+            ``out`` is ``h``; all ``[N, H]``. With ``return_state=False``, ``out``
+            alone.
         """
         edge_weight, schedule, h0, m0 = self._prepare(x, edge_index, edge_weight, order, score,
                                                       state, schedule)
@@ -414,4 +429,5 @@ class GraphLSTM(MessagePassing):
         return edge_mask if edge_weight is None else edge_weight * edge_mask
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels})"
+        extra = "" if self.return_state else ", return_state=False"
+        return f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels}{extra})"
