@@ -42,11 +42,7 @@ import torch
 from torch import Tensor
 
 from graphlstm import backend
-from graphlstm.functional import (
-    recurrence_reference_backward,
-    recurrence_reference_forward,
-    run_level_kernel,
-)
+from graphlstm.functional import recurrence_reference_backward, recurrence_reference_forward
 
 __all__ = [
     "gated_recurrence",
@@ -172,7 +168,7 @@ def _recurrence_numba(kernels, base_z, base_m, weight, weight_n, edge_scale, ptr
             weight_n.t().contiguous().numpy(), scale.numpy(), has_scale, bool(per_node),
             ptr, node_ptr, edges, src, kernels.gemm_address(base_z.dtype))
     outputs = (state.numpy(), gates.numpy(), agg_h.numpy(), sums.numpy())
-    run_level_kernel(kernels, "forward", ptr, args, outputs)
+    kernels.run_level_kernel("forward", ptr, args, outputs)
     return state, gates, agg_h, sums
 
 
@@ -251,7 +247,7 @@ def _recurrence_backward_numba(kernels, grad_state, state, gates, sums, weight, 
             node_ptr, edges, src, kernels.gemm_address(state.dtype))
     outputs = (grad_z.numpy(), grad_m.numpy(), grad_agg_h.numpy(), grad_edge_weight.numpy(),
                need_edge_weight, grad_scale.numpy(), need_scale)
-    run_level_kernel(kernels, "backward", ptr, args, outputs)
+    kernels.run_level_kernel("backward", ptr, args, outputs)
     if not need_weight:
         grad_weight = state.new_empty(0, 2 * hidden)
     elif per_node:
@@ -343,7 +339,7 @@ def gated_recurrence(
             visited_scale.numpy(), unv_ptr, unv_edges, unv_src, unvisited_scale.numpy(),
             kernels.gemm_address(pre.dtype))
     outputs = (state.numpy(), gates.numpy(), agg_h.numpy())
-    run_level_kernel(kernels, "gated_forward", ptr, args, outputs)
+    kernels.run_level_kernel("gated_forward", ptr, args, outputs)
     return state, gates, agg_h
 
 
@@ -404,7 +400,7 @@ def gated_recurrence_backward(
     outputs = (grad_pre.numpy(), grad_from_h.numpy(), grad_h.numpy(), grad_m.numpy(),
                grad_mt.numpy(), grad_z.numpy(), grad_agg_h.numpy(), grad_visited_scale.numpy(),
                grad_unvisited_scale.numpy())
-    run_level_kernel(kernels, "gated_backward", ptr, args, outputs)
+    kernels.run_level_kernel("gated_backward", ptr, args, outputs)
     return grad_pre, grad_from_h, grad_h, grad_m, grad_z, grad_visited_scale, grad_unvisited_scale
 
 
@@ -486,7 +482,7 @@ def typed_recurrence(
     args = (kind, num_dims, pre.numpy(), u.numpy(), u.t().contiguous().numpy(), ptr, node_ptr,
             edges, src, etype, kernels.gemm_address(pre.dtype))
     outputs = (h.numpy(), c.numpy(), gates.numpy(), h_hat.numpy(), c_hat.numpy())
-    run_level_kernel(kernels, "typed_forward", ptr, args, outputs)
+    kernels.run_level_kernel("typed_forward", ptr, args, outputs)
     return h, c, gates, h_hat, c_hat
 
 
@@ -536,7 +532,7 @@ def typed_recurrence_backward(
             etype, kernels.gemm_address(u.dtype))
     outputs = (h.numpy(), c.numpy(), gates.numpy(), c_hat.numpy(), grad_h.numpy(),
                grad_c.numpy(), grad_a.numpy(), grad_h_hat.numpy(), grad_c_hat.numpy())
-    run_level_kernel(kernels, "typed_backward", ptr, args, outputs)
+    kernels.run_level_kernel("typed_backward", ptr, args, outputs)
     return grad_a
 
 

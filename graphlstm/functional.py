@@ -55,10 +55,8 @@ them and calls the level loop).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -203,42 +201,6 @@ def recurrence_reference_backward(grad_state, state, gates, sums, weight, weight
             if not per_node and need_weight:
                 grad_weight = g_edge if scale is None else g_edge * scale
     return gz, gm_total, grad_weight, grad_scale
-
-
-
-# Levels with fewer rows run on one thread. A row costs a few microseconds, a
-# parallel region some ten, and numba's OpenMP threads (a pool of their own, next
-# to torch's) spin for a while after each region, competing with torch's threads:
-# only levels of this many rows are worth it. (SLIC graphs of a few thousand
-# superpixels have a few dozen per level; a batch of them, hundreds.)
-_PARALLEL_FROM = 128
-_parallel_pid: int | None = None
-
-
-def _threads_for(ptr: np.ndarray) -> int:
-    """Threads for the compiled loop: torch's, if some level is large enough.
-
-    GNU OpenMP (numba's thread pool) cannot run in a process forked after the
-    pool started: a forked child keeps to one thread.
-    """
-    global _parallel_pid
-    threads = torch.get_num_threads()
-    if threads <= 1 or ptr.size < 2 or int(np.diff(ptr).max()) < _PARALLEL_FROM:
-        return 1
-    if _parallel_pid is None:
-        _parallel_pid = os.getpid()
-    return threads if _parallel_pid == os.getpid() else 1
-
-
-def run_level_kernel(kernels, name: str, ptr: np.ndarray, args: tuple, outputs: tuple) -> None:
-    """Run the compiled level loop ``kernels.<name>(*args, *outputs)``, or its threaded
-    twin ``<name>_parallel`` (which also takes :data:`_PARALLEL_FROM`) on torch's
-    threads where :func:`_threads_for` says they pay."""
-    if _threads_for(ptr) > 1:
-        kernels.set_threads(torch.get_num_threads())
-        getattr(kernels, f"{name}_parallel")(*args, _PARALLEL_FROM, *outputs)
-    else:
-        getattr(kernels, name)(*args, *outputs)
 
 
 def _level_starts(ptr: list, visited_ptr: list, device) -> Tensor:
