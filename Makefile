@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test lint bench browser
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,15 @@ setup: $(VENV)/.installed
 demo: setup
 	$(PY) scripts/demo.py --out demo_out
 
-test: setup
+# The explorer page tests drive headless Chromium (they skip without it). As root
+# on Debian/Ubuntu (CI), install it when missing; elsewhere leave the system alone.
+browser:
+	@if ! command -v chromedriver >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+	    && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && apt-get install -y -qq chromium chromium-driver \
+	  || echo "warning: could not install chromium; the browser tests will skip"; fi
+
+test: setup browser
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest
 

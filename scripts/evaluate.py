@@ -1,68 +1,12 @@
 #!/usr/bin/env python
-"""Evaluate a checkpoint on a VOC-layout split: mean IoU, per-class IoU, pixel accuracy.
+"""Evaluate a checkpoint on a VOC-layout split.
 
-Examples::
-
-    python scripts/evaluate.py --data data/scenes --checkpoint runs/synthetic/best.pt
-    python scripts/evaluate.py --data data/scenes --checkpoint best.pt --split val --json
-    python scripts/evaluate.py --data VOC2012 --checkpoint best.pt --workers 4 --cache graphs/
-    torchrun --nproc_per_node 4 scripts/evaluate.py --data VOC2012 --checkpoint best.pt \
-        --device cuda --workers 4
+See :mod:`segmentation.cli.evaluate` and ``--help``.
 """
 
-from __future__ import annotations
-
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from _cli import ArgumentParser, device, non_negative_int, positive_int, run_main  # noqa: E402
-
-
-def main(argv=None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", required=True, metavar="DIR", help="VOC-layout folder")
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT")
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object (miou, per_class_iou, pixel_accuracy)")
-    parser.add_argument("--device", type=device, default="cpu",
-                        help="cpu or cuda (under torchrun: every process its cuda:LOCAL_RANK)")
-    parser.add_argument("--batch-size", type=positive_int, default=8,
-                        help="images per batch (per process); images of one size share a "
-                        "forward pass")
-    parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
-                        help="DataLoader processes that read images and build superpixel "
-                        "graphs while the model runs (0 = in the main process)")
-    parser.add_argument("--cache", metavar="DIR",
-                        help="cache superpixel graphs here (reused by later runs)")
-    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
-    parser.add_argument("--image-size", type=positive_int, metavar="S",
-                        help="resize images to SxS first (default: original size)")
-    args = parser.parse_args(argv)
-
-    from segmentation.distributed import cleanup, init_distributed_mode, is_main_process
-    from segmentation.workflows import evaluate_checkpoint, format_scores
-
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    process_device = init_distributed_mode(args.device)  # torchrun: cuda:LOCAL_RANK
-    main_process = is_main_process()
-    try:
-        scores = evaluate_checkpoint(
-            args.data, args.checkpoint, args.split, str(process_device), args.batch_size,
-            args.image_size, cache_dir=args.cache, workers=args.workers)
-    finally:
-        cleanup()
-    if main_process:
-        if not args.json:
-            print(f"{args.checkpoint} on {args.data} [{args.split}], {scores['images']} images")
-        print(format_scores(scores, as_json=args.json))
-    return 0
-
+from segmentation.cli.evaluate import console_main
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(console_main())

@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.cuda.get_device_name(0))"
-python -m pytest -q -k "device" tests/test_graph_lstm.py tests/test_graph_lstm_weights.py \
-    tests/test_graph_lstm_stack.py tests/test_graph_lstm_adjacency.py tests/test_pooling.py
-python -m pytest -q tests/test_compiled.py
+python -m pytest -q -k "device" tests/graphlstm/test_graph_lstm.py tests/graphlstm/test_graph_lstm_weights.py \
+    tests/graphlstm/test_graph_lstm_stack.py tests/graphlstm/test_graph_lstm_adjacency.py \
+    tests/segmentation/models/test_pooling.py
+python -m pytest -q tests/graphlstm/test_compiled.py
 python scripts/benchmark.py graph-lstm --device cuda --repeats 20
 python scripts/benchmark.py graph-lstm --repeats 10

@@ -12,13 +12,13 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 work=$(mktemp -d)
 python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name(0))"
 
-python -m pytest -q -p no:cacheprovider tests/test_training.py -k "amp and cuda"
+python -m pytest -q -p no:cacheprovider tests/segmentation/engine/test_train.py -k "amp and cuda"
 
 python - "$work" <<'EOF'
 import sys
 import torch
-from segmentation.backbones import ResNet
-from segmentation.datasets import write_synthetic_voc
+from segmentation.models.backbones import ResNet
+from segmentation.data.datasets import write_synthetic_voc
 work = sys.argv[1]
 try:
     import torchvision
@@ -40,7 +40,7 @@ if torchvision is not None:
         if name == "resnet18":
             torch.save(tv.float().state_dict(), f"{work}/resnet18.pth")
 else:
-    from tests.test_backbones import torchvision_like_state
+    from tests.segmentation.models.test_backbones import torchvision_like_state
     torch.save(torchvision_like_state("resnet18"), f"{work}/resnet18.pth")
 write_synthetic_voc(f"{work}/voc", 16, 8, size=(96, 96), seed=0)
 EOF

@@ -1,94 +1,12 @@
 #!/usr/bin/env python
-"""Segment images with a trained checkpoint: a label PNG (palette) and an overlay per image.
+"""Segment image files with a checkpoint.
 
-Every input is checked (header) before anything is written; then images stream
-through DataLoader workers (--workers) and the model (--batch-size), and their
-outputs are written atomically, with summary.json and summary.csv at the end.
-
-Examples::
-
-    python scripts/segment.py --checkpoint runs/synthetic/best.pt photo.jpg --out seg/
-    python scripts/segment.py --checkpoint best.pt photos/ --out seg/ --workers 4 \\
-        --batch-size 4 --skip-existing --save-probabilities
-    torchrun --nproc_per_node 4 scripts/segment.py --checkpoint best.pt photos/ \\
-        --out seg/ --device cuda --workers 4 --batch-size 8
+See :mod:`segmentation.cli.segment` and ``--help``.
 """
 
-from __future__ import annotations
-
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from _cli import (  # noqa: E402
-    ArgumentParser,
-    device,
-    non_negative_int,
-    positive_int,
-    run_main,
-    unit_float,
-)
-
-
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
-    parser.add_argument("--checkpoint", required=True, metavar="CKPT")
-    parser.add_argument("--out", required=True, metavar="DIR")
-    parser.add_argument("--device", type=device, default="cpu",
-                        help="cpu or cuda (under torchrun: every process its cuda:LOCAL_RANK)")
-    parser.add_argument("--batch-size", type=positive_int, default=1, metavar="B",
-                        help="images per forward pass (images of one size share it; "
-                        "labels do not depend on it)")
-    parser.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
-                        help="DataLoader processes that decode images and build superpixel "
-                        "graphs while the model runs (0 = in the main process)")
-    parser.add_argument("--skip-existing", action="store_true",
-                        help="skip images whose outputs all exist (rerun a stopped command "
-                        "with it to finish the job)")
-    parser.add_argument("--save-probabilities", action="store_true",
-                        help="also write NAME_probabilities.npz (float16 [K, H, W], "
-                        "compressed)")
-    parser.add_argument("--no-overlay", action="store_true",
-                        help="do not write NAME_overlay.png")
-    parser.add_argument("--alpha", type=unit_float, default=0.5,
-                        help="opacity of the class colours in the overlay (0-1)")
-    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-
-    from segmentation.distributed import cleanup, init_distributed_mode, is_main_process
-    from segmentation.workflows import segment_files
-
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    device = init_distributed_mode(args.device)  # torchrun: join the group, cuda:LOCAL_RANK
-    main_process = is_main_process()
-    try:
-        summary = segment_files(
-            args.checkpoint, args.images, args.out, device, args.alpha,
-            batch_size=args.batch_size, workers=args.workers,
-            skip_existing=args.skip_existing, overlay=not args.no_overlay,
-            save_probabilities=args.save_probabilities, progress=not args.no_progress,
-            log=print,
-        )
-    finally:
-        cleanup()
-    if main_process:
-        rate = summary["images_per_second"] or 0.0
-        processes = f", {summary['processes']} processes" if summary["processes"] > 1 else ""
-        print(f"segmented {summary['images']} images ({summary['skipped']} skipped) in "
-              f"{summary['seconds']:.1f} s, {rate:.2f} images/s{processes} -> {args.out} "
-              f"(summary.json, summary.csv)")
-    return 0
-
+from segmentation.cli.segment import console_main
 
 if __name__ == "__main__":
-    sys.exit(run_main(main))
+    sys.exit(console_main())

@@ -1,8 +1,19 @@
-"""Superpixel segmentation with Graph LSTM: images, superpixel graphs, datasets."""
+"""Superpixel segmentation with Graph LSTM: images, superpixel graphs, datasets, models,
+training and inference.
 
-from segmentation.data import RandomFlipScaleCrop, SuperpixelDataset, pad_collate
-from segmentation.datasets import SyntheticScenes, VOCSegmentation, write_synthetic_voc
-from segmentation.features import (
+Subpackages: :mod:`~segmentation.data` (images, superpixels, adjacency, features,
+transforms, datasets, loading), :mod:`~segmentation.models` (the segmenter, backbones,
+pooling, orders), :mod:`~segmentation.engine` (train, evaluate, checkpoint, metrics,
+distributed), :mod:`~segmentation.inference` (predictor, files),
+:mod:`~segmentation.analysis` (reach, influence), :mod:`~segmentation.visualize`
+(pictures) and :mod:`~segmentation.cli` (the command-line programs). The names below
+are the ones most programs need.
+"""
+
+from segmentation import _moved
+from segmentation.data.adjacency import region_adjacency
+from segmentation.data.datasets import SyntheticScenes, VOCSegmentation, write_synthetic_voc
+from segmentation.data.features import (
     EDGE_FEATURE_NAMES,
     FEATURE_NAMES,
     edge_features,
@@ -11,7 +22,7 @@ from segmentation.features import (
     superpixel_centroids,
     superpixel_features,
 )
-from segmentation.images import (
+from segmentation.data.images import (
     IGNORE_INDEX,
     VOC_PALETTE,
     read_image,
@@ -19,12 +30,14 @@ from segmentation.images import (
     write_image,
     write_mask_png,
 )
-from segmentation.model import GraphLSTMSegmenter, ModelConfig
-from segmentation.pipeline import Prediction, Segmenter, load_segmenter
-from segmentation.pooling import PAD_LABEL, pool, unpool
-from segmentation.rag import region_adjacency
-from segmentation.superpixels import relabel_contiguous, slic_superpixels
-from segmentation.transforms import SuperpixelData, SuperpixelGraph
+from segmentation.data.loading import RandomFlipScaleCrop, SuperpixelDataset, pad_collate
+from segmentation.data.superpixels import relabel_contiguous, slic_superpixels
+from segmentation.data.transforms import SuperpixelData, SuperpixelGraph
+from segmentation.inference.predictor import Prediction, Segmenter, load_segmenter
+from segmentation.models.pooling import PAD_LABEL, pool, unpool
+from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig
+
+_moved.install()
 
 __all__ = [
     "EDGE_FEATURE_NAMES",
@@ -60,3 +73,8 @@ __all__ = [
     "write_image",
     "write_mask_png",
 ]
+
+
+def __getattr__(name: str):
+    # ``segmentation.model`` etc. without an import statement: the former module names.
+    return _moved.module_attribute(name)

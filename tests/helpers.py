@@ -1,5 +1,8 @@
 """Small helpers shared by the tests."""
 
+import importlib
+from pathlib import Path
+
 import torch
 
 from graphlstm.functional import graph_lstm_gated_recurrence
@@ -41,3 +44,30 @@ def run_gated(sched, t):
         t["pre"], t["from_h"], t["h"], t["m"], t["weight_n"], sched, t["visited_scale"],
         t["unvisited_scale"],
     )
+
+
+# --------------------------------------------------------------------------- programs
+
+#: The repository's root folder (scripts/, benchmarks/, experiments/ are in it).
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+#: Programs whose main() is not in segmentation.cli.<name>.
+_PROGRAMS = {"experiment": "experiments.run", "benchmark": "benchmarks.run",
+             "bench_data": "benchmarks.data.loading_cli"}
+
+
+def program(name: str):
+    """The module of a command-line program: ``segmentation.cli.<name>`` or one of
+    the repository's benchmark and experiment programs."""
+    return importlib.import_module(_PROGRAMS.get(name, f"segmentation.cli.{name}"))
+
+
+def run(name: str, argv) -> int:
+    """A program's ``main(argv)`` in-process, through the scripts' error handling."""
+    from segmentation.cli._common import run_main
+
+    module = program(name)
+    try:
+        return run_main(lambda: module.main(argv))
+    except SystemExit as stop:  # argparse
+        return stop.code

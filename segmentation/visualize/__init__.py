@@ -23,6 +23,10 @@ package turns both into images, one module per subject:
 - :mod:`~segmentation.visualize.influence`: :func:`plot_influence`, for one
   target superpixel and each order, the superpixels that can influence it
   (its reach), shaded by hop distance or by a model's Jacobian norm.
+- :mod:`~segmentation.visualize.explorer`: :func:`order_explorer` and
+  :func:`lattice_explorer`, one self-contained interactive HTML page
+  (:class:`OrderExplorer`) to click superpixels and see their reach in
+  every order, play the levels, and switch orders.
 - :mod:`~segmentation.visualize.plots`: :func:`levels_vs_superpixels` and
   :func:`plot_levels_vs_superpixels`, how the number of levels (the critical
   path) grows with the number of superpixels; :func:`plot_reach_statistics`,
@@ -49,6 +53,7 @@ from segmentation.visualize.animation import (
     save_level_animation,
 )
 from segmentation.visualize.colors import colorize, overlay
+from segmentation.visualize.explorer import OrderExplorer, lattice_explorer, order_explorer
 from segmentation.visualize.influence import (
     hop_distance,
     influence_picture,
@@ -77,15 +82,18 @@ from segmentation.visualize.plots import (
 __all__ = [
     "DEFAULT_N_SEGMENTS",
     "LEVEL_ORDER_KINDS",
+    "OrderExplorer",
     "colorize",
     "hop_distance",
     "influence_picture",
+    "lattice_explorer",
     "lattice_levels",
     "lattice_wavefront_frames",
     "level_frames",
     "level_image",
     "levels_vs_superpixels",
     "mp4_writer_available",
+    "order_explorer",
     "overlay",
     "plot_lattice_wavefront",
     "plot_levels_vs_superpixels",

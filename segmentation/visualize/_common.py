@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segmentation.images import atomic_write, check_image
-from segmentation.rag import check_label_map
+from segmentation.data.adjacency import check_label_map
+from segmentation.data.images import atomic_write, check_image
 
 FIGURE_FORMATS = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segmentation.images import atomic_path, atomic_write
+from segmentation.data.images import atomic_path, atomic_write
 from segmentation.visualize._common import (
     _as_numpy,
     _check_alpha,

@@ -4,7 +4,7 @@ For a target superpixel and an update order, the superpixels in its reach
 (:func:`graphlstm.reachable`) are shaded, by their hop distance from the
 target or by any per-superpixel value, such as the Jacobian norm of a
 trained model's output at the target with respect to each superpixel's node
-input (:func:`segmentation.influence.node_influence`); the rest of the image
+input (:func:`segmentation.analysis.influence.node_influence`); the rest of the image
 stays gray and unshaded. The target superpixel is outlined.
 """
 

@@ -183,7 +183,7 @@ def plot_update_order(
                 "(a) update rank (0 = first)")
     _colorbar(fig, axes[0], cmaps[0], 0, max(num - 1, 0), "rank", integer=True)
     if numbers:
-        from segmentation.features import superpixel_centroids
+        from segmentation.data.features import superpixel_centroids
 
         pos = superpixel_centroids(labels).numpy()
         size = float(np.clip(200.0 / math.sqrt(max(num, 1)), 3.0, 9.0))

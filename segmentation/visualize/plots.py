@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from segmentation.images import check_image
+from segmentation.data.images import check_image
 from segmentation.visualize._common import (
     FIGURE_FORMATS,
     _check_output,
@@ -45,7 +45,7 @@ def levels_vs_superpixels(n_segments_list=DEFAULT_N_SEGMENTS, order_kinds=LEVEL_
     :func:`graphlstm.build_schedule`. The kinds (:data:`LEVEL_ORDER_KINDS`):
 
     - ``"smooth score"``: a smooth random field
-      (:func:`segmentation.orders.smooth_random_field`, ``smooth_sigma``)
+      (:func:`segmentation.models.orders.smooth_random_field`, ``smooth_sigma``)
       averaged over each superpixel, standing in for a model's confidence;
     - ``"random"``: a random permutation;
     - ``"raster"``: centroids top row first, left to right.
@@ -76,15 +76,15 @@ def levels_vs_superpixels(n_segments_list=DEFAULT_N_SEGMENTS, order_kinds=LEVEL_
         For an unknown kind, a bad count, or a malformed image.
     """
     from graphlstm.schedule import build_schedule
-    from segmentation.features import superpixel_centroids
-    from segmentation.orders import (
+    from segmentation.data.adjacency import region_adjacency
+    from segmentation.data.features import superpixel_centroids
+    from segmentation.data.superpixels import slic_superpixels
+    from segmentation.models.orders import (
         random_score,
         raster_score,
         score_from_image,
         smooth_random_field,
     )
-    from segmentation.rag import region_adjacency
-    from segmentation.superpixels import slic_superpixels
 
     if isinstance(order_kinds, str) or not isinstance(order_kinds, Sequence) or not order_kinds:
         raise TypeError(f"'order_kinds' must be a non-empty list of {LEVEL_ORDER_KINDS}")
@@ -182,7 +182,7 @@ def plot_levels_vs_superpixels(path, n_segments_list=DEFAULT_N_SEGMENTS,
 
 
 def plot_reach_statistics(rows: Sequence[Mapping], path, *, dpi: int = 100) -> Path:
-    """Plot reach statistics (rows of :func:`segmentation.reach_stats.reach_statistics`).
+    """Plot reach statistics (rows of :func:`segmentation.analysis.reach.reach_statistics`).
 
     Panel (a): the probability that a superpixel ``k`` hops away is in reach,
     against ``k``, one colour per order kind and one line style per graph

@@ -1,0 +1,235 @@
+"""Differentiable pooling of pixel features to superpixel nodes, and back.
+
+A batch of ``B`` images with superpixel label maps ``[B, H, W]`` (labels
+``0..N_b-1`` per image) corresponds to a PyG ``Batch`` of ``B`` graphs: the
+nodes of image ``b`` are ``offset_b .. offset_b + N_b - 1`` with
+``offset_b = N_0 + ... + N_{b-1}``. :func:`pool` averages the pixel features of
+every superpixel into its node; :func:`unpool` paints every pixel with the
+value of its node. Both are a single scatter/gather over all images at once,
+differentiable, and run on the device of their inputs.
+
+Pixels labelled :data:`PAD_LABEL` (``-1``) are padding (images of different
+sizes padded to one batch, see :func:`segmentation.data.loading.pad_collate`): they
+belong to no node, :func:`pool` skips them and :func:`unpool` paints them
+with zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["PAD_LABEL", "pool", "unpool"]
+
+#: Superpixel label of padding pixels: they belong to no node.
+PAD_LABEL = -1
+
+
+def _check_superpixels(superpixels: torch.Tensor, name: str = "superpixels") -> torch.Tensor:
+    if not isinstance(superpixels, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(superpixels).__name__}")
+    if (
+        superpixels.dtype.is_floating_point
+        or superpixels.dtype.is_complex
+        or (superpixels.dtype == torch.bool)
+    ):
+        raise TypeError(f"{name} must have an integer dtype (int64), got {superpixels.dtype}")
+    if superpixels.dim() not in (2, 3):
+        raise ValueError(
+            f"{name} must have shape [B, H, W] or [H, W], got {tuple(superpixels.shape)}"
+        )
+    if superpixels.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(superpixels.shape)})")
+    return superpixels.long()
+
+
+def _node_offsets(
+    superpixels: torch.Tensor, num_nodes: torch.Tensor | Sequence[int] | None
+) -> tuple[torch.Tensor, torch.Tensor, int, bool]:
+    """Validate labels against ``num_nodes``.
+
+    Returns (counts [B], offsets [B], total, whether some pixel is padding).
+    """
+    batch_size = superpixels.shape[0]
+    device = superpixels.device
+    minimum = int(superpixels.min())
+    if minimum < PAD_LABEL:
+        raise ValueError(
+            f"superpixels must be non-negative (or PAD_LABEL = {PAD_LABEL} for padding), "
+            f"got the minimum {minimum}"
+        )
+    max_label = superpixels.reshape(batch_size, -1).amax(dim=1)
+    if num_nodes is None:
+        counts = max_label + 1
+    else:
+        counts = torch.as_tensor(num_nodes, device=device)
+        if counts.dtype.is_floating_point or counts.dtype == torch.bool:
+            raise TypeError(f"num_nodes must hold integers, got dtype {counts.dtype}")
+        counts = counts.long().reshape(-1)
+        if counts.numel() != batch_size:
+            raise ValueError(
+                f"num_nodes must have one count per image ({batch_size}), got {counts.numel()}"
+            )
+        too_large = max_label >= counts
+        if bool(too_large.any()):
+            b = int(torch.nonzero(too_large)[0])
+            raise ValueError(
+                f"superpixels of image {b} has label {int(max_label[b])} but "
+                f"num_nodes[{b}] = {int(counts[b])}; labels must be < num_nodes"
+            )
+    offsets = torch.cumsum(counts, dim=0) - counts
+    return counts, offsets, int(counts.sum()), minimum == PAD_LABEL
+
+
+def _global_index(
+    superpixels: torch.Tensor, offsets: torch.Tensor, total: int, padded: bool
+) -> torch.Tensor:
+    # Shift every image's labels by its node offset: one flat index for the batch.
+    index = (superpixels + offsets.view(-1, 1, 1)).reshape(-1)
+    if padded:
+        # Padding goes to one extra row ``total`` that the callers drop (pool) or
+        # fill with zeros (unpool): no boolean selection, no host synchronisation.
+        index = torch.where(superpixels.reshape(-1) == PAD_LABEL, total, index)
+    return index
+
+
+def pool(
+    features: torch.Tensor,
+    superpixels: torch.Tensor,
+    num_nodes: torch.Tensor | Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Average pixel features over every superpixel.
+
+    Parameters
+    ----------
+    features : Tensor, shape (B, C, H, W)
+        Floating-point pixel features.
+    superpixels : LongTensor, shape (B, H, W) or (H, W)
+        Label map of every image, labels ``0..N_b-1`` per image, or
+        :data:`PAD_LABEL` for padding pixels (skipped); a single ``(H, W)``
+        map is shared by all ``B`` images.
+    num_nodes : Tensor or sequence of int, shape (B,), optional
+        Number of nodes ``N_b`` of every image; default: largest label + 1.
+        Nodes without pixels get zeros.
+
+    Returns
+    -------
+    node_features : Tensor, shape (sum_b N_b, C)
+        Row ``offset_b + k`` is the mean of ``features[b]`` over the pixels of
+        superpixel ``k`` of image ``b`` (PyG ``Batch`` node order); padding
+        pixels contribute to no row.
+
+    Raises
+    ------
+    TypeError
+        If ``features`` is not a floating tensor or ``superpixels`` not an
+        integer tensor.
+    ValueError
+        If the shapes or devices disagree, a label is negative (other than
+        :data:`PAD_LABEL`), or a label is ``>= num_nodes``.
+    """
+    if not isinstance(features, torch.Tensor):
+        raise TypeError(f"features must be a torch.Tensor, got {type(features).__name__}")
+    if not features.dtype.is_floating_point:
+        raise TypeError(f"features must have a floating dtype, got {features.dtype}")
+    if features.dim() != 4:
+        raise ValueError(f"features must have shape [B, C, H, W], got {tuple(features.shape)}")
+    superpixels = _check_superpixels(superpixels)
+    batch_size, channels, height, width = features.shape
+    if superpixels.dim() == 2:
+        superpixels = superpixels.unsqueeze(0).expand(batch_size, -1, -1)
+    if tuple(superpixels.shape) != (batch_size, height, width):
+        raise ValueError(
+            f"superpixels has shape {tuple(superpixels.shape)} but features has shape "
+            f"{tuple(features.shape)}; expected superpixels of shape "
+            f"[{batch_size}, {height}, {width}] (resize the features to the label map first)"
+        )
+    if superpixels.device != features.device:
+        raise ValueError(
+            f"superpixels is on {superpixels.device} but features is on {features.device}"
+        )
+    _, offsets, total, padded = _node_offsets(superpixels, num_nodes)
+    index = _global_index(superpixels, offsets, total, padded)
+    rows = total + int(padded)
+    pixels = features.permute(0, 2, 3, 1).reshape(-1, channels)
+    sums = features.new_zeros(rows, channels).index_add(0, index, pixels)[:total]
+    counts = torch.bincount(index, minlength=rows)[:total].clamp_(min=1).to(features.dtype)
+    return sums / counts.unsqueeze(1)
+
+
+def unpool(
+    node_values: torch.Tensor,
+    superpixels: torch.Tensor,
+    num_nodes: torch.Tensor | Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Paint every pixel with the value of its superpixel node.
+
+    Parameters
+    ----------
+    node_values : Tensor, shape (sum_b N_b, C)
+        One row per node, in PyG ``Batch`` order (see :func:`pool`).
+    superpixels : LongTensor, shape (B, H, W) or (H, W)
+        Label map of every image, labels ``0..N_b-1`` per image, or
+        :data:`PAD_LABEL` for padding pixels (painted with zeros). A single
+        ``(H, W)`` map with ``N`` nodes is shared by ``B`` images, ``B`` taken
+        from ``num_nodes`` or else from ``node_values.shape[0] / N``.
+    num_nodes : Tensor or sequence of int, shape (B,), optional
+        Number of nodes ``N_b`` of every image; default: largest label + 1.
+
+    Returns
+    -------
+    pixel_values : Tensor, shape (B, C, H, W)
+        Contiguous; ``pixel_values[b, :, y, x] = node_values[offset_b + superpixels[b, y, x]]``,
+        zeros where ``superpixels[b, y, x]`` is :data:`PAD_LABEL`.
+
+    Raises
+    ------
+    TypeError
+        If ``node_values`` or ``superpixels`` is not a tensor of the right kind.
+    ValueError
+        If the number of rows of ``node_values`` is not ``sum_b N_b``, shapes or
+        devices disagree, or a label is negative (other than :data:`PAD_LABEL`)
+        or ``>= num_nodes``.
+    """
+    if not isinstance(node_values, torch.Tensor):
+        raise TypeError(f"node_values must be a torch.Tensor, got {type(node_values).__name__}")
+    if node_values.dim() != 2:
+        raise ValueError(
+            f"node_values must have shape [num_nodes, C], got {tuple(node_values.shape)}"
+        )
+    superpixels = _check_superpixels(superpixels)
+    if superpixels.device != node_values.device:
+        raise ValueError(
+            f"superpixels is on {superpixels.device} but node_values is on {node_values.device}"
+        )
+    if superpixels.dim() == 2:
+        if num_nodes is not None:
+            batch_size = torch.as_tensor(num_nodes).numel()
+        else:
+            per_image = int(superpixels.max()) + 1
+            if per_image == 0:
+                raise ValueError(
+                    "the shared [H, W] superpixels map is all padding (no node); "
+                    "pass num_nodes to give the number of images"
+                )
+            batch_size, remainder = divmod(node_values.shape[0], per_image)
+            if remainder or batch_size == 0:
+                raise ValueError(
+                    f"node_values has {node_values.shape[0]} rows, not a positive multiple of "
+                    f"the {per_image} nodes of the shared [H, W] superpixels map"
+                )
+        superpixels = superpixels.unsqueeze(0).expand(batch_size, -1, -1)
+    batch_size, height, width = superpixels.shape
+    _, offsets, total, padded = _node_offsets(superpixels, num_nodes)
+    if node_values.shape[0] != total:
+        raise ValueError(
+            f"node_values has {node_values.shape[0]} rows but the superpixels define "
+            f"{total} nodes (sum of num_nodes)"
+        )
+    index = _global_index(superpixels, offsets, total, padded)
+    if padded:
+        node_values = torch.cat([node_values, node_values.new_zeros(1, node_values.shape[1])])
+    pixels = node_values.index_select(0, index)
+    channels = node_values.shape[1]
+    return pixels.view(batch_size, height, width, channels).permute(0, 3, 1, 2).contiguous()

@@ -1,0 +1,205 @@
+"""scripts/show_order.py: outputs, one-line errors, nothing left behind on failure.
+
+A few runs go through a real subprocess (exit status, stderr, no traceback);
+the many option checks call ``main`` in-process through the same ``run_main``
+wrapper, which is what turns errors into one line, to keep the tests fast.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from graphlstm import build_schedule
+from segmentation import region_adjacency, slic_superpixels, superpixel_centroids
+from segmentation.models.orders import raster_score
+from tests.helpers import SCRIPTS, program
+
+SCRIPT = SCRIPTS / "show_order.py"
+
+HEIGHT, WIDTH = 48, 64
+
+
+@pytest.fixture(scope="module")
+def script():
+    return program("show_order")
+
+
+@pytest.fixture(scope="module")
+def rgb() -> np.ndarray:
+    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
+    image = np.stack([xx * 4 % 256, yy * 5 % 256, (xx * yy) % 256], axis=2)
+    return image.astype(np.uint8)
+
+
+@pytest.fixture
+def files(tmp_path, rgb):
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb[:, :, 0]).save(tmp_path / "gray.png")
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    np.save(tmp_path / "score.npy", np.linspace(0, 1, HEIGHT * WIDTH).reshape(HEIGHT, WIDTH))
+    np.save(tmp_path / "small.npy", np.zeros((HEIGHT - 8, WIDTH)))
+    return tmp_path
+
+
+def run(*args, cwd):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def one_line_error(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def call(script, capsys, *args) -> tuple[int, str, str]:
+    """``main`` through ``run_main``, as ``__main__`` runs it; argparse exits are caught."""
+    try:
+        code = script.run_main(lambda: script.main([str(a) for a in args]))
+    except SystemExit as exit_:
+        code = exit_.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --------------------------------------------------------------------------- subprocess
+
+
+def test_picture_and_gif_with_one_frame_per_level(files, rgb):
+    result = run(files / "rgb.png", "--order", "raster", "--n-segments", 20, "--numbers",
+                 "--out", "order.png", "--animate", "levels.gif", cwd=files)
+    assert result.returncode == 0, result.stderr
+    labels = slic_superpixels(rgb, n_segments=20)
+    edge_index, _ = region_adjacency(labels)
+    num = int(labels.max()) + 1
+    levels = build_schedule(edge_index, num,
+                            score=raster_score(superpixel_centroids(labels), WIDTH)).num_levels
+    with Image.open(files / "levels.gif") as gif:
+        assert gif.n_frames == levels + 1
+    with Image.open(files / "order.png") as png:
+        assert png.format == "PNG"
+    assert f"{num} superpixels" in result.stdout
+    assert not [f for f in os.listdir(files) if f.endswith(".tmp")]
+
+
+def test_corrupt_image_is_one_line_and_writes_nothing(files):
+    result = run(files / "corrupt.png", "--out", "o.png", "--animate", "a.gif", cwd=files)
+    assert result.returncode == 1
+    assert "corrupt.png" in one_line_error(result.stderr)
+    assert not {"o.png", "a.gif"} & set(os.listdir(files))
+
+
+def test_confidence_without_checkpoint(files):
+    result = run(files / "rgb.png", "--order", "confidence", cwd=files)
+    assert result.returncode == 1
+    assert "--checkpoint" in one_line_error(result.stderr)
+    assert "order.png" not in os.listdir(files)
+
+
+def test_help():
+    result = run("--help", cwd=SCRIPT.parent)
+    assert result.returncode == 0 and "--lattice" in result.stdout and "--animate" in result.stdout
+
+
+# --------------------------------------------------------------------------- in-process
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["{d}/rgb.png", "--n-segments", "0"], "--n-segments"),
+    (["{d}/rgb.png", "--n-segments", "many"], "--n-segments"),
+    (["{d}/rgb.png", "--compactness", "-1"], "--compactness"),
+    (["{d}/rgb.png", "--order", "bfs"], "bfs"),
+    (["{d}/rgb.png", "--out", "{d}/o.txt"], "--out"),
+    (["{d}/rgb.png", "--animate", "{d}/missing/a.gif"], "--animate"),
+    (["{d}/rgb.png", "--animate", "{d}/a.gif", "--fps", "0"], "--fps"),
+    (["{d}/rgb.png", "--direction", "1"], "--direction"),
+    (["{d}/rgb.png", "--score-image", "{d}/score.npy", "--order", "random"], "--score-image"),
+    (["{d}/nothing.png"], "nothing.png"),
+    ([], "IMAGE"),
+    (["--lattice", "3x"], "--lattice"),
+    (["--lattice", "3x4", "--direction", "4"], "--direction"),
+    (["--lattice", "3x4", "{d}/rgb.png"], "--lattice"),
+    (["{d}/rgb.png", "--score-image", "{d}/rgb.png", "--n-segments", "10"], "grayscale"),
+    (["{d}/rgb.png", "--score-image", "{d}/small.npy", "--n-segments", "10"], "40×64"),
+])
+def test_bad_options_are_one_line_errors(script, capsys, files, args, needle):
+    code, out, err = call(script, capsys, *[a.format(d=files) for a in args])
+    assert code in (1, 2)
+    line = one_line_error(err)
+    assert needle in line
+    if "--score-image" in args:
+        assert "--score-image" in line
+    assert not {"o.txt", "a.gif", "order.png"} & set(os.listdir(files))
+
+
+def test_grayscale_image_with_score_file(script, capsys, files):
+    code, out, err = call(script, capsys, files / "gray.png", "--score-image",
+                          files / "score.npy", "--n-segments", 12, "--out", files / "g.png")
+    assert code == 0, err
+    assert "levels score:" in out
+    with Image.open(files / "g.png") as png:
+        assert png.format == "PNG"
+
+
+def test_lattice_picture_and_animation(script, capsys, files):
+    code, out, err = call(script, capsys, "--lattice", "3x4", "--direction", "0,3",
+                          "--out", files / "lat.png", "--animate", files / "lat.gif")
+    assert code == 0, err
+    with Image.open(files / "lat.gif") as gif:
+        assert gif.n_frames == 3 + 4 - 1 + 1
+
+
+def test_mp4_without_writer_is_skipped_or_refused(script, capsys, files, monkeypatch):
+    import segmentation.visualize as vis
+
+    monkeypatch.setattr(vis, "mp4_writer_available", lambda: False)
+    code, _, err = call(script, capsys, files / "rgb.png", "--animate", files / "a.mp4")
+    assert code == 1 and "imageio-ffmpeg" in one_line_error(err)
+    code, _, err = call(script, capsys, files / "rgb.png", "--n-segments", 10,
+                        "--animate", files / "a.mp4", "--out", files / "o.png")
+    assert code == 0 and "skipping" in one_line_error(err)
+    assert (files / "o.png").exists() and not (files / "a.mp4").exists()
+
+
+def test_confidence_order_uses_the_model_prediction(script, capsys, files, monkeypatch):
+    # A stand-in model with the contract of segmentation.inference.predictor: its own superpixels
+    # (4×4 blocks) and a per-superpixel confidence that decides the order.
+    rows, cols = np.divmod(np.arange(HEIGHT * WIDTH), WIDTH)
+    blocks = ((rows // 12) * 4 + cols // 16).reshape(HEIGHT, WIDTH).astype(np.int64)
+    edge_index, _ = region_adjacency(blocks)
+    node_score = torch.linspace(0, 1, 16)
+    loaded = {}
+
+    class Segmenter:
+        def predict(self, image):
+            loaded["image_shape"] = image.shape
+            return types.SimpleNamespace(
+                superpixels=blocks, edge_index=edge_index, node_score=node_score,
+                confidence=np.full((HEIGHT, WIDTH), 0.5), labels=np.zeros_like(blocks))
+
+    def load_segmenter(path, device="cpu"):
+        loaded["path"] = str(path)
+        return Segmenter()
+
+    fake = types.ModuleType("segmentation.inference.predictor")
+    fake.load_segmenter = load_segmenter
+    monkeypatch.setitem(sys.modules, "segmentation.inference.predictor", fake)
+    (files / "model.pt").write_bytes(b"weights")
+    code, out, err = call(script, capsys, files / "rgb.png", "--order", "confidence",
+                          "--checkpoint", files / "model.pt", "--out", files / "c.png",
+                          "--animate", files / "c.gif")
+    assert code == 0, err
+    assert loaded == {"path": str(files / "model.pt"), "image_shape": (HEIGHT, WIDTH, 3)}
+    levels = build_schedule(edge_index, 16, score=node_score.double()).num_levels
+    assert f"16 superpixels; levels confidence: {levels}" in out
+    with Image.open(files / "c.gif") as gif:
+        assert gif.n_frames == levels + 1

@@ -1,0 +1,92 @@
+"""scripts/train.py: --backbone, --backbone-weights, --freeze-bn, --amp."""
+
+import json
+
+import pytest
+import torch
+
+from tests.helpers import run
+from tests.segmentation.cli.test_scripts import TINY, data  # noqa: F401  (data is a fixture)
+from tests.segmentation.models.test_backbones import torchvision_like_state
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("weights") / "resnet18-f37072fd.pth"
+    torch.save(torchvision_like_state("resnet18", seed=1), path)
+    return path
+
+
+@pytest.mark.parametrize("case", ["small", "missing", "garbage", "other net", "bad backbone"])
+def test_bad_backbone_options_are_one_line(case, data, weights, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "run"
+    extra = {
+        "small": ["--backbone-weights", str(weights)],
+        "missing": ["--backbone", "resnet18", "--backbone-weights", str(tmp_path / "no.pth")],
+        "garbage": ["--backbone", "resnet18", "--backbone-weights", str(tmp_path / "bad.pth")],
+        "other net": ["--backbone", "resnet50", "--backbone-weights", str(weights)],
+        "bad backbone": ["--backbone", "vgg16"],
+    }[case]
+    (tmp_path / "bad.pth").write_bytes(b"not a state dict")
+    code = run("train", ["--data", str(data), "--out", str(out), "--epochs", "1", *TINY,
+                         *extra])
+    err = capsys.readouterr().err.strip()
+    assert code == (2 if case == "bad backbone" else 1)
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    needle = {"small": "not small", "missing": "no.pth", "garbage": "cannot be read",
+              "other net": "do not match resnet50", "bad backbone": "--backbone"}[case]
+    assert needle in err
+    assert not out.exists()
+
+
+def test_pretrained_resnet_trains_and_evaluates(data, weights, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "run"
+    # A learning rate of 1e-12 leaves the weights where they started: the file's.
+    argv = ["--data", str(data), "--out", str(out), "--epochs", "1", *TINY,
+            "--backbone", "resnet18", "--backbone-weights", str(weights), "--freeze-bn",
+            "--lr", "1e-12"]
+    assert run("train", argv) == 0
+    captured = capsys.readouterr()
+    assert "random weights" not in captured.err
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert payload["model_config"]["backbone"] == "resnet18"
+    assert payload["train_config"]["freeze_bn"] is True
+    state = torch.load(weights, weights_only=True)
+    for key, value in state.items():
+        if not key.startswith("fc."):
+            torch.testing.assert_close(payload["model_state"][f"backbone.body.{key}"], value,
+                                       atol=1e-9, rtol=0, msg=key)
+    assert run("evaluate", ["--data", str(data), "--checkpoint", str(out / "best.pt"),
+                            "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["miou"] == pytest.approx(payload["history"][0]["val_miou"], abs=1e-9)
+
+
+def test_resnet_without_weights_says_so_in_one_line(data, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "run"
+    assert run("train", ["--data", str(data), "--out", str(out), "--epochs", "1", *TINY,
+                         "--backbone", "resnet18"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "random weights" in err[0]
+
+
+def test_amp_trains(data, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    assert run("train", ["--data", str(data), "--out", str(out), "--epochs", "2", *TINY,
+                         "--amp"]) == 0
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert payload["train_config"]["amp"] is True
+    losses = [r["loss"] for r in payload["history"]]
+    assert all(torch.isfinite(torch.tensor(losses)))
+
+
+@pytest.mark.parametrize("argv, code, needle", [
+    (["train", "--processes", "0"], 2, "--processes"),
+    (["train", "--processes", "1,x"], 2, "--processes"),
+    (["train", "--processes", "3"], 1, "does not split into 3 processes"),
+    (["train", "--backbone", "vgg16"], 2, "--backbone"),
+])
+def test_benchmark_train_bad_values_are_one_line(argv, code, needle, capsys):
+    assert run("benchmark", argv) == code
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and needle in err
