@@ -29,8 +29,8 @@ from segmentation import (  # noqa: E402
     SyntheticScenes,
     pad_collate,
 )
-from segmentation.datasets import SYNTHETIC_CLASSES  # noqa: E402
-from segmentation.model import segmentation_loss  # noqa: E402
+from segmentation.data.datasets import SYNTHETIC_CLASSES  # noqa: E402
+from segmentation.models.segmenter import segmentation_loss  # noqa: E402
 
 
 def _graphs(count: int, size: int, n_segments: int, seed: int) -> list:

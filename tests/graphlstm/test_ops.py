@@ -3,10 +3,10 @@
 
 import pytest
 import torch
-from helpers import gated_case
 
 import graphlstm  # noqa: F401  (registers the operators)
 from graphlstm import build_schedule, lattice_graph, use_backend
+from tests.helpers import gated_case
 
 DT = torch.float64
 

@@ -18,8 +18,9 @@ from torch_geometric.nn import to_hetero
 from torch_geometric.utils import to_undirected
 
 from graphlstm import GraphLSTM, GraphLSTMStack
+from tests.helpers import ROOT as REPO_ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = str(REPO_ROOT)
 
 COMPILE_SCRIPT = textwrap.dedent('''
     import json, sys
