@@ -25,6 +25,9 @@ from graphlstm.nn import (
 from graphlstm.reach import reachable
 from graphlstm.schedule import Schedule, build_schedule, order_from_score
 
+# Registers the operators torch.ops.graphlstm.* that the layers call.
+from graphlstm import _ops  # noqa: E402, F401  isort: skip
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -39,8 +39,10 @@ sums, the level's ``W_n h_bar`` as one GEMM of PyTorch's MKL, then the rows'
 gates, with no Python or dispatcher round trip per level, and a level's rows on
 several threads where it is large), used for CPU tensors of
 float32/float64; and the PyTorch operations described above, the readable
-reference, used otherwise. :func:`graph_lstm_recurrence` is the face that
-chooses; both engines give the same values and gradients.
+reference, used otherwise. Both are implementations of the PyTorch operators
+of :mod:`graphlstm._ops` (``torch.ops.graphlstm.recurrence`` and its backward),
+which :func:`graph_lstm_recurrence` calls: ``torch.compile`` sees one opaque call
+per loop, and both engines give the same values and gradients.
 
 :func:`graph_lstm_gated_recurrence` is the same recurrence with a previous
 state taken one step further: it starts from the layer's two projections in
@@ -53,13 +55,10 @@ them and calls the level loop).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from graphlstm import backend
 
@@ -67,240 +66,141 @@ if TYPE_CHECKING:
     from graphlstm.schedule import Schedule
 
 
-class _TorchRecurrence(torch.autograd.Function):
-    """The level loop in PyTorch operations: the readable reference, on any device."""
 
-    @staticmethod
-    def forward(ctx, base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src,
-                dst_local, per_node):
-        n, hidden = base_z.size(0), weight_n.size(1)
-        sizes = [b - a for a, b in zip(ptr[:-1], ptr[1:], strict=True)]
-        edge_sizes = [b - a for a, b in zip(visited_ptr[:-1], visited_ptr[1:], strict=True)]
-        # [h | m] of every node, rows in level order; level l reads rows < ptr[l].
-        state = base_z.new_empty(n, 2 * hidden)
-        # sigma of the gate pre-activations [u | o | 2c]: tanh(c) = 2 sigma(2c) - 1, and
-        # one sigmoid over 3H columns costs less than a sigmoid plus a tanh.
-        gates = base_z.new_empty(n, 3 * hidden)
-        # Aggregated visited neighbours [h_bar | M + m_bar]: the m-half starts as M
-        # so that the neighbour sum lands where it is needed.
-        agg = base_z.new_zeros(n, 2 * hidden)
-        if base_m is not None:
-            agg[:, hidden:] = base_m
-        # Per-node weights: the neighbour sums (scaled per edge), weighted after summing.
-        sums = base_z.new_zeros(n, 2 * hidden) if per_node else None
-        weight_t = weight_n.t()
-        scale = None if edge_scale is None else edge_scale.unsqueeze(1)
-        h2 = 2 * hidden
-        # Per-level views made by one split per column block, so that the loop
-        # below does no Python slicing: it is the whole cost of the layer.
-        levels = zip(
-            [b > a for a, b in zip(visited_ptr[:-1], visited_ptr[1:], strict=True)],
-            base_z.split(sizes),
-            gates.split(sizes),
-            gates[:, :hidden].split(sizes),
-            gates[:, hidden:h2].split(sizes),
-            gates[:, h2:].split(sizes),
-            state[:, :hidden].split(sizes),
-            state[:, hidden:].split(sizes),
-            agg.split(sizes),
-            agg[:, :hidden].split(sizes),
-            agg[:, hidden:].split(sizes),
-            sums.split(sizes) if per_node else [None] * len(sizes),
-            src.split(edge_sizes),
-            dst_local.split(edge_sizes),
-            weight.split(sizes if per_node else edge_sizes),
-            scale.split(edge_sizes) if scale is not None else [None] * len(sizes),
-            strict=True,
-        )
-        for has_edges, z, g, u, o, s_c, h_new, m_new, ag, ag_h, ag_m, sm, src_l, dst_l, w, sc in (
-            levels
-        ):
-            if has_edges:
-                msg = state.index_select(0, src_l)
-                if sc is not None:
-                    msg.mul_(sc)
-                if per_node:
-                    sm.index_add_(0, dst_l, msg)
-                    ag.addcmul_(w, sm)
-                else:
-                    ag.index_add_(0, dst_l, msg.mul_(w))
-                z = torch.addmm(z, ag_h, weight_t)
-            torch.sigmoid(z, out=g)
-            # m' = M + m_bar + u * (2 s_c - 1), and h' = tanh(o * m'), in place.
-            torch.sub(ag_m, u, out=m_new)
-            m_new.addcmul_(u, s_c, value=2.0)
-            torch.mul(o, m_new, out=h_new).tanh_()
-        ctx.save_for_backward(state, gates, agg[:, :hidden], weight, weight_n, src, dst_local,
-                              sums, scale)
-        ctx.ptr, ctx.visited_ptr, ctx.per_node = ptr, visited_ptr, per_node
-        return state
+def recurrence_reference_forward(base_z, base_m, weight, weight_n, edge_scale, ptr: list,
+                                 visited_ptr: list, src, dst_local, per_node: bool):
+    """The level loop in PyTorch operations: the readable reference, on any device.
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_state):
-        state, gates, agg_h, weight, weight_n, src, dst_local, sums, scale = ctx.saved_tensors
-        ptr, visited_ptr, per_node = ctx.ptr, ctx.visited_ptr, ctx.per_node
-        hidden = state.size(1) // 2
-        h, m = state[:, :hidden], state[:, hidden:]
-        u, o, s_c = gates[:, :hidden], gates[:, hidden : 2 * hidden], gates[:, 2 * hidden :]
-        c = 2.0 * s_c - 1.0
-
-        # Whole-graph derivative factors: dL/dm'_total = dL/dm' + dL/dh' * k_m and
-        # dL/dz = [dL/dm'_total, dL/dh', dL/dm'_total] * k_z (columns u, o, 2c).
-        dtanh = 1.0 - h * h
-        k_m = dtanh * o
-        k_z = torch.cat(
-            [c * u * (1.0 - u), dtanh * m * o * (1.0 - o), 2.0 * u * s_c * (1.0 - s_c)], 1
-        )
-
-        grad_state = grad_state.clone()
-        # [dL/dh_bar | dL/dm_bar] of every node; only levels with visited edges fill it
-        # in the loop, the rest is recomputed for all nodes at once afterwards.
-        grad_agg = state.new_empty(state.shape)
-        for level in range(len(ptr) - 2, 0, -1):
-            ea, eb = visited_ptr[level], visited_ptr[level + 1]
-            if eb == ea:
-                continue
-            a, b = ptr[level], ptr[level + 1]
-            gh, gm = grad_state[a:b, :hidden], grad_state[a:b, hidden:]
-            g_agg = grad_agg[a:b]
-            gm_total = torch.addcmul(gm, gh, k_m[a:b], out=g_agg[:, hidden:])
-            gz = torch.cat([gm_total, gh, gm_total], 1).mul_(k_z[a:b])
-            torch.mm(gz, weight_n, out=g_agg[:, :hidden])
-            if per_node:
-                g_msg = (g_agg * weight[a:b]).index_select(0, dst_local[ea:eb])
-            else:
-                g_msg = g_agg.index_select(0, dst_local[ea:eb]).mul_(weight[ea:eb])
-            if scale is not None:
-                g_msg.mul_(scale[ea:eb])
-            grad_state.index_add_(0, src[ea:eb], g_msg)
-
-        # Every row of grad_state is now complete: finish all nodes at once.
-        gh, gm = grad_state[:, :hidden], grad_state[:, hidden:]
-        gm_total = torch.addcmul(gm, gh, k_m)
-        gz = torch.cat([gm_total, gh, gm_total], 1).mul_(k_z)
-        grad_weight_n = gz.t() @ agg_h if ctx.needs_input_grad[3] else None
-        grad_weight = grad_scale = None
-        if ctx.needs_input_grad[2] or ctx.needs_input_grad[4]:
-            g_agg = torch.cat([gz @ weight_n, gm_total], 1)
-            if per_node and ctx.needs_input_grad[2]:
-                grad_weight = g_agg * sums  # sums holds every node's (scaled) neighbour sum
-            if ctx.needs_input_grad[4] or not per_node:
-                # Per visited edge: dL/dagg of its target times the state of its source.
-                dst = dst_local + _level_starts(ptr, visited_ptr, dst_local.device)
-                g_edge = g_agg.index_select(0, dst) * state.index_select(0, src)
-                edge_weight = weight.index_select(0, dst) if per_node else weight
-                if ctx.needs_input_grad[4]:
-                    grad_scale = (g_edge * edge_weight).sum(1)
-                if not per_node and ctx.needs_input_grad[2]:
-                    grad_weight = g_edge if scale is None else g_edge * scale
-        grad_base_m = gm_total if ctx.needs_input_grad[1] else None
-        return (gz, grad_base_m, grad_weight, grad_weight_n, grad_scale, None, None, None, None,
-                None)
-
-
-class _CompiledRecurrence(torch.autograd.Function):
-    """The level loop in compiled kernels (:mod:`graphlstm._kernels.recurrence`): the
-    same forward and backward as :class:`_TorchRecurrence`, with no per-level round
-    trip. CPU, float32/float64, every floating input of one dtype."""
-
-    @staticmethod
-    def forward(ctx, kernels, base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr,
-                src, dst_local, per_node):
-        n, hidden = base_z.size(0), weight_n.size(1)
-        ptr = np.asarray(ptr, dtype=np.int64)
-        src = src.long().contiguous()
-        node_ptr, edges = kernels.node_edges(
-            ptr, np.asarray(visited_ptr, dtype=np.int64), src.numpy(),
-            dst_local.long().contiguous().numpy(),
-        )
-        base_z, weight = base_z.detach().contiguous(), weight.detach().contiguous()
-        has_m, has_scale = base_m is not None, edge_scale is not None
-        base_m = base_m.detach().contiguous() if has_m else base_z.new_empty(0, hidden)
-        scale = edge_scale.detach().contiguous() if has_scale else base_z.new_empty(0)
-        state = base_z.new_empty(n, 2 * hidden)
-        gates = base_z.new_empty(n, 3 * hidden)
-        agg_h = base_z.new_empty(n, hidden)
-        sums = base_z.new_empty(n if per_node else 0, 2 * hidden)
-        weight_n = weight_n.detach().contiguous()
-        args = (base_z.numpy(), base_m.numpy(), has_m, weight.numpy(), weight_n.numpy(),
-                weight_n.t().contiguous().numpy(), scale.numpy(), has_scale, bool(per_node),
-                ptr, node_ptr, edges, src.numpy(), kernels.gemm_address(base_z.dtype))
-        outputs = (state.numpy(), gates.numpy(), agg_h.numpy(), sums.numpy())
-        run_level_kernel(kernels, "forward", ptr, args, outputs)
-        ctx.save_for_backward(state, gates, agg_h, weight, weight_n, sums, scale, src,
-                              torch.from_numpy(node_ptr), torch.from_numpy(edges))
-        ctx.kernels, ctx.ptr, ctx.per_node, ctx.has_scale = kernels, ptr, per_node, has_scale
-        return state
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_state):
-        state, gates, agg_h, weight, weight_n, sums, scale, src, node_ptr, edges = (
-            ctx.saved_tensors
-        )
-        kernels, ptr, per_node, has_scale = ctx.kernels, ctx.ptr, ctx.per_node, ctx.has_scale
-        n, hidden = state.size(0), state.size(1) // 2
-        num_edges = src.numel()
-        need_weight, need_scale = ctx.needs_input_grad[3], has_scale and ctx.needs_input_grad[5]
-        need_edge_weight = need_weight and not per_node
-        # The kernel completes the state gradient in place.
-        grad_state = grad_state.to(state.dtype).contiguous().clone()
-        grad_z = state.new_empty(n, 3 * hidden)
-        grad_m = state.new_empty(n, hidden)
-        grad_agg_h = state.new_empty(n, hidden)
-        grad_edge_weight = state.new_empty(num_edges if need_edge_weight else 0, 2 * hidden)
-        grad_scale = state.new_empty(num_edges if need_scale else 0)
-        weight_n = weight_n.detach().contiguous()
-        args = (grad_state.numpy(), state.numpy(), gates.numpy(), weight.numpy(),
-                weight_n.numpy(), weight_n.t().contiguous().numpy(), scale.numpy(), has_scale,
-                bool(per_node), ptr, node_ptr.numpy(), edges.numpy(), src.numpy(),
-                kernels.gemm_address(state.dtype))
-        outputs = (grad_z.numpy(), grad_m.numpy(), grad_agg_h.numpy(),
-                   grad_edge_weight.numpy(), need_edge_weight, grad_scale.numpy(), need_scale)
-        run_level_kernel(kernels, "backward", ptr, args, outputs)
-        grad_weight_n = grad_z.t() @ agg_h if ctx.needs_input_grad[4] else None
-        grad_weight = None
-        if need_weight:
-            grad_weight = (torch.cat([grad_agg_h, grad_m], 1) * sums if per_node
-                           else grad_edge_weight)
-        return (None, grad_z, grad_m if ctx.needs_input_grad[2] else None, grad_weight,
-                grad_weight_n, grad_scale if need_scale else None, None, None, None, None, None)
-
-
-# Levels with fewer rows run on one thread. A row costs a few microseconds, a
-# parallel region some ten, and numba's OpenMP threads (a pool of their own, next
-# to torch's) spin for a while after each region, competing with torch's threads:
-# only levels of this many rows are worth it. (SLIC graphs of a few thousand
-# superpixels have a few dozen per level; a batch of them, hundreds.)
-_PARALLEL_FROM = 128
-_parallel_pid: int | None = None
-
-
-def _threads_for(ptr: np.ndarray) -> int:
-    """Threads for the compiled loop: torch's, if some level is large enough.
-
-    GNU OpenMP (numba's thread pool) cannot run in a process forked after the
-    pool started: a forked child keeps to one thread.
+    Returns ``(state, gates, agg_h, sums)`` as the operator ``graphlstm::recurrence``
+    (:mod:`graphlstm._ops`) does.
     """
-    global _parallel_pid
-    threads = torch.get_num_threads()
-    if threads <= 1 or ptr.size < 2 or int(np.diff(ptr).max()) < _PARALLEL_FROM:
-        return 1
-    if _parallel_pid is None:
-        _parallel_pid = os.getpid()
-    return threads if _parallel_pid == os.getpid() else 1
+    n, hidden = base_z.size(0), weight_n.size(1)
+    sizes = [b - a for a, b in zip(ptr[:-1], ptr[1:], strict=True)]
+    edge_sizes = [b - a for a, b in zip(visited_ptr[:-1], visited_ptr[1:], strict=True)]
+    # [h | m] of every node, rows in level order; level l reads rows < ptr[l].
+    state = base_z.new_empty(n, 2 * hidden)
+    # sigma of the gate pre-activations [u | o | 2c]: tanh(c) = 2 sigma(2c) - 1, and
+    # one sigmoid over 3H columns costs less than a sigmoid plus a tanh.
+    gates = base_z.new_empty(n, 3 * hidden)
+    # Aggregated visited neighbours [h_bar | M + m_bar]: the m-half starts as M
+    # so that the neighbour sum lands where it is needed.
+    agg = base_z.new_zeros(n, 2 * hidden)
+    if base_m is not None:
+        agg[:, hidden:] = base_m
+    # Per-node weights: the neighbour sums (scaled per edge), weighted after summing.
+    sums = base_z.new_zeros(n, 2 * hidden) if per_node else None
+    weight_t = weight_n.t()
+    scale = None if edge_scale is None else edge_scale.unsqueeze(1)
+    h2 = 2 * hidden
+    # Per-level views made by one split per column block, so that the loop
+    # below does no Python slicing: it is the whole cost of the layer.
+    levels = zip(
+        [b > a for a, b in zip(visited_ptr[:-1], visited_ptr[1:], strict=True)],
+        base_z.split(sizes),
+        gates.split(sizes),
+        gates[:, :hidden].split(sizes),
+        gates[:, hidden:h2].split(sizes),
+        gates[:, h2:].split(sizes),
+        state[:, :hidden].split(sizes),
+        state[:, hidden:].split(sizes),
+        agg.split(sizes),
+        agg[:, :hidden].split(sizes),
+        agg[:, hidden:].split(sizes),
+        sums.split(sizes) if per_node else [None] * len(sizes),
+        src.split(edge_sizes),
+        dst_local.split(edge_sizes),
+        weight.split(sizes if per_node else edge_sizes),
+        scale.split(edge_sizes) if scale is not None else [None] * len(sizes),
+        strict=True,
+    )
+    for has_edges, z, g, u, o, s_c, h_new, m_new, ag, ag_h, ag_m, sm, src_l, dst_l, w, sc in (
+        levels
+    ):
+        if has_edges:
+            msg = state.index_select(0, src_l)
+            if sc is not None:
+                msg.mul_(sc)
+            if per_node:
+                sm.index_add_(0, dst_l, msg)
+                ag.addcmul_(w, sm)
+            else:
+                ag.index_add_(0, dst_l, msg.mul_(w))
+            z = torch.addmm(z, ag_h, weight_t)
+        torch.sigmoid(z, out=g)
+        # m' = M + m_bar + u * (2 s_c - 1), and h' = tanh(o * m'), in place.
+        torch.sub(ag_m, u, out=m_new)
+        m_new.addcmul_(u, s_c, value=2.0)
+        torch.mul(o, m_new, out=h_new).tanh_()
+    if sums is None:
+        sums = base_z.new_empty(0, 2 * hidden)
+    return state, gates, agg[:, :hidden].contiguous(), sums
 
 
-def run_level_kernel(kernels, name: str, ptr: np.ndarray, args: tuple, outputs: tuple) -> None:
-    """Run the compiled level loop ``kernels.<name>(*args, *outputs)``, or its threaded
-    twin ``<name>_parallel`` (which also takes :data:`_PARALLEL_FROM`) on torch's
-    threads where :func:`_threads_for` says they pay."""
-    if _threads_for(ptr) > 1:
-        kernels.set_threads(torch.get_num_threads())
-        getattr(kernels, f"{name}_parallel")(*args, _PARALLEL_FROM, *outputs)
-    else:
-        getattr(kernels, name)(*args, *outputs)
+def recurrence_reference_backward(grad_state, state, gates, sums, weight, weight_n, edge_scale,
+                                  ptr: list, visited_ptr: list, src, dst_local, per_node: bool,
+                                  need_weight: bool, need_scale: bool):
+    """The reverse sweep of :func:`recurrence_reference_forward` in PyTorch operations.
+
+    Returns the gradients ``(of base_z, of base_m, of weight, of edge_scale)`` as the
+    operator ``graphlstm::recurrence_backward`` does (the last two empty unless asked).
+    """
+    hidden = state.size(1) // 2
+    h, m = state[:, :hidden], state[:, hidden:]
+    u, o, s_c = gates[:, :hidden], gates[:, hidden : 2 * hidden], gates[:, 2 * hidden :]
+    c = 2.0 * s_c - 1.0
+    scale = None if edge_scale is None else edge_scale.unsqueeze(1)
+
+    # Whole-graph derivative factors: dL/dm'_total = dL/dm' + dL/dh' * k_m and
+    # dL/dz = [dL/dm'_total, dL/dh', dL/dm'_total] * k_z (columns u, o, 2c).
+    dtanh = 1.0 - h * h
+    k_m = dtanh * o
+    k_z = torch.cat(
+        [c * u * (1.0 - u), dtanh * m * o * (1.0 - o), 2.0 * u * s_c * (1.0 - s_c)], 1
+    )
+
+    grad_state = grad_state.to(state.dtype).clone()
+    # [dL/dh_bar | dL/dm_bar] of every node; only levels with visited edges fill it
+    # in the loop, the rest is recomputed for all nodes at once afterwards.
+    grad_agg = state.new_empty(state.shape)
+    for level in range(len(ptr) - 2, 0, -1):
+        ea, eb = visited_ptr[level], visited_ptr[level + 1]
+        if eb == ea:
+            continue
+        a, b = ptr[level], ptr[level + 1]
+        gh, gm = grad_state[a:b, :hidden], grad_state[a:b, hidden:]
+        g_agg = grad_agg[a:b]
+        gm_total = torch.addcmul(gm, gh, k_m[a:b], out=g_agg[:, hidden:])
+        gz = torch.cat([gm_total, gh, gm_total], 1).mul_(k_z[a:b])
+        torch.mm(gz, weight_n, out=g_agg[:, :hidden])
+        if per_node:
+            g_msg = (g_agg * weight[a:b]).index_select(0, dst_local[ea:eb])
+        else:
+            g_msg = g_agg.index_select(0, dst_local[ea:eb]).mul_(weight[ea:eb])
+        if scale is not None:
+            g_msg.mul_(scale[ea:eb])
+        grad_state.index_add_(0, src[ea:eb], g_msg)
+
+    # Every row of grad_state is now complete: finish all nodes at once.
+    gh, gm = grad_state[:, :hidden], grad_state[:, hidden:]
+    gm_total = torch.addcmul(gm, gh, k_m)
+    gz = torch.cat([gm_total, gh, gm_total], 1).mul_(k_z)
+    need_scale = need_scale and scale is not None
+    grad_weight = state.new_empty(0, 2 * hidden)
+    grad_scale = state.new_empty(0)
+    if need_weight or need_scale:
+        g_agg = torch.cat([gz @ weight_n, gm_total], 1)
+        if per_node and need_weight:
+            grad_weight = g_agg * sums  # sums holds every node's (scaled) neighbour sum
+        if need_scale or not per_node:
+            # Per visited edge: dL/dagg of its target times the state of its source.
+            dst = dst_local + _level_starts(ptr, visited_ptr, dst_local.device)
+            g_edge = g_agg.index_select(0, dst) * state.index_select(0, src)
+            edge_weight = weight.index_select(0, dst) if per_node else weight
+            if need_scale:
+                grad_scale = (g_edge * edge_weight).sum(1)
+            if not per_node and need_weight:
+                grad_weight = g_edge if scale is None else g_edge * scale
+    return gz, gm_total, grad_weight, grad_scale
 
 
 def _level_starts(ptr: list, visited_ptr: list, device) -> Tensor:
@@ -309,13 +209,22 @@ def _level_starts(ptr: list, visited_ptr: list, device) -> Tensor:
     return torch.repeat_interleave(torch.tensor(ptr[:-1], device=device), counts)
 
 
+
+
+def _offsets(ptr) -> Tensor:
+    """Level offsets as an int64 tensor on the CPU (a list is converted)."""
+    if isinstance(ptr, Tensor):
+        return ptr
+    return torch.tensor(ptr, dtype=torch.long)
+
+
 def graph_lstm_recurrence(
     base_z: Tensor,
     base_m: Tensor | None,
     weight: Tensor,
     weight_n: Tensor,
-    ptr: list,
-    visited_ptr: list,
+    ptr: list | Tensor,
+    visited_ptr: list | Tensor,
     src: Tensor,
     dst_local: Tensor,
     per_node: bool = False,
@@ -340,8 +249,11 @@ def graph_lstm_recurrence(
         per-edge tensor is ever made.
     weight_n : Tensor ``[3H, H]``
         Weight of the neighbour projection ``lin_n``, rows ``u, o, 2c``.
-    ptr, visited_ptr : list of int
-        Level offsets of the nodes and of the visited edges.
+    ptr, visited_ptr : list of int, or int64 Tensor on the CPU
+        Level offsets of the nodes and of the visited edges
+        (:attr:`Schedule.ptr <graphlstm.schedule.Schedule>`, or the rows of
+        :attr:`Schedule.offsets <graphlstm.schedule.Schedule.offsets>`, which a
+        compiled model should pass).
     src : LongTensor ``[E_v]``
         Level-sorted position of the source of each visited edge.
     dst_local : LongTensor ``[E_v]``
@@ -360,108 +272,24 @@ def graph_lstm_recurrence(
         ``[h' | m']``, the new hidden state and memory of every node
         (level-sorted layout).
     """
-    args = (base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local,
-            per_node)
-    floats = [t for t in (base_z, base_m, weight, weight_n, edge_scale) if t is not None]
-    kernels = None
-    if all(t.dtype == base_z.dtype for t in floats):
-        kernels = backend.kernels_for(*floats, src, dst_local)
-    if kernels is not None:
-        try:
-            return _CompiledRecurrence.apply(kernels, *args)
-        except kernels.CompileError as error:
-            backend.disable_after_failure(error)
-    return _TorchRecurrence.apply(*args)
-
-
-class _CompiledGatedRecurrence(torch.autograd.Function):
-    """:func:`graph_lstm_gated_recurrence` in compiled kernels
-    (:mod:`graphlstm._kernels.recurrence`): per node, the forget gates and the
-    unvisited neighbours are computed where they are summed, reading the projections
-    in the caller's node order, so that no per-edge ``[E, H]`` tensor and no permuted
-    copy is made, forward or backward."""
-
-    @staticmethod
-    def forward(ctx, kernels, pre, from_h, h, m, weight_n, visited_scale, unvisited_scale, perm,
-                ptr, visited_ptr, src, dst_local, unvisited_edge_index):
-        n, hidden = pre.size(0), weight_n.size(1)
-        ptr = np.asarray(ptr, dtype=np.int64)
-        perm = perm.long().contiguous()
-        kernels.check_permutation(perm.numpy(), n)
-        src = src.long().contiguous()
-        node_ptr, edges = kernels.node_edges(
-            ptr, np.asarray(visited_ptr, dtype=np.int64), src.numpy(),
-            dst_local.long().contiguous().numpy(),
-        )
-        unv_src = unvisited_edge_index[0].long().contiguous()
-        unv_ptr, unv_edges = kernels.group_by_target(
-            unv_src.numpy(), unvisited_edge_index[1].long().contiguous().numpy(), n
-        )
-        pre, from_h, h, m, weight_n, visited_scale, unvisited_scale = (
-            t.detach().contiguous()
-            for t in (pre, from_h, h, m, weight_n, visited_scale, unvisited_scale)
-        )
-        state = pre.new_empty(n, 2 * hidden)
-        gates = pre.new_empty(n, 3 * hidden)
-        agg_h = pre.new_empty(n, hidden)
-        gemm = kernels.gemm_address(pre.dtype)
-        args = (pre.numpy(), from_h.numpy(), h.numpy(), m.numpy(), weight_n.numpy(),
-                weight_n.t().contiguous().numpy(), perm.numpy(), ptr, node_ptr, edges,
-                src.numpy(), visited_scale.numpy(), unv_ptr, unv_edges, unv_src.numpy(),
-                unvisited_scale.numpy(), gemm)
-        outputs = (state.numpy(), gates.numpy(), agg_h.numpy())
-        run_level_kernel(kernels, "gated_forward", ptr, args, outputs)
-        # The projections are kept whole (their forget columns are read again): views
-        # would hold the same memory, and copies would cost the forward what it saved.
-        ctx.save_for_backward(state, gates, agg_h, pre, from_h, h, m, weight_n, visited_scale,
-                              unvisited_scale, perm, src, torch.from_numpy(node_ptr),
-                              torch.from_numpy(edges), unv_src, torch.from_numpy(unv_ptr),
-                              torch.from_numpy(unv_edges))
-        ctx.kernels, ctx.ptr = kernels, ptr
-        return state
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_state):
-        (state, gates, agg_h, pre, from_h, h, m, weight_n, visited_scale, unvisited_scale, perm,
-         src, node_ptr, edges, unv_src, unv_ptr, unv_edges) = ctx.saved_tensors
-        kernels, ptr = ctx.kernels, ctx.ptr
-        n, hidden = state.size(0), state.size(1) // 2
-        grad_state = grad_state.to(state.dtype).contiguous().clone()
-        grad_pre = state.new_empty(pre.shape)
-        grad_from_h = state.new_zeros(from_h.shape)
-        grad_h = state.new_zeros(n, hidden)
-        grad_m = state.new_zeros(n, hidden)
-        grad_mt = state.new_empty(n, hidden)
-        grad_z = state.new_empty(n, 3 * hidden)
-        grad_agg_h = state.new_empty(n, hidden)
-        grad_visited_scale = state.new_empty(visited_scale.numel())
-        grad_unvisited_scale = state.new_empty(unvisited_scale.numel())
-        args = (grad_state.numpy(), state.numpy(), gates.numpy(), pre.numpy(), from_h.numpy(),
-                h.numpy(), m.numpy(), weight_n.numpy(), weight_n.t().contiguous().numpy(),
-                perm.numpy(), ptr, node_ptr.numpy(), edges.numpy(), src.numpy(),
-                visited_scale.numpy(), unv_ptr.numpy(), unv_edges.numpy(), unv_src.numpy(),
-                unvisited_scale.numpy(), kernels.gemm_address(state.dtype))
-        outputs = (grad_pre.numpy(), grad_from_h.numpy(), grad_h.numpy(), grad_m.numpy(),
-                   grad_mt.numpy(), grad_z.numpy(), grad_agg_h.numpy(),
-                   grad_visited_scale.numpy(), grad_unvisited_scale.numpy())
-        run_level_kernel(kernels, "gated_backward", ptr, args, outputs)
-        grad_weight_n = None
-        if ctx.needs_input_grad[5]:
-            grad_weight_n = grad_z.t() @ agg_h  # both in level order
-        return (None, grad_pre, grad_from_h, grad_h, grad_m, grad_weight_n, grad_visited_scale,
-                grad_unvisited_scale, None, None, None, None, None, None)
+    # The operator (graphlstm._ops) runs the compiled kernels where the backend lets
+    # them, else the PyTorch reference; torch.compile sees one opaque call.
+    return torch.ops.graphlstm.recurrence(
+        base_z, base_m, weight, weight_n, edge_scale, _offsets(ptr), _offsets(visited_ptr), src,
+        dst_local, bool(per_node),
+    )[0]
 
 
 def _gated_recurrence_torch(pre, from_h, h, m, weight_n, schedule, visited_scale,
                             unvisited_scale) -> Tensor:
     """:func:`graph_lstm_gated_recurrence` in PyTorch operations (the reference): the
     projections permuted to the level-sorted layout and split, the unvisited neighbours
-    in one scatter, the visited ones through :class:`_TorchRecurrence` with per-edge
-    weights ``[1 ; g^f_ij]`` and the scales, and the state permuted back."""
+    in one scatter, the visited ones through :func:`graph_lstm_recurrence` with per-edge
+    weights ``[1 ; g^f_ij]`` and the scales, and the state permuted back. Traceable:
+    no Python value depends on the graph, so a compiled model runs it too."""
     n, hidden = pre.size(0), weight_n.size(1)
     h3, h4 = 3 * hidden, 4 * hidden
-    perm, ptr, visited_ptr = schedule.perm, schedule.ptr, schedule.visited_ptr
+    perm, offsets = schedule.perm, schedule.offsets
     src, dst_local = schedule.visited_src_pos, schedule.visited_dst_local
     pre, from_h, h, m = (t.index_select(0, perm) for t in (pre, from_h, h, m))
     input_forget, neighbour_forget = pre[:, h3:], from_h[:, h4:]
@@ -476,11 +304,11 @@ def _gated_recurrence_torch(pre, from_h, h, m, weight_n, schedule, visited_scale
     )
     base_z = base_z + agg[:, :hidden] @ weight_n.t()
     base_m = base_m + agg[:, hidden:]
-    dst = dst_local + _level_starts(ptr, visited_ptr, dst_local.device)
+    dst = schedule.visited_dst_pos
     gate = torch.sigmoid(input_forget.index_select(0, dst) + neighbour_forget.index_select(0, src))
     weight = torch.cat([torch.ones_like(gate), gate], 1)
-    state = _TorchRecurrence.apply(base_z, base_m, weight, weight_n, visited_scale, ptr,
-                                   visited_ptr, src, dst_local, False)
+    state = graph_lstm_recurrence(base_z, base_m, weight, weight_n, offsets[0], offsets[1], src,
+                                  dst_local, False, visited_scale)
     return state.index_select(0, schedule.pos)
 
 
@@ -556,10 +384,10 @@ def graph_lstm_gated_recurrence(
                                       schedule.visited_dst_local, unvisited)
     if kernels is not None:
         try:
-            return _CompiledGatedRecurrence.apply(
-                kernels, *floats, schedule.perm, schedule.ptr, schedule.visited_ptr,
+            return torch.ops.graphlstm.gated_recurrence(
+                *floats, schedule.perm, schedule.offsets[0], schedule.offsets[1],
                 schedule.visited_src_pos, schedule.visited_dst_local, unvisited,
-            )
+            )[0]
         except kernels.CompileError as error:
             backend.disable_after_failure(error)
     return _gated_recurrence_torch(pre, from_h, h, m, weight_n, schedule, visited_scale,

@@ -125,6 +125,19 @@ class Schedule:
     unvisited_edge_index_pos: Tensor
     in_degree: Tensor
 
+    def __post_init__(self) -> None:
+        # The three offset lists once more as one CPU tensor: the operators take it,
+        # and a compiled model reads it without guarding on the lists' values.
+        offsets = torch.tensor([self.ptr, self.visited_ptr, self.unvisited_ptr],
+                               dtype=torch.long)
+        object.__setattr__(self, "_offsets", offsets)
+
+    @property
+    def offsets(self) -> Tensor:
+        """``[3, K + 1]`` int64 tensor, always on the CPU: rows ``ptr``,
+        ``visited_ptr``, ``unvisited_ptr``."""
+        return self._offsets
+
     @property
     def device(self) -> torch.device:
         return self.order.device
@@ -178,6 +191,14 @@ def order_from_score(score: Tensor) -> Tensor:
     return torch.sort(score, descending=True, stable=True).indices
 
 
+# Built outside any torch.compile'd graph: the number of levels and the sizes of the
+# edge groups depend on the values of the graph and the order, and validation
+# reads values too. Dynamo runs this function eagerly (a graph break) and traces
+# on with the Schedule, whose tensors become inputs of the compiled graph with
+# symbolic sizes; nothing it reads is a Python list. (An operator with
+# data-dependent output sizes would keep one graph, but then validation and the
+# Schedule's lists could not be built.)
+@torch.compiler.disable
 def build_schedule(
     edge_index: Tensor,
     num_nodes: int | None = None,
@@ -247,10 +268,8 @@ def _schedule_compiled(kernels, ei: Tensor, order: Tensor) -> Schedule:
     """The schedule from the O(N + E) kernel (:mod:`graphlstm._kernels.schedule`)."""
     ei = ei.contiguous()
     (rank, level, perm, pos, ptr, vis_eid, visited_ptr, visited, unvisited_eid, unvisited_ptr,
-     unvisited, unvisited_pos, in_degree) = (
-        torch.from_numpy(a)
-        for a in kernels.schedule_layout(ei[0].numpy(), ei[1].numpy(), order.contiguous().numpy())
-    )
+     unvisited, unvisited_pos, in_degree) = torch.ops.graphlstm.schedule_layout(ei[0], ei[1],
+                                                                               order)
     ptr = ptr.tolist()
     return Schedule(
         num_nodes=order.numel(),

@@ -1,7 +1,9 @@
 """Compiled kernels (numba): the schedule, the Graph LSTM level loop and the level
 loop of the typed-graph cells.
 
-Importing this package imports numba and defines the kernels; each compiles on
+Importing this package imports numba and defines the kernels (and
+:mod:`graphlstm._kernels.threads`, which runs a level loop on one thread or on
+torch's); each compiles on
 its first call for a given dtype (seconds) and is then loaded from numba's
 on-disk cache (see :mod:`graphlstm._kernels._jit`). Nothing here is public: the
 Python faces :func:`graphlstm.build_schedule` and
@@ -9,7 +11,6 @@ Python faces :func:`graphlstm.build_schedule` and
 kernels and the PyTorch reference (:mod:`graphlstm.backend`).
 """
 
-import numba
 from numba.core.errors import NumbaError as CompileError
 
 from graphlstm._kernels.blas import gemm_address
@@ -27,6 +28,7 @@ from graphlstm._kernels.recurrence import (
     node_edges,
 )
 from graphlstm._kernels.schedule import schedule_layout
+from graphlstm._kernels.threads import run_level_kernel, set_threads
 from graphlstm._kernels.typed import (
     LSTM,
     RNN_RELU,
@@ -56,6 +58,7 @@ __all__ = [
     "gemm_address",
     "group_by_target",
     "node_edges",
+    "run_level_kernel",
     "schedule_layout",
     "set_threads",
     "typed_backward",
@@ -65,6 +68,3 @@ __all__ = [
 ]
 
 
-def set_threads(num_threads: int) -> None:
-    """Threads for the next parallel kernel (at most the number numba started with)."""
-    numba.set_num_threads(max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS)))

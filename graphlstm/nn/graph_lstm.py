@@ -111,8 +111,21 @@ class GraphLSTM(MessagePassing):
         Size ``H`` of the hidden state and memory.
     bias : bool, optional
         If ``False``, ``lin_x`` has no bias. (default: ``True``)
+    return_state : bool, optional
+        If ``False``, :meth:`forward` returns ``out`` alone, a tensor as other PyG
+        convolutions return, e.g. for :func:`torch_geometric.nn.to_hetero`, which
+        sums the outputs of several relations into one node type.
+        (default: ``True``: ``out, (h, m)``)
     **kwargs : optional
         Additional arguments of :class:`torch_geometric.nn.conv.MessagePassing`.
+        ``flow="target_to_source"`` reads ``edge_index[1]`` as the sender (for
+        an ``edge_index``, an ``EdgeIndex`` and a sparse ``adj_t`` alike: the
+        edges are reversed); ``aggr`` must stay ``"add"``.
+
+    TorchScript (``torch.jit.script``) is not supported and raises a clear
+    error; ``torch.compile`` is (see docs/compile.md): the schedule is built
+    outside the compiled graph and the level loops are PyTorch operators
+    (:mod:`graphlstm._ops`).
 
     Attributes
     ----------
@@ -135,16 +148,21 @@ class GraphLSTM(MessagePassing):
       optional state ``(h, m)`` each :math:`(N, H)`, optional ``schedule``.
     - **output:** ``out`` :math:`(N, H)` (the new ``h`` of every node) and the
       new state ``(h, m)``, each :math:`(N, H)`, as ``out, (h, m)`` in the
-      convention of :class:`torch.nn.LSTM`.
+      convention of :class:`torch.nn.LSTM` (``out`` alone with
+      ``return_state=False``).
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int, bias: bool = True, **kwargs):
+    def __init__(self, in_channels: int, hidden_channels: int, bias: bool = True,
+                 return_state: bool = True, **kwargs):
         # The layer takes its own (weighted) means over visited and unvisited
         # neighbours inside the level loop; no other aggregation is offered.
         if kwargs.setdefault("aggr", "add") != "add":
             raise ValueError(f"GraphLSTM aggregates by its own mean; 'aggr' must be 'add', "
                              f"got {kwargs['aggr']!r}")
         super().__init__(**kwargs)
+        if not isinstance(return_state, bool):
+            raise TypeError(f"'return_state' must be a bool, got {return_state!r}")
+        self.return_state = return_state
         if not isinstance(hidden_channels, int) or hidden_channels < 1:
             raise ValueError(f"'hidden_channels' must be a positive int, got {hidden_channels!r}")
         if not isinstance(in_channels, int) or (in_channels < 1 and in_channels != -1):
@@ -177,6 +195,7 @@ class GraphLSTM(MessagePassing):
         may be any ``Adj`` that :meth:`forward` takes."""
         if is_sparse_adjacency(edge_index):
             edge_index, _ = edges_and_weights(edge_index, None, num_nodes)
+        edge_index = self._in_flow(edge_index, num_nodes)
         return build_schedule(edge_index, num_nodes, order=order, score=score)
 
     def forward(
@@ -188,7 +207,7 @@ class GraphLSTM(MessagePassing):
         score: OptTensor = None,
         state: tuple[Tensor, Tensor] | None = None,
         schedule: Schedule | None = None,
-    ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
         """Update every node once in the given order.
 
         Parameters
@@ -219,44 +238,13 @@ class GraphLSTM(MessagePassing):
         Returns
         -------
         out, (h, m)
-            ``out`` is ``h``; all ``[N, H]``.
+            ``out`` is ``h``; all ``[N, H]``. With ``return_state=False``, ``out``
+            alone.
         """
-        x = check_node_features(x, None, None, "x")
-        if self.in_channels != -1 and x.size(1) != self.in_channels:
-            raise ValueError(
-                f"'x' must have {self.in_channels} channels (in_channels), got {x.size(1)}"
-            )
-        num_nodes, hidden = x.size(0), self.hidden_channels
-        if edge_weight is not None or is_sparse_adjacency(edge_index):
-            edge_index, edge_weight = edges_and_weights(edge_index, edge_weight, num_nodes)
-        if self.explain:
-            edge_weight = self._explain_edge_weight(edge_index, edge_weight, num_nodes)
-        if schedule is None:
-            schedule = build_schedule(edge_index, num_nodes, order=order, score=score)
-        else:
-            if not isinstance(schedule, Schedule):
-                raise TypeError(
-                    f"'schedule' must be a graphlstm Schedule, got {type(schedule).__name__}"
-                )
-            if order is not None or score is not None:
-                raise ValueError("give either 'schedule' or 'order'/'score', not both")
-            check_tensor(edge_index, "edge_index")
-            if edge_index.dim() != 2 or edge_index.size(0) != 2:
-                check_edge_index(edge_index, num_nodes)
-            schedule.check_graph(num_nodes, edge_index)
-        if schedule.device != x.device:
-            schedule = schedule.to(x.device)
-
-        h0 = m0 = None
-        if state is not None:
-            if not isinstance(state, (tuple, list)) or len(state) != 2:
-                raise TypeError("'state' must be a tuple (h, m) of two [N, H] tensors")
-            h0 = check_node_features(state[0], num_nodes, hidden, "state[0] (h)")
-            m0 = check_node_features(state[1], num_nodes, hidden, "state[1] (m)")
-
-        if is_uninitialized_parameter(self.lin_x.weight):
-            self.lin_x.initialize_parameters(None, x)
-            self.in_channels = x.size(1)
+        edge_weight, schedule, h0, m0 = self._prepare(x, edge_index, edge_weight, order, score,
+                                                      state, schedule)
+        hidden = self.hidden_channels
+        num_nodes = x.size(0)
         # Gates are computed in the row order u, o, c (contiguous for the inner
         # loop), with the c rows doubled: the loop takes tanh(c) = 2 sigma(2c) - 1.
         # Slicing the small weights is cheaper than slicing [N, 4H] activations.
@@ -312,8 +300,8 @@ class GraphLSTM(MessagePassing):
                 base_m,
                 weight,
                 weight_n,
-                schedule.ptr,
-                schedule.visited_ptr,
+                schedule.offsets[0],
+                schedule.offsets[1],
                 src,
                 schedule.visited_dst_local,
                 per_node,
@@ -341,7 +329,76 @@ class GraphLSTM(MessagePassing):
                 pre, from_h, h0, m0, weight_n, schedule, visited_scale, unvisited_scale
             )
         h, m = state[:, :hidden], state[:, hidden:]
+        if not self.return_state:
+            return h
         return h, (h, m)
+
+    # Everything that reads values (validation, the schedule, lazy initialisation)
+    # runs outside a torch.compile'd graph: dynamo calls this eagerly (a graph break)
+    # and traces the arithmetic of forward, where the schedule's tensors are inputs
+    # with symbolic sizes. So a batch of another size recompiles once (sizes become
+    # dynamic), not once per size.
+    @torch.compiler.disable
+    def _prepare(self, x, edge_index, edge_weight, order, score, state, schedule):
+        """Validated ``(edge_weight, schedule, h0, m0)`` of a forward call."""
+        x = check_node_features(x, None, None, "x")
+        if self.in_channels != -1 and x.size(1) != self.in_channels:
+            raise ValueError(
+                f"'x' must have {self.in_channels} channels (in_channels), got {x.size(1)}"
+            )
+        num_nodes, hidden = x.size(0), self.hidden_channels
+        if edge_weight is not None or is_sparse_adjacency(edge_index):
+            edge_index, edge_weight = edges_and_weights(edge_index, edge_weight, num_nodes)
+        edge_index = self._in_flow(edge_index, num_nodes)
+        if self.explain:
+            edge_weight = self._explain_edge_weight(edge_index, edge_weight, num_nodes)
+        if schedule is None:
+            schedule = build_schedule(edge_index, num_nodes, order=order, score=score)
+        else:
+            if not isinstance(schedule, Schedule):
+                raise TypeError(
+                    f"'schedule' must be a graphlstm Schedule, got {type(schedule).__name__}"
+                )
+            if order is not None or score is not None:
+                raise ValueError("give either 'schedule' or 'order'/'score', not both")
+            check_tensor(edge_index, "edge_index")
+            if edge_index.dim() != 2 or edge_index.size(0) != 2:
+                check_edge_index(edge_index, num_nodes)
+            schedule.check_graph(num_nodes, edge_index)
+        if schedule.device != x.device:
+            schedule = schedule.to(x.device)
+
+        h0 = m0 = None
+        if state is not None:
+            if not isinstance(state, (tuple, list)) or len(state) != 2:
+                raise TypeError("'state' must be a tuple (h, m) of two [N, H] tensors")
+            h0 = check_node_features(state[0], num_nodes, hidden, "state[0] (h)")
+            m0 = check_node_features(state[1], num_nodes, hidden, "state[1] (m)")
+
+        if is_uninitialized_parameter(self.lin_x.weight):
+            self.lin_x.initialize_parameters(None, x)
+            self.in_channels = x.size(1)
+        return edge_weight, schedule, h0, m0
+
+    def _in_flow(self, edge_index: Tensor, num_nodes: int) -> Tensor:
+        """``edge_index`` (validated ``[2, E]``) as sender -> receiver: flipped when
+        ``flow="target_to_source"`` (``edge_index[1]`` sends)."""
+        if self.flow == "source_to_target":
+            return edge_index
+        return check_edge_index(edge_index, num_nodes).flip(0)
+
+    def jittable(self, *args, **kwargs):
+        """Not supported: see :meth:`__prepare_scriptable__`."""
+        self.__prepare_scriptable__()
+
+    def __prepare_scriptable__(self):
+        # torch.jit.script calls this first: one clear error instead of a stack trace
+        # from deep inside the compiler.
+        raise RuntimeError(
+            f"{self.__class__.__name__} cannot be compiled with TorchScript (torch.jit.script): "
+            "its schedule and level loop are Python and custom operators. Use "
+            "torch.compile(model) instead; see docs/compile.md."
+        )
 
     def _explain_edge_weight(
         self, edge_index: Tensor, edge_weight: Tensor | None, num_nodes: int
@@ -372,4 +429,5 @@ class GraphLSTM(MessagePassing):
         return edge_mask if edge_weight is None else edge_weight * edge_mask
 
     def __repr__(self) -> str:
-        return f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels})"
+        extra = "" if self.return_state else ", return_state=False"
+        return f"{self.__class__.__name__}({self.in_channels}, {self.hidden_channels}{extra})"

@@ -153,6 +153,17 @@ class GraphLSTMStack(torch.nn.Module):
             return (forward,)
         return forward, build_schedule(edge_index, num_nodes, order=forward.order.flip(0))
 
+    # Validation and schedules read values: outside a torch.compile'd graph (see
+    # GraphLSTM._prepare), once for all layers.
+    @torch.compiler.disable
+    def _prepare(self, x, edge_index, edge_weight, order, score, schedule):
+        x = check_node_features(x, None, None, "x")
+        num_nodes = x.size(0)
+        if edge_weight is not None or is_sparse_adjacency(edge_index):
+            edge_index, edge_weight = edges_and_weights(edge_index, edge_weight, num_nodes)
+        schedules = self._direction_schedules(edge_index, num_nodes, order, score, schedule)
+        return edge_index, edge_weight, schedules
+
     def _direction_schedules(self, edge_index, num_nodes, order, score, schedule):
         if schedule is None:
             return self.schedules(edge_index, num_nodes, order=order, score=score)
@@ -190,11 +201,9 @@ class GraphLSTMStack(torch.nn.Module):
         schedule: Schedule | Sequence[Schedule] | None = None,
     ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """Run every layer and direction; see the class docstring for the shapes."""
-        x = check_node_features(x, None, None, "x")
+        edge_index, edge_weight, schedules = self._prepare(x, edge_index, edge_weight, order,
+                                                           score, schedule)
         num_nodes, hidden, dirs = x.size(0), self.hidden_channels, self.num_directions
-        if edge_weight is not None or is_sparse_adjacency(edge_index):
-            edge_index, edge_weight = edges_and_weights(edge_index, edge_weight, num_nodes)
-        schedules = self._direction_schedules(edge_index, num_nodes, order, score, schedule)
 
         if state is not None:
             if not isinstance(state, (tuple, list)) or len(state) != 2:

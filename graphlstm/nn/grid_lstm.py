@@ -19,13 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from graphlstm.nn.md_lstm import _LAYER_DOC, _uniform_reset
-from graphlstm.nn.wavefront import (
-    _NON_LSTM_ACTIVATIONS,
-    GridLSTMKernel,
-    LatticeCell,
-    LatticeLayers,
-    _positive_int,
-)
+from graphlstm.nn.wavefront.gates import _NON_LSTM_ACTIVATIONS, GridLSTMKernel
+from graphlstm.nn.wavefront.layers import LatticeCell, LatticeLayers, _positive_int
 
 __all__ = ["GridLSTMCell", "GridLSTM"]
 

@@ -16,13 +16,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from graphlstm.nn.wavefront import (
-    LatticeCell,
-    LatticeLayers,
-    MDLSTMKernel,
-    MDRNNKernel,
-    _positive_int,
-)
+from graphlstm.nn.wavefront.gates import MDLSTMKernel, MDRNNKernel
+from graphlstm.nn.wavefront.layers import LatticeCell, LatticeLayers, _positive_int
 
 __all__ = ["MDLSTMCell", "MDRNNCell", "MDLSTM", "MDRNN"]
 

@@ -22,7 +22,7 @@ from torch_geometric.utils import to_undirected
 
 import graphlstm
 from graphlstm import GraphLSTM, backend, build_schedule, use_backend
-from graphlstm import functional as functional_module
+from graphlstm._kernels import threads as kernel_threads
 from graphlstm.functional import graph_lstm_recurrence
 from tests.helpers import ROOT as REPO_ROOT
 from tests.helpers import gated_case, run_gated
@@ -147,7 +147,7 @@ def test_threaded_loop_equals_reference(per_node, monkeypatch):
     with use_backend("torch"):
         expected = run_recurrence(sched, tensors, per_node)
         expected_grads = torch.autograd.grad(expected, tensors, grad_out)
-    monkeypatch.setattr(functional_module, "_PARALLEL_FROM", 4)
+    monkeypatch.setattr(kernel_threads, "_PARALLEL_FROM", 4)
     torch.set_num_threads(2)  # conftest restores the thread count
     with use_backend("compiled"):
         got = run_recurrence(sched, tensors, per_node)
@@ -168,7 +168,7 @@ def test_threaded_layer_equals_reference(monkeypatch):
     layer = GraphLSTM(4, 6).to(DT)
     with use_backend("torch"):
         expected = layer(x, edge_index, order=order, state=state)[1]
-    monkeypatch.setattr(functional_module, "_PARALLEL_FROM", 4)
+    monkeypatch.setattr(kernel_threads, "_PARALLEL_FROM", 4)
     torch.set_num_threads(2)
     with use_backend("compiled"):
         got = layer(x, edge_index, order=order, state=state)[1]
@@ -183,7 +183,7 @@ def test_threaded_gated_loop_equals_reference(monkeypatch):
     with use_backend("torch"):
         expected = run_gated(sched, t)
         expected_grads = torch.autograd.grad(expected, list(t.values()), grad_out)
-    monkeypatch.setattr(functional_module, "_PARALLEL_FROM", 4)
+    monkeypatch.setattr(kernel_threads, "_PARALLEL_FROM", 4)
     torch.set_num_threads(2)
     with use_backend("compiled"):
         got = run_gated(sched, t)
@@ -407,7 +407,7 @@ def test_typed_loop_threaded_and_without_blas_equals_the_scan(threads, level_gem
 
     if not level_gemm:
         monkeypatch.setattr(backend._try_load(), "gemm_address", lambda dtype: 0)
-    monkeypatch.setattr(functional_module, "_PARALLEL_FROM", 4)
+    monkeypatch.setattr(kernel_threads, "_PARALLEL_FROM", 4)
     torch.set_num_threads(threads)  # conftest restores the thread count
     gen = torch.Generator().manual_seed(16)
     n = 300
