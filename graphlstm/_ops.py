@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from graphlstm import backend
+from graphlstm._dispatch import call, register_eager
 from graphlstm.functional import recurrence_reference_backward, recurrence_reference_forward
 
 __all__ = [
@@ -285,7 +286,8 @@ def _recurrence_backward(ctx, grad_state, *_):
     if grad_state is None:
         grad_state = torch.zeros_like(state)
     need_scale = edge_scale is not None and needs[4]
-    grad_z, grad_m, grad_weight, grad_scale = recurrence_backward(
+    grad_z, grad_m, grad_weight, grad_scale = call(
+        torch.ops.graphlstm.recurrence_backward,
         grad_state, state, gates, sums, weight, weight_n, edge_scale, ptr, visited_ptr, src,
         dst_local, ctx.per_node, needs[2], need_scale)
     grad_weight_n = grad_z.t() @ agg_h if needs[3] else None
@@ -433,9 +435,10 @@ def _gated_backward(ctx, grad_state, *_):
     if grad_state is None:
         grad_state = torch.zeros_like(state)
     grad_pre, grad_from_h, grad_h, grad_m, grad_z, grad_visited, grad_unvisited = (
-        gated_recurrence_backward(grad_state, state, gates, pre, from_h, h, m, weight_n,
-                                  visited_scale, unvisited_scale, perm, ptr, visited_ptr, src,
-                                  dst_local, unvisited_edge_index))
+        call(torch.ops.graphlstm.gated_recurrence_backward,
+             grad_state, state, gates, pre, from_h, h, m, weight_n,
+             visited_scale, unvisited_scale, perm, ptr, visited_ptr, src,
+             dst_local, unvisited_edge_index))
     grad_weight_n = grad_z.t() @ agg_h if ctx.needs_input_grad[4] else None  # both level order
     return (grad_pre, grad_from_h, grad_h, grad_m, grad_weight_n, grad_visited, grad_unvisited,
             None, None, None, None, None, None)
@@ -557,10 +560,14 @@ def _typed_backward(ctx, grad_h, grad_c, *_):
         grad_h = torch.zeros_like(h)
     if grad_c is None:
         grad_c = torch.zeros_like(c)
-    grad_a = typed_recurrence_backward(grad_h, grad_c, u, h, c, gates, c_hat, ptr, visited_ptr,
-                                       src, dst_local, etype, ctx.kind, ctx.num_dims)
+    grad_a = call(torch.ops.graphlstm.typed_recurrence_backward, grad_h, grad_c, u, h, c, gates,
+                  c_hat, ptr, visited_ptr, src, dst_local, etype, ctx.kind, ctx.num_dims)
     grad_u = h_hat.t() @ grad_a if ctx.needs_input_grad[1] else None
     return grad_a, grad_u, None, None, None, None, None, None, None
 
 
 typed_recurrence.register_autograd(_typed_backward, setup_context=_typed_setup_context)
+
+# In eager mode on the CPU, graphlstm._dispatch.call runs these without the dispatcher.
+register_eager(schedule_layout, recurrence, recurrence_backward, gated_recurrence,
+               gated_recurrence_backward, typed_recurrence, typed_recurrence_backward)

@@ -61,6 +61,7 @@ import torch
 from torch import Tensor
 
 from graphlstm import backend
+from graphlstm._dispatch import call
 
 if TYPE_CHECKING:
     from graphlstm.schedule import Schedule
@@ -274,9 +275,9 @@ def graph_lstm_recurrence(
     """
     # The operator (graphlstm._ops) runs the compiled kernels where the backend lets
     # them, else the PyTorch reference; torch.compile sees one opaque call.
-    return torch.ops.graphlstm.recurrence(
-        base_z, base_m, weight, weight_n, edge_scale, _offsets(ptr), _offsets(visited_ptr), src,
-        dst_local, bool(per_node),
+    return call(
+        torch.ops.graphlstm.recurrence, base_z, base_m, weight, weight_n, edge_scale,
+        _offsets(ptr), _offsets(visited_ptr), src, dst_local, bool(per_node),
     )[0]
 
 
@@ -384,9 +385,10 @@ def graph_lstm_gated_recurrence(
                                       schedule.visited_dst_local, unvisited)
     if kernels is not None:
         try:
-            return torch.ops.graphlstm.gated_recurrence(
-                *floats, schedule.perm, schedule.offsets[0], schedule.offsets[1],
-                schedule.visited_src_pos, schedule.visited_dst_local, unvisited,
+            return call(
+                torch.ops.graphlstm.gated_recurrence, *floats, schedule.perm,
+                schedule.offsets[0], schedule.offsets[1], schedule.visited_src_pos,
+                schedule.visited_dst_local, unvisited,
             )[0]
         except kernels.CompileError as error:
             backend.disable_after_failure(error)

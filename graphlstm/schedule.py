@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from graphlstm import backend
+from graphlstm._dispatch import call
 from graphlstm._validation import (
     check_edge_index,
     check_num_nodes,
@@ -268,8 +269,8 @@ def _schedule_compiled(kernels, ei: Tensor, order: Tensor) -> Schedule:
     """The schedule from the O(N + E) kernel (:mod:`graphlstm._kernels.schedule`)."""
     ei = ei.contiguous()
     (rank, level, perm, pos, ptr, vis_eid, visited_ptr, visited, unvisited_eid, unvisited_ptr,
-     unvisited, unvisited_pos, in_degree) = torch.ops.graphlstm.schedule_layout(ei[0], ei[1],
-                                                                               order)
+     unvisited, unvisited_pos, in_degree) = call(torch.ops.graphlstm.schedule_layout, ei[0],
+                                                 ei[1], order)
     ptr = ptr.tolist()
     return Schedule(
         num_nodes=order.numel(),

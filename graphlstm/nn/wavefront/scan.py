@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from graphlstm._dispatch import call
 from graphlstm.nn.wavefront.gates import MDLSTMKernel, MDRNNKernel
 
 # --------------------------------------------------------------------------
@@ -145,10 +146,10 @@ def _compiled_graph_scan(kind: int, num_dims: int, xs: Tensor, W: Tensor, schedu
     c_in = xs.size(1)
     pre = xs @ W[:c_in]
     offsets = schedule.offsets
-    h, c = torch.ops.graphlstm.typed_recurrence(
-        pre, W[c_in:], offsets[0], offsets[1], schedule.visited_src_pos,
-        schedule.visited_dst_local, edge_type.index_select(0, schedule.visited_eid), kind,
-        num_dims,
+    h, c = call(
+        torch.ops.graphlstm.typed_recurrence, pre, W[c_in:], offsets[0], offsets[1],
+        schedule.visited_src_pos, schedule.visited_dst_local,
+        edge_type.index_select(0, schedule.visited_eid), kind, num_dims,
     )[:2]
     return h, c
 
