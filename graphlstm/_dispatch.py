@@ -6,16 +6,18 @@ output aliases an input, about 40-60 µs in all, which is 5-10 % of a Graph LSTM
 layer on a graph of a thousand nodes on the CPU. :func:`call` saves it in eager
 mode: on plain CPU tensors it runs the operator's CPU implementation directly,
 and, when an input requires a gradient, the operator's own ``setup_context`` and
-backward formula through a :class:`torch.autograd.Function`. The functions are
-those registered on the operator (read from it at each call), so there is one
+backward formula through a :class:`torch.autograd.Function` (``setup_context``
+called inside its forward, as the operator's autograd wrapper does). The functions
+are those registered on the operator (read from it at each call), so there is one
 source for each formula and the values and gradients are the operator's.
 
 Everything that must see the operator gets the operator: ``torch.compile`` and
 ``torch.export`` (:func:`torch.compiler.is_compiling` is true from dynamo through
 AOTAutograd, which traces the backward formulas), fake and functional tensors,
 tensor subclasses, dispatch and function modes (``make_fx``, a FLOP counter,
-``with torch.device(...)``), functorch transforms, and tensors of other devices,
-whose implementation (another engine's, say Triton on CUDA) the dispatcher picks.
+``with torch.device(...)``), functorch transforms, ``torch.jit.trace``, and tensors of
+other devices, whose implementation (another engine's, say Triton on CUDA) the
+dispatcher picks.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def call(op, *args):
     first = args[0]
     if (type(first) is not Tensor or not first.is_cpu or torch.compiler.is_compiling()
             or _C._len_torch_dispatch_stack() or _C._is_torch_function_mode_enabled()
-            or _C._are_functorch_transforms_active()):
+            or _C._are_functorch_transforms_active() or _C._get_tracing_state()):
         return op(*args)
     eager = _EAGER.get(op)
     return op(*args) if eager is None else eager(op, args)
@@ -78,17 +80,19 @@ def _eager_call(opdef) -> Callable | None:
         kernel = kernels.get("cpu") or kernels[None]
         return kernel(*args)
 
+    def forward(ctx, *args):
+        # setup_context inside forward, as the operator's own autograd wrapper does:
+        # a separate setup_context staticmethod makes every apply bind the arguments
+        # through inspect.signature (~30 µs).
+        output = implementation(*args)
+        opdef._setup_context_fn(ctx=ctx, inputs=args, output=output)
+        return output
+
     def backward(ctx, *grads):
         return opdef._backward_fn(ctx, *grads)
 
-    def setup_context(ctx, inputs, output):
-        opdef._setup_context_fn(ctx=ctx, inputs=inputs, output=output)
-
     function = type(f"{opdef._name}_eager", (torch.autograd.Function,), {
-        "forward": staticmethod(implementation),
-        "setup_context": staticmethod(setup_context),
-        "backward": staticmethod(backward),
-    })
+        "forward": staticmethod(forward), "backward": staticmethod(backward)})
 
     def run(op, args):
         if len(args) < len(defaults):
