@@ -1,0 +1,28 @@
+"""An image scraper for the gallery: pictures of figures the library returns.
+
+The drawing functions of :mod:`segmentation.visualize` return
+:class:`matplotlib.figure.Figure` objects on the Agg canvas without touching
+``pyplot``, so sphinx-gallery's own matplotlib scraper does not see them. This
+scraper saves every such figure that an example holds in a global variable,
+once, after the code block that made it.
+"""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+from sphinx_gallery.scrapers import figure_rst
+
+_SEEN = "_gallery_scraped"
+
+
+def figure_scraper(block, block_vars, gallery_conf) -> str:
+    figures = [value for value in block_vars["example_globals"].values()
+               if isinstance(value, Figure) and not getattr(value, _SEEN, False)
+               # pyplot's figures have a manager; sphinx-gallery's own scraper takes them
+               and getattr(value.canvas, "manager", None) is None]
+    paths = []
+    for figure, path in zip(figures, block_vars["image_path_iterator"], strict=False):
+        figure.savefig(path, dpi=figure.dpi)
+        setattr(figure, _SEEN, True)
+        paths.append(path)
+    return figure_rst(paths, gallery_conf["src_dir"]) if paths else ""
