@@ -86,7 +86,7 @@ sphinx_gallery_conf = {
     "within_subsection_order": "FileNameSortKey",
     "plot_gallery": "True",
     "matplotlib_animations": False,
-    "image_scrapers": ("matplotlib", "gallery_scraper.figure_scraper"),
+    "image_scrapers": ("gallery_scraper.figure_scraper", "matplotlib"),
     "show_memory": False,
     "min_reported_time": 1,
 }
@@ -104,3 +104,21 @@ html_theme_options = {
     "icon_links": [],
 }
 html_show_sourcelink = False
+
+
+def _skip_foreign_members(app, what, name, obj, skip, options):
+    """Leave out members whose code is not this project's.
+
+    PyG generates ``propagate`` and friends for every ``MessagePassing``
+    subclass, with PyG's own docstrings; they are documented by PyG.
+    """
+    module = getattr(obj, "__module__", None) or ""
+    if what == "class" and callable(obj) and not module.startswith(("graphlstm", "segmentation")):
+        return True
+    if what == "class" and "_propagate" in module:
+        return True
+    return skip
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_foreign_members)

@@ -16,13 +16,18 @@ _SEEN = "_gallery_scraped"
 
 
 def figure_scraper(block, block_vars, gallery_conf) -> str:
-    figures = [value for value in block_vars["example_globals"].values()
-               if isinstance(value, Figure) and not getattr(value, _SEEN, False)
-               # pyplot's figures have a manager; sphinx-gallery's own scraper takes them
-               and getattr(value.canvas, "manager", None) is None]
+    """Save the library's figures held in the example's globals (runs before the
+    matplotlib scraper, which takes pyplot's own figures and closes them)."""
+    figures = []
+    for value in block_vars["example_globals"].values():
+        if not isinstance(value, Figure) or getattr(value, _SEEN, False):
+            continue
+        setattr(value, _SEEN, True)
+        # pyplot's figures have a manager: sphinx-gallery's own scraper takes them.
+        if getattr(value.canvas, "manager", None) is None:
+            figures.append(value)
     paths = []
     for figure, path in zip(figures, block_vars["image_path_iterator"], strict=False):
         figure.savefig(path, dpi=figure.dpi)
-        setattr(figure, _SEEN, True)
         paths.append(path)
     return figure_rst(paths, gallery_conf["src_dir"]) if paths else ""
