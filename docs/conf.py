@@ -39,6 +39,9 @@ extensions = [
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax served from the site itself (_static/mathjax), not from a CDN: the
+    # built pages show their equations offline too.
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "sphinx_gallery.gen_gallery",
 ]
@@ -88,6 +91,8 @@ sphinx_gallery_conf = {
     "matplotlib_animations": False,
     "image_scrapers": ("gallery_scraper.figure_scraper", "matplotlib"),
     "show_memory": False,
+    # The timing pages load a table script from a CDN: not written.
+    "write_computation_times": False,
     "min_reported_time": 1,
 }
 
@@ -98,12 +103,15 @@ html_static_path = []
 html_theme_options = {
     "navigation_with_keys": False,
     "show_toc_level": 2,
-    "header_links_before_dropdown": 8,
+    "header_links_before_dropdown": 5,
     # No icon links or version switcher: nothing fetched at build or load time
-    # beyond the theme's own files.
+    # beyond the site's own files.
     "icon_links": [],
 }
 html_show_sourcelink = False
+# The guide's pages are one level deep: the section sidebar only helps in the API
+# reference and the gallery.
+html_sidebars = {"**": [], "api/**": ["sidebar-nav-bs"], "auto_examples/**": ["sidebar-nav-bs"]}
 
 
 def _skip_foreign_members(app, what, name, obj, skip, options):
