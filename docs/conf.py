@@ -111,7 +111,7 @@ html_theme_options = {
 html_show_sourcelink = False
 # The guide's pages are one level deep: the section sidebar only helps in the API
 # reference and the gallery.
-html_sidebars = {"**": [], "api/**": ["sidebar-nav-bs"], "auto_examples/**": ["sidebar-nav-bs"]}
+html_sidebars = {"*": [], "api/**": ["sidebar-nav-bs"], "auto_examples/**": ["sidebar-nav-bs"]}
 
 
 def _skip_foreign_members(app, what, name, obj, skip, options):
