@@ -86,10 +86,10 @@ sphinx_gallery_conf = {
     "ignore_pattern": r"__init__\.py",
     "download_all_examples": False,
     "remove_config_comments": True,
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "gallery_helpers.ExampleOrder",
     "plot_gallery": "True",
     "matplotlib_animations": False,
-    "image_scrapers": ("gallery_scraper.figure_scraper", "matplotlib"),
+    "image_scrapers": ("gallery_helpers.figure_scraper", "matplotlib"),
     "show_memory": False,
     # The timing pages load a table script from a CDN: not written.
     "write_computation_times": False,

@@ -1,4 +1,5 @@
-"""An image scraper for the gallery: pictures of figures the library returns.
+"""Gallery helpers: an image scraper for the figures the library returns, and the
+examples' order.
 
 The drawing functions of :mod:`segmentation.visualize` return
 :class:`matplotlib.figure.Figure` objects on the Agg canvas without touching
@@ -31,3 +32,31 @@ def figure_scraper(block, block_vars, gallery_conf) -> str:
         figure.savefig(path, dpi=figure.dpi)
         paths.append(path)
     return figure_rst(paths, gallery_conf["src_dir"]) if paths else ""
+
+
+# The gallery's reading order: the order and its levels first, then what an order
+# lets through, then a model.
+ORDER = [
+    "plot_update_order.py",
+    "plot_order_comparison.py",
+    "plot_level_animation.py",
+    "plot_lattice_wavefront.py",
+    "plot_levels_vs_superpixels.py",
+    "plot_reach.py",
+    "plot_influence.py",
+    "plot_segmentation.py",
+]
+
+
+class ExampleOrder:
+    """Sort key of sphinx-gallery's ``within_subsection_order``: :data:`ORDER`, then
+    any example not listed, by file name."""
+
+    def __init__(self, src_dir):
+        self.src_dir = src_dir
+
+    def __call__(self, filename: str):
+        return (ORDER.index(filename), "") if filename in ORDER else (len(ORDER), filename)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
