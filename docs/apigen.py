@@ -1,44 +1,45 @@
 """Write the API reference pages (``docs/api/*.rst``) from the packages' public names.
 
-One page per public module, listed in :data:`API_MODULES`. A module's public
-names are its ``__all__`` (or, without one, the functions and classes defined
-in it whose names do not start with an underscore). Every object is described
-once, on the page of the first module in :data:`API_MODULES` that exports it;
-later modules that re-export it (``graphlstm.nn.GraphLSTM`` is
-``graphlstm.GraphLSTM``) list it in their summary table with a link there.
+One page per public module of :data:`PACKAGES` (found by walking them; names
+with a component that starts with an underscore are private and left out, and
+so are the subpackages in :data:`SKIP`). A module's public names are its
+``__all__`` (or, without one, the functions and classes defined in it whose
+names do not start with an underscore). Every object is described once, on the
+page of the module that defines it (see :func:`homes`); the modules that
+re-export it (``graphlstm.GraphLSTM`` is ``graphlstm.nn.graph_lstm.GraphLSTM``)
+list it in their summary table with a link there.
 
-Modules that do not exist (yet) are skipped, so the list may name a layout in
-progress. Files are only rewritten when their text changes, which keeps
-incremental builds incremental.
+Files are only rewritten when their text changes, which keeps incremental
+builds incremental.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import pkgutil
 from pathlib import Path
 
-# The order decides where an object re-exported in several places is described:
-# the first module that exports it.
-API_MODULES = [
-    "graphlstm",
-    "graphlstm.nn",
-    "graphlstm.functional",
-    "graphlstm.schedule",
-    "graphlstm.lattice",
-    "graphlstm.reach",
-    "graphlstm.backend",
-    "graphlstm.reference",
-    "segmentation.data",
-    "segmentation.data.datasets",
-    "segmentation.datasets",
-    "segmentation.models",
-    "segmentation.engine",
-    "segmentation.inference",
-    "segmentation.analysis",
-    "segmentation.visualize",
-    "segmentation",
-]
+#: The packages documented, and the subpackages left out (the command-line
+#: programs have pages of their own).
+PACKAGES = ("graphlstm", "segmentation")
+SKIP = ("segmentation.cli",)
+
+
+def api_modules() -> list[str]:
+    """Every public module of :data:`PACKAGES`, packages before their modules."""
+    names = []
+    for package_name in PACKAGES:
+        package = importlib.import_module(package_name)
+        names.append(package_name)
+        for info in pkgutil.walk_packages(package.__path__, package_name + "."):
+            parts = info.name.split(".")
+            if any(part.startswith("_") for part in parts):
+                continue
+            if info.name.startswith(SKIP):
+                continue
+            names.append(info.name)
+    return names
 
 
 def public_names(module) -> list[str]:
@@ -65,18 +66,39 @@ def _title(text: str, underline: str = "=") -> str:
     return f"{text}\n{underline * len(text)}\n"
 
 
-def module_page(name: str, names: list[str], described: dict[int, str]) -> str:
+def homes(modules: dict[str, list[str]]) -> dict[int, str]:
+    """Where each public object is described: the module that defines it when that
+    module lists it; otherwise the most specific module that exports it."""
+    home: dict[int, str] = {}
+    for name, names in modules.items():
+        module = importlib.import_module(name)
+        for attr in names:
+            obj = getattr(module, attr)
+            current = home.get(id(obj))
+            if current is None or name.count(".") > current.rsplit(".", 1)[0].count("."):
+                home[id(obj)] = f"{name}.{attr}"
+    for name, names in modules.items():
+        module = importlib.import_module(name)
+        for attr in names:
+            obj = getattr(module, attr)
+            defining = getattr(obj, "__module__", None)
+            own_name = getattr(obj, "__name__", None)
+            if (inspect.isclass(obj) or inspect.isfunction(obj)) and own_name in modules.get(
+                    defining, ()):
+                home[id(obj)] = f"{defining}.{own_name}"
+    return home
+
+
+def module_page(name: str, names: list[str], home: dict[int, str]) -> str:
     module = importlib.import_module(name)
     lines = [_title(name), f".. automodule:: {name}", "   :no-members:", ""]
     own, elsewhere = [], []
     for attr in names:
         obj = getattr(module, attr)
-        key = id(obj)
-        if key in described:
-            elsewhere.append(described[key])
-        else:
-            described[key] = f"{name}.{attr}"
+        if home[id(obj)] == f"{name}.{attr}":
             own.append((attr, obj))
+        else:
+            elsewhere.append(home[id(obj)])
     # Full names in the table: "segmentation" lists "segmentation.data.pool",
     # which autosummary refuses to resolve relative to the current module.
     lines += [".. currentmodule:: None", ""]
@@ -103,31 +125,30 @@ def module_page(name: str, names: list[str], described: dict[int, str]) -> str:
 
 
 def write_api_pages(out_dir: Path) -> list[str]:
-    """Write one page per importable module of :data:`API_MODULES`; return their names."""
+    """Write one page per public module and an index; return the modules' names."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    described: dict[int, str] = {}
-    written = []
-    for name in API_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        page = module_page(name, public_names(module), described)
-        path = out_dir / f"{name}.rst"
-        if not path.exists() or path.read_text() != page:
-            path.write_text(page)
-        written.append(name)
+    modules = {}
+    for name in api_modules():
+        modules[name] = public_names(importlib.import_module(name))
+    home = homes(modules)
+    for name, names in modules.items():
+        _write(out_dir / f"{name}.rst", module_page(name, names, home))
     for stale in out_dir.glob("*.rst"):
-        if stale.stem not in written:
+        if stale.stem not in modules and stale.stem != "index":
             stale.unlink()
-    index = "\n".join(
-        [_title("API reference"),
-         "Generated from the public names of each module (``__all__``). An object",
-         "re-exported by several modules is described once, under the first of them",
-         "below, and linked from the others.", "",
-         ".. toctree::", "   :maxdepth: 1", ""]
-        + [f"   {name}" for name in written]) + "\n"
-    path = out_dir / "index.rst"
-    if not path.exists() or path.read_text() != index:
-        path.write_text(index)
-    return written
+    index = [_title("API reference"),
+             "Generated from the public names of every module (its ``__all__``). An",
+             "object is described on the page of the module that defines it and linked",
+             "from the modules that re-export it (``graphlstm.GraphLSTM`` is",
+             "``graphlstm.nn.graph_lstm.GraphLSTM``).", ""]
+    for package in PACKAGES:
+        index += [".. toctree::", f"   :caption: {package}", "   :maxdepth: 1", ""]
+        index += [f"   {name}" for name in modules if name.split(".")[0] == package]
+        index.append("")
+    _write(out_dir / "index.rst", "\n".join(index))
+    return list(modules)
+
+
+def _write(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)

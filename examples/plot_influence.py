@@ -16,7 +16,12 @@ from skimage import data, transform
 
 from graphlstm import build_schedule, reachable
 from segmentation import region_adjacency, slic_superpixels, superpixel_centroids
-from segmentation.orders import random_score, raster_score, score_from_image, smooth_random_field
+from segmentation.models.orders import (
+    random_score,
+    raster_score,
+    score_from_image,
+    smooth_random_field,
+)
 from segmentation.visualize import plot_influence
 
 image = (transform.resize(data.astronaut(), (256, 256)) * 255).astype(np.uint8)

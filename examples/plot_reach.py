@@ -16,7 +16,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from segmentation.reach_stats import reach_statistics
+from segmentation.analysis.reach import reach_statistics
 from segmentation.visualize import plot_reach_statistics
 
 rows = reach_statistics(n_segments_list=(100, 400), repeats=1, max_hops=6)

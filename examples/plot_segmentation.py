@@ -30,8 +30,8 @@ from segmentation import (
     SyntheticScenes,
     pad_collate,
 )
-from segmentation.datasets import SYNTHETIC_CLASSES
-from segmentation.model import segmentation_loss
+from segmentation.data.datasets import SYNTHETIC_CLASSES
+from segmentation.models.segmenter import segmentation_loss
 
 torch.manual_seed(0)
 scenes = SyntheticScenes(24, size=(96, 96), seed=0)

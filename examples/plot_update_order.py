@@ -14,7 +14,7 @@ from skimage import data, transform
 
 from graphlstm import build_schedule
 from segmentation import region_adjacency, slic_superpixels
-from segmentation.orders import score_from_image, smooth_random_field
+from segmentation.models.orders import score_from_image, smooth_random_field
 from segmentation.visualize import plot_update_order
 
 image = (transform.resize(data.astronaut(), (256, 256)) * 255).astype(np.uint8)
