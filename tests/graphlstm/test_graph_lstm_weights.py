@@ -1,4 +1,5 @@
-"""GraphLSTM with edge weights (SPEC §3.1a) against the weighted sequential reference."""
+"""GraphLSTM with edge weights (docs/design.md, "Edge weights") against the weighted
+sequential reference."""
 
 import pytest
 import torch

@@ -9,7 +9,8 @@ pytestmark = pytest.mark.usefixtures("engine")
 
 
 def brute_force_levels(edge_index, order):
-    """SPEC §2 literally: level(v) = 1 + max level of earlier neighbours, either direction."""
+    """docs/design.md, "Levels", literally: level(v) = 1 + max level of earlier
+    neighbours, either direction."""
     n = order.numel()
     rank = {v: k for k, v in enumerate(order.tolist())}
     neighbours = [set() for _ in range(n)]
