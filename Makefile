@@ -34,9 +34,11 @@ test: setup browser
 	$(VENV)/bin/pytest --doctest-modules graphlstm segmentation
 	$(MAKE) docs
 
-# Warnings are errors; --keep-going reports all of them before failing.
+# Warnings are errors; --keep-going reports all of them before failing; -E rereads
+# every page, so that a warning of an unchanged page is not hidden by the cache (the
+# gallery keeps its own cache: an unchanged example does not run again).
 docs: setup
-	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	$(VENV)/bin/sphinx-build -W --keep-going -E -q -b html docs docs/_build/html
 
 bench: setup
 	$(PY) scripts/benchmark.py all
