@@ -262,7 +262,7 @@ def graph_lstm_recurrence(
         Whether ``weight`` is per node (``[N, 2H]``) rather than per edge.
     edge_scale : Tensor ``[E_v]``, optional
         A scalar per visited edge that multiplies its weights (edge weights
-        ``w_ji / s_i`` of a weighted layer; SPEC §3.1a). With ``per_node=True``
+        ``w_ji / s_i`` of a weighted layer; docs/design.md, "Edge weights"). With ``per_node=True``
         the neighbours are then summed with these scalars and still weighted once
         per node. Differentiable.
 

@@ -54,7 +54,7 @@ class GraphLSTM(MessagePassing):
     **previous** :math:`\mathbf{h}_j`, and a node without in-neighbours has
     :math:`\bar{\mathbf{h}}_i = 0` and no neighbour memory term.
 
-    **Edge weights** (``edge_weight``, SPEC §3.1a): with a non-negative weight
+    **Edge weights** (``edge_weight``, docs/design.md, "Edge weights"): with a non-negative weight
     :math:`w_{ji}` per edge, both means become weighted means with
     :math:`s_i = \sum_{j \in \mathcal{N}(i)} w_{ji}`:
 
@@ -122,6 +122,8 @@ class GraphLSTM(MessagePassing):
         an ``edge_index``, an ``EdgeIndex`` and a sparse ``adj_t`` alike: the
         edges are reversed); ``aggr`` must stay ``"add"``.
 
+    Notes
+    -----
     TorchScript (``torch.jit.script``) is not supported and raises a clear
     error; ``torch.compile`` is (see docs/compile.md): the schedule is built
     outside the compiled graph and the level loops are PyTorch operators
@@ -219,7 +221,7 @@ class GraphLSTM(MessagePassing):
             when installed) in PyG's transposed ``adj_t`` convention: entry
             ``(i, j)`` is the edge ``j -> i`` and its value the edge weight.
         edge_weight : Tensor ``[E]``, optional
-            Non-negative, finite weight of every edge (SPEC §3.1a): the means
+            Non-negative, finite weight of every edge (docs/design.md, "Edge weights"): the means
             over in-neighbours become weighted means. Default: all 1 (the
             unweighted layer). Not with a sparse ``edge_index`` (whose values
             are the weights).
@@ -269,7 +271,8 @@ class GraphLSTM(MessagePassing):
             inv_norm = inv_norm.clamp(min=1.0).reciprocal().unsqueeze(1)
             visited_weight = unvisited_weight = None
         else:
-            # Weighted means (SPEC 3.1a): 1/s_i with s_i the sum of the weights of
+            # Weighted means (docs/design.md, "Edge weights"): 1/s_i with s_i the
+            # sum of the weights of
             # i's non-self-loop in-edges, or 0 where s_i = 0 (no neighbour term;
             # then no gradient reaches those weights either: the mean jumps there).
             edge_weight = edge_weight.to(x.dtype)
