@@ -322,10 +322,12 @@ class ResNetBackbone(nn.Module):
         self.body = ResNet(name, replace_stride_with_dilation=(False, True, True))
         self.proj = _conv_block(self.body.out_channels, width)
         # Not persistent: constants of the architecture, not weights of a checkpoint.
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1),
-                             persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1),
-                             persistent=False)
+        # Held in float64 and cast to the image's dtype in forward, so that a float64
+        # run normalises with the exact constants (float32 ones differ by ~1e-8).
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN, dtype=torch.float64)
+                             .view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD, dtype=torch.float64)
+                             .view(1, 3, 1, 1), persistent=False)
 
     def load_pretrained(self, path: str | Path) -> None:
         """Load torchvision ImageNet weights (see :func:`load_resnet_state_dict`)."""
