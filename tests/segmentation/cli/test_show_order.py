@@ -136,11 +136,53 @@ def test_bad_options_are_one_line_errors(script, capsys, files, args, needle):
     assert not {"o.txt", "a.gif", "order.png"} & set(os.listdir(files))
 
 
-def test_grayscale_image_with_score_file(script, capsys, files):
+def levels_of_order(order, edge_index, num):
+    """Level of each node by a plain loop: one more than its latest earlier neighbour's."""
+    rank = {int(v): k for k, v in enumerate(order)}
+    neighbours = {v: set() for v in range(num)}
+    for a, b in edge_index.t().tolist():
+        if a != b:
+            neighbours[a].add(b)
+            neighbours[b].add(a)
+    level = {}
+    for v in order:
+        v = int(v)
+        level[v] = 1 + max((level[u] for u in neighbours[v] if rank[u] < rank[v]), default=-1)
+    return level
+
+
+def test_grayscale_image_with_score_file(script, capsys, files, monkeypatch):
+    import segmentation.visualize as vis
+
+    drawn = {}
+    plot_update_order = vis.plot_update_order
+
+    def spy(image, superpixels, schedule, **kwargs):
+        drawn.update(image=image, superpixels=superpixels, order=schedule.order,
+                     panel=kwargs["confidence"])
+        return plot_update_order(image, superpixels, schedule, **kwargs)
+
+    monkeypatch.setattr(vis, "plot_update_order", spy)
     code, out, err = call(script, capsys, files / "gray.png", "--score-image",
                           files / "score.npy", "--n-segments", 12, "--out", files / "g.png")
     assert code == 0, err
-    assert "levels score:" in out
+    score = np.load(files / "score.npy")
+    # The panel shows the score file, and the order is the file's: superpixels by
+    # their mean score, highest first, ties to the smaller label.
+    np.testing.assert_array_equal(drawn["panel"], score)
+    labels = np.asarray(drawn["superpixels"])
+    assert labels.shape == score.shape
+    num = int(labels.max()) + 1
+    mean = (np.bincount(labels.ravel(), weights=score.ravel(), minlength=num)
+            / np.bincount(labels.ravel(), minlength=num))
+    expected = sorted(range(num), key=lambda v: (-mean[v], v))
+    assert drawn["order"].tolist() == expected
+    edge_index, _ = region_adjacency(labels)
+    levels = max(levels_of_order(expected, edge_index, num).values()) + 1
+    assert f"levels score: {levels})" in out
+    # The grayscale image is drawn as it was read: three equal channels.
+    image = np.asarray(drawn["image"])
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
     with Image.open(files / "g.png") as png:
         assert png.format == "PNG"
 
