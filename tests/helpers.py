@@ -78,3 +78,50 @@ def run_captured(capsys, name: str, *args) -> tuple[int, str, str]:
     code = run(name, [str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# --------------------------------------------------------------------------- orders and levels
+
+
+def touching_pairs(labels) -> set:
+    """Pairs ``(a, b)`` of labels whose pixels touch horizontally or vertically, both ways."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    pairs = set()
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+        differ = a != b
+        for u, v in zip(a[differ].tolist(), b[differ].tolist(), strict=True):
+            pairs.update({(u, v), (v, u)})
+    return pairs
+
+
+def levels_of_order(order, pairs, num) -> list:
+    """Level of each node of an update order, by a plain loop over the order: one
+    more than the latest level among its neighbours (``pairs``, both ways) updated
+    before it, 0 for a node with none."""
+    rank = {int(v): k for k, v in enumerate(order)}
+    assert sorted(rank) == list(range(num))
+    neighbours = {v: [] for v in range(num)}
+    for a, b in pairs:
+        if a != b:
+            neighbours[int(b)].append(int(a))
+    level = [0] * num
+    for v in (int(v) for v in order):
+        level[v] = 1 + max((level[u] for u in neighbours[v] if rank[u] < rank[v]), default=-1)
+    return level
+
+
+def order_by_score(score) -> list:
+    """Nodes by descending score, ties to the smaller index, by Python's sort."""
+    score = [float(s) for s in score]
+    return sorted(range(len(score)), key=lambda v: (-score[v], v))
+
+
+def segment_means(labels, values):
+    """Mean of ``values`` over each label of ``labels`` (numpy, float64)."""
+    import numpy as np
+
+    labels, values = np.asarray(labels).ravel(), np.asarray(values, dtype=np.float64).ravel()
+    num = int(labels.max()) + 1
+    return np.bincount(labels, values, num) / np.bincount(labels, minlength=num)

@@ -20,7 +20,15 @@ from PIL import Image
 from graphlstm import build_schedule
 from segmentation import region_adjacency, slic_superpixels, superpixel_centroids
 from segmentation.models.orders import raster_score
-from tests.helpers import SCRIPTS, program, run_captured
+from tests.helpers import (
+    SCRIPTS,
+    levels_of_order,
+    order_by_score,
+    program,
+    run_captured,
+    segment_means,
+    touching_pairs,
+)
 
 SCRIPT = SCRIPTS / "show_order.py"
 
@@ -136,21 +144,6 @@ def test_bad_options_are_one_line_errors(script, capsys, files, args, needle):
     assert not {"o.txt", "a.gif", "order.png"} & set(os.listdir(files))
 
 
-def levels_of_order(order, edge_index, num):
-    """Level of each node by a plain loop: one more than its latest earlier neighbour's."""
-    rank = {int(v): k for k, v in enumerate(order)}
-    neighbours = {v: set() for v in range(num)}
-    for a, b in edge_index.t().tolist():
-        if a != b:
-            neighbours[a].add(b)
-            neighbours[b].add(a)
-    level = {}
-    for v in order:
-        v = int(v)
-        level[v] = 1 + max((level[u] for u in neighbours[v] if rank[u] < rank[v]), default=-1)
-    return level
-
-
 def test_grayscale_image_with_score_file(script, capsys, files, monkeypatch):
     import segmentation.visualize as vis
 
@@ -173,12 +166,9 @@ def test_grayscale_image_with_score_file(script, capsys, files, monkeypatch):
     labels = np.asarray(drawn["superpixels"])
     assert labels.shape == score.shape
     num = int(labels.max()) + 1
-    mean = (np.bincount(labels.ravel(), weights=score.ravel(), minlength=num)
-            / np.bincount(labels.ravel(), minlength=num))
-    expected = sorted(range(num), key=lambda v: (-mean[v], v))
+    expected = order_by_score(segment_means(labels, score))
     assert drawn["order"].tolist() == expected
-    edge_index, _ = region_adjacency(labels)
-    levels = max(levels_of_order(expected, edge_index, num).values()) + 1
+    levels = max(levels_of_order(expected, touching_pairs(labels), num)) + 1
     assert f"levels score: {levels})" in out
     # The grayscale image is drawn as it was read: three equal channels.
     image = np.asarray(drawn["image"])

@@ -14,6 +14,8 @@ from scipy import ndimage
 from graphlstm import build_schedule
 from segmentation import region_adjacency, slic_superpixels
 from segmentation import visualize as vis
+from segmentation.models.orders import smooth_random_field
+from tests.helpers import levels_of_order, order_by_score, segment_means, touching_pairs
 
 HEIGHT, WIDTH, BLOCK = 48, 64, 8
 
@@ -429,21 +431,29 @@ def test_levels_vs_superpixels_counts(small_image):
     result = vis.levels_vs_superpixels((12, 60), image=small_image, seed=1)
     assert result["n_segments"] == [12, 60]
     assert set(result["levels"]) == set(vis.LEVEL_ORDER_KINDS)
+    # Each kind's order rebuilt from its definition, its levels by a plain loop over
+    # the order on the pixels' 4-neighbour adjacency.
+    height, width = small_image.shape[:2]
+    field = smooth_random_field((height, width), 0.1, 1)
+    rows, cols = np.mgrid[0:height, 0:width]
     for i, n_segments in enumerate((12, 60)):
         labels = slic_superpixels(small_image, n_segments=n_segments)
         num = int(labels.max()) + 1
         assert result["num_nodes"][i] == num
-        for kind in vis.LEVEL_ORDER_KINDS:
-            # More than one level (there are edges) but fewer than a sequential pass.
-            assert 2 <= result["levels"][kind][i] <= num
-    # Random: the schedule of the seeded permutation on the same graph.
-    labels = slic_superpixels(small_image, n_segments=60)
-    edge_index, _ = region_adjacency(labels)
-    num = int(labels.max()) + 1
-    order = torch.argsort(torch.randperm(num, generator=torch.Generator().manual_seed(1)),
-                          descending=True)
-    assert result["levels"]["random"][1] == build_schedule(edge_index, num,
-                                                           order=order).num_levels
+        # Random: the seeded permutation's values as scores, highest first.
+        permutation = torch.randperm(num, generator=torch.Generator().manual_seed(1))
+        # Raster: rows of rounded centroid y, top first, then centroid x.
+        y, x = segment_means(labels, rows), segment_means(labels, cols)
+        orders = {"smooth score": order_by_score(segment_means(labels, field)),
+                  "random": order_by_score(permutation),
+                  "raster": sorted(range(num), key=lambda v: (round(y[v]), x[v], v))}
+        pairs = touching_pairs(labels)
+        for kind, order in orders.items():
+            levels = max(levels_of_order(order, pairs, num)) + 1
+            assert result["levels"][kind][i] == levels, (kind, n_segments)
+    # The orders differ, and so do some of their level counts (a kind mixed up with
+    # another would show).
+    assert len({tuple(result["levels"][kind]) for kind in orders}) > 1
 
 
 @pytest.mark.parametrize("kwargs, name", [
