@@ -18,13 +18,20 @@ def flat_tensors(out) -> tuple:
     return tuple(t for o in out if o is not None for t in flat_tensors(o))
 
 
-def gated_case(seed, n=30, hidden=3):
-    """Random inputs of the gated recurrence on a directed graph with duplicate edges,
-    self-loops (dropped by the schedule) and isolated nodes, with random edge scales."""
+def gated_graph(seed, n=30):
+    """The graph of :func:`gated_case`: ``(edge_index, order, generator)``, the
+    generator positioned where the case draws its tensors."""
     gen = torch.Generator().manual_seed(seed)
     edge_index = torch.randint(0, n - 3, (2, 3 * n), generator=gen)
     edge_index = torch.cat([edge_index, edge_index[:, :n]], 1)
-    sched = build_schedule(edge_index, n, order=torch.randperm(n, generator=gen))
+    return edge_index, torch.randperm(n, generator=gen), gen
+
+
+def gated_case(seed, n=30, hidden=3):
+    """Random inputs of the gated recurrence on a directed graph with duplicate edges,
+    self-loops (dropped by the schedule) and isolated nodes, with random edge scales."""
+    edge_index, order, gen = gated_graph(seed, n)
+    sched = build_schedule(edge_index, n, order=order)
     e_v, e_u = sched.visited_src_pos.numel(), sched.unvisited_eid.numel()
 
     def rand(*shape, scale=1.0):
