@@ -132,3 +132,45 @@ def segment_means(labels, values):
     labels, values = np.asarray(labels).ravel(), np.asarray(values, dtype=np.float64).ravel()
     num = int(labels.max()) + 1
     return np.bincount(labels, values, num) / np.bincount(labels, minlength=num)
+
+
+def record_saved_figures(monkeypatch) -> list:
+    """Every matplotlib ``Figure`` saved from now on (``Figure.savefig``), in order, as
+    ``(figure, bytes written)`` (the bytes when it was saved to a buffer)."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    savefig = Figure.savefig
+
+    def recording(self, fname, *args, **kwargs):
+        result = savefig(self, fname, *args, **kwargs)
+        saved.append((self, fname.getvalue() if hasattr(fname, "getvalue") else None))
+        return result
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    return saved
+
+
+def png_pixels(path):
+    """The RGB pixels of a PNG file or bytes (asserting that it is a PNG)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as png:
+        assert png.format == "PNG"
+        return np.asarray(png.convert("RGB"))
+
+
+def saved_figure(path, saved, fig=None):
+    """The one figure of ``saved`` (:func:`record_saved_figures`), or ``fig``, whose
+    rendering the PNG file ``path`` holds, pixel for pixel. (A figure drawn again
+    can differ by a pixel of layout, so the bytes of its own save are compared.)"""
+    entries = [(f, data) for f, data in saved if fig is None or f is fig]
+    assert len(entries) == 1, f"{len(entries)} figures saved"
+    figure, data = entries[0]
+    assert data is not None
+    expected, got = png_pixels(data), png_pixels(path)
+    assert got.shape == expected.shape and (got == expected).all(), f"{path} is not the figure"
+    return figure

@@ -15,7 +15,14 @@ from graphlstm import build_schedule
 from segmentation import region_adjacency, slic_superpixels
 from segmentation import visualize as vis
 from segmentation.models.orders import smooth_random_field
-from tests.helpers import levels_of_order, order_by_score, segment_means, touching_pairs
+from tests.helpers import (
+    levels_of_order,
+    order_by_score,
+    record_saved_figures,
+    saved_figure,
+    segment_means,
+    touching_pairs,
+)
 
 HEIGHT, WIDTH, BLOCK = 48, 64, 8
 
@@ -199,12 +206,12 @@ def test_grayscale_and_float_images(scene, kind):
     assert (np.diff(index[schedule.order.numpy()]) > 0).all()
 
 
-def test_figure_is_saved_atomically(scene, tmp_path):
+def test_figure_is_saved_atomically(scene, tmp_path, monkeypatch):
     image, labels, schedule, _ = scene
     out = tmp_path / "order.png"
-    vis.plot_update_order(image, labels, schedule, path=out)
-    with Image.open(out) as img:
-        assert img.format == "PNG" and img.width > WIDTH
+    saved = record_saved_figures(monkeypatch)
+    fig = vis.plot_update_order(image, labels, schedule, path=out)
+    saved_figure(out, saved, fig)  # the file holds the figure returned
     assert sorted(os.listdir(tmp_path)) == ["order.png"]
     with pytest.raises(ValueError, match="path"):
         vis.plot_update_order(image, labels, schedule, path=tmp_path / "order.txt")
@@ -406,15 +413,15 @@ def test_wavefront_frames_reject_bad_input(kwargs, name):
         vis.lattice_wavefront_frames(**kwargs)
 
 
-def test_lattice_picture_shows_every_direction(tmp_path):
+def test_lattice_picture_shows_every_direction(tmp_path, monkeypatch):
+    saved = record_saved_figures(monkeypatch)
     fig = vis.plot_lattice_wavefront((3, 4), path=tmp_path / "lattice.png")
     pictures = [ax for ax in fig.axes if ax.images]
     assert len(pictures) == 4
     for direction, ax in enumerate(pictures):
         assert np.array_equal(ax.images[0].get_array(), anti_diagonal((3, 4), direction))
         assert len(ax.texts) == 12 and f"direction {direction}" in ax.get_title()
-    with Image.open(tmp_path / "lattice.png") as img:
-        assert img.format == "PNG"
+    saved_figure(tmp_path / "lattice.png", saved, fig)  # the file holds the figure checked
 
 
 # --------------------------------------------------------------------------- levels vs N
@@ -472,9 +479,21 @@ def test_plot_levels_with_defaults_only_a_path(tmp_path, monkeypatch):
     # smaller image so the test stays fast.
     big = np.kron(np.eye(2, dtype=np.uint8) * 200 + 30, np.ones((48, 48), np.uint8))
     monkeypatch.setattr(vis.plots, "_default_image", lambda: big)
+    saved = record_saved_figures(monkeypatch)
     out = vis.plot_levels_vs_superpixels(tmp_path / "levels.png")
-    with Image.open(out) as img:
-        assert img.format == "PNG"
+    fig = saved_figure(out, saved)
+    # Drawn: the N line, then each kind's level counts against N (sorted by N), as
+    # levels_vs_superpixels gives them for the same defaults.
+    results = vis.levels_vs_superpixels(image=big)
+    nodes = np.asarray(results["num_nodes"], dtype=np.float64)
+    by_nodes = np.argsort(nodes)
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.lines[1:]] == list(results["levels"])
+    assert np.array_equal(ax.lines[0].get_xdata(), [nodes.min(), nodes.max()])
+    assert np.array_equal(ax.lines[0].get_ydata(), [nodes.min(), nodes.max()])
+    for line, levels in zip(ax.lines[1:], results["levels"].values(), strict=True):
+        assert np.array_equal(line.get_xdata(), nodes[by_nodes])
+        assert np.array_equal(line.get_ydata(), np.asarray(levels, np.float64)[by_nodes])
     with pytest.raises(ValueError, match="path"):
         vis.plot_levels_vs_superpixels(tmp_path / "levels.bmp")
     assert os.listdir(tmp_path) == ["levels.png"]
