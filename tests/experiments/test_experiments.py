@@ -110,7 +110,7 @@ def test_oracle_cue_in_reach_orders(monkeypatch):
     import torch
 
     from graphlstm.reference import reach_reference
-    from segmentation.datasets.long_range import BEACON, COLD_GATE, WARM_GATE
+    from segmentation.data.datasets.long_range import BEACON, COLD_GATE, WARM_GATE
 
     graphs = []
     build_graphs = experiments.build_graphs

@@ -73,7 +73,7 @@ def test_resnet_without_weights_says_so_in_one_line(data, tmp_path, capsys):  # 
 def test_amp_trains(data, tmp_path, monkeypatch):  # noqa: F811
     # Every training forward runs under CPU autocast in bfloat16, and it shows in
     # the model's outputs; seen from inside the model, not from the config.
-    from segmentation.model import GraphLSTMSegmenter
+    from segmentation.models.segmenter import GraphLSTMSegmenter
 
     seen = []
     forward = GraphLSTMSegmenter.forward
