@@ -165,12 +165,22 @@ def png_pixels(path):
 
 def saved_figure(path, saved, fig=None):
     """The one figure of ``saved`` (:func:`record_saved_figures`), or ``fig``, whose
-    rendering the PNG file ``path`` holds, pixel for pixel. (A figure drawn again
-    can differ by a pixel of layout, so the bytes of its own save are compared.)"""
+    rendering the PNG file ``path`` holds: pixel for pixel the bytes of its save,
+    and close to the figure as it is now, drawn again (constrained layout may move
+    an axis by a pixel, a few percent of the pixels; a file saved before the figure
+    was finished differs in far more)."""
+    import io
+
     entries = [(f, data) for f, data in saved if fig is None or f is fig]
     assert len(entries) == 1, f"{len(entries)} figures saved"
     figure, data = entries[0]
     assert data is not None
     expected, got = png_pixels(data), png_pixels(path)
     assert got.shape == expected.shape and (got == expected).all(), f"{path} is not the figure"
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    now = png_pixels(buffer.getvalue())
+    assert now.shape == got.shape, f"{path} was saved before the figure was finished"
+    differing = (now != got).any(axis=2).mean()
+    assert differing < 0.1, f"{path} was saved before the figure was finished ({differing:.0%})"
     return figure
