@@ -18,12 +18,12 @@ import torch
 from PIL import Image
 
 from graphlstm import build_schedule
-from segmentation import region_adjacency, slic_superpixels, superpixel_centroids
-from segmentation.models.orders import raster_score
+from segmentation import region_adjacency, slic_superpixels
 from tests.helpers import (
     SCRIPTS,
     levels_of_order,
     order_by_score,
+    png_pixels,
     program,
     run_captured,
     segment_means,
@@ -81,15 +81,34 @@ def test_picture_and_gif_with_one_frame_per_level(files, rgb):
     result = run(files / "rgb.png", "--order", "raster", "--n-segments", 20, "--numbers",
                  "--out", "order.png", "--animate", "levels.gif", cwd=files)
     assert result.returncode == 0, result.stderr
+    from segmentation import visualize as vis
+
     labels = slic_superpixels(rgb, n_segments=20)
-    edge_index, _ = region_adjacency(labels)
     num = int(labels.max()) + 1
-    levels = build_schedule(edge_index, num,
-                            score=raster_score(superpixel_centroids(labels), WIDTH)).num_levels
+    # The raster order from its definition (rows of rounded centroid y, top first,
+    # then x), its levels by a plain loop.
+    rows, cols = np.indices(labels.shape)
+    y, x = segment_means(labels, rows), segment_means(labels, cols)
+    order = sorted(range(num), key=lambda v: (round(y[v]), x[v], v))
+    level = levels_of_order(order, touching_pairs(labels), num)
+    levels = max(level) + 1
+    edge_index, _ = region_adjacency(labels)
+    schedule = build_schedule(edge_index, num, order=torch.tensor(order))
+    assert schedule.level.tolist() == level
+    # The picture: that order drawn with its numbers, as plot_update_order draws it.
+    vis.plot_update_order(rgb, labels, schedule, numbers=True, path=files / "expected.png",
+                          title=f"raster order: {num} superpixels, {levels} levels")
+    np.testing.assert_array_equal(png_pixels(files / "order.png"),
+                                  png_pixels(files / "expected.png"))
+    # The animation: one frame per level and the empty start, each (up to the GIF
+    # palette) the frame of that many levels of this order.
+    frames = np.stack(vis.level_frames(rgb, labels, schedule)).astype(float)
     with Image.open(files / "levels.gif") as gif:
-        assert gif.n_frames == levels + 1
-    with Image.open(files / "order.png") as png:
-        assert png.format == "PNG"
+        assert gif.n_frames == levels + 1 == len(frames)
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            errors = np.abs(frames - np.asarray(gif.convert("RGB"), float)).mean(axis=(1, 2, 3))
+            assert errors.argmin() == i and errors[i] < 3.0, i
     assert f"{num} superpixels" in result.stdout
     assert not [f for f in os.listdir(files) if f.endswith(".tmp")]
 
