@@ -240,10 +240,25 @@ def test_confidence_order_uses_the_model_prediction(script, capsys, files, monke
     fake.load_segmenter = load_segmenter
     monkeypatch.setitem(sys.modules, "segmentation.inference.predictor", fake)
     (files / "model.pt").write_bytes(b"weights")
+    import segmentation.visualize as vis
+
+    drawn = {}
+    plot_update_order = vis.plot_update_order
+
+    def spy(image, superpixels, schedule, **kwargs):
+        drawn.update(superpixels=superpixels, order=schedule.order, panel=kwargs["confidence"])
+        return plot_update_order(image, superpixels, schedule, **kwargs)
+
+    monkeypatch.setattr(vis, "plot_update_order", spy)
     code, out, err = call(script, capsys, files / "rgb.png", "--order", "confidence",
                           "--checkpoint", files / "model.pt", "--out", files / "c.png",
                           "--animate", files / "c.gif")
     assert code == 0, err
+    # Drawn: the model's superpixels in the order of its node scores, highest first,
+    # beside its confidence map.
+    assert np.array_equal(drawn["superpixels"], blocks)
+    assert drawn["order"].tolist() == order_by_score(node_score)
+    assert np.array_equal(drawn["panel"], np.full((HEIGHT, WIDTH), 0.5))
     assert loaded == {"path": str(files / "model.pt"), "image_shape": (HEIGHT, WIDTH, 3)}
     levels = build_schedule(edge_index, 16, score=node_score.double()).num_levels
     assert f"16 superpixels; levels confidence: {levels}" in out
