@@ -242,13 +242,14 @@ def test_plot_update_order_rejects_bad_confidence(scene):
             vis.plot_update_order(image, labels, schedule, confidence=bad)
 
 
-def test_order_comparison_has_one_row_per_order(scene, tmp_path):
+def test_order_comparison_has_one_row_per_order(scene, tmp_path, monkeypatch):
     image, labels, schedule, masks = scene
     edge_index, _ = region_adjacency(labels)
     other = build_schedule(edge_index, schedule.num_nodes)  # index order
+    saved = record_saved_figures(monkeypatch)
     fig = vis.plot_order_comparison(image, labels, {"a": schedule, "index": other},
                                     path=tmp_path / "c.png")
-    assert (tmp_path / "c.png").exists()
+    saved_figure(tmp_path / "c.png", saved, fig)  # the file holds the figure checked
     assert "index" in fig.axes[2].get_title() and f"{other.num_levels} levels" in (
         fig.axes[3].get_title())
     panel = np.asarray(fig.axes[2].images[0].get_array())
