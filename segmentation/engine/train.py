@@ -70,6 +70,7 @@ from segmentation.engine.resume import (
 from segmentation.models.segmenter import (
     GraphLSTMSegmenter,
     ModelConfig,
+    NonFiniteScores,
     batch_inputs,
     segmentation_loss,
 )
@@ -306,12 +307,19 @@ def training_step(
     Raises
     ------
     TrainingDiverged
-        If that loss is not finite (on every process alike).
+        If that loss is not finite (on every process alike), or the model's
+        confidence scores are not (:class:`~segmentation.models.segmenter.NonFiniteScores`);
+        the weights are then unchanged.
     """
     device = batch.image.device
-    with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=amp):
-        out = model(*batch_inputs(batch))
-        loss_sum = segmentation_loss(out, batch.mask, IGNORE_INDEX, reduction="sum")
+    try:
+        with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=amp):
+            out = model(*batch_inputs(batch))
+            loss_sum = segmentation_loss(out, batch.mask, IGNORE_INDEX, reduction="sum")
+    except NonFiniteScores:
+        # Diverged weights or activations: a loss that is not finite, which the
+        # all-reduce below makes every process see (none is left waiting in it).
+        loss_sum = torch.tensor(float("nan"), device=device)
     valid = (batch.mask != IGNORE_INDEX).sum()
     totals = reduce_across_processes(
         torch.stack([loss_sum.detach().double(), valid.double()])
@@ -633,5 +641,6 @@ def _divergence_advice(checkpoint: Path, kept: bool, lr: float | None, amp: bool
     kept_text = (f"; {checkpoint} holds the weights from before this step" if kept else
                  f"; the weights are no longer finite, {checkpoint} keeps the last checkpoint")
     lower = f" (e.g. {lr / 2:.3g})" if lr else ""
-    amp_text = "training without --amp" if amp else "--amp off (it is)"
-    return f"{kept_text}; try a lower --lr{lower} or {amp_text}"
+    if amp:
+        return f"{kept_text}; try a lower --lr{lower} or training without --amp"
+    return f"{kept_text}; try a lower --lr{lower} (--amp, which can overflow, is off)"

@@ -172,11 +172,14 @@ def test_preemption_handler_records_the_first_signal_and_restores_handlers():
 # --------------------------------------------------------------------------- divergence
 
 
-def test_a_nan_loss_stops_in_one_line_and_last_pt_keeps_finite_weights(data, tmp_path, capsys,
-                                                                       monkeypatch):
+# Ordered by confidence, NaN stops the model before the loss (its scores order nothing).
+@pytest.mark.parametrize("order", ["random", "confidence"])
+def test_a_nan_loss_stops_in_one_line_and_last_pt_keeps_finite_weights(order, data, tmp_path,
+                                                                       capsys, monkeypatch):
     out = tmp_path / "run"
     monkeypatch.setenv("GRAPHLSTM_INJECT_FAULT", "nan@5")
-    code = run("train", ["--data", str(data), "--out", str(out), *ARGS, "--lr", "0.004"])
+    code = run("train", ["--data", str(data), "--out", str(out), *ARGS, "--lr", "0.004",
+                         "--order", order])
     err = error_lines(capsys.readouterr().err)
     assert code == 1 and len(err) == 1, err
     for needle in ("diverged", "epoch 2", "step 5", "loss is nan", "learning rate", "--lr",
