@@ -23,9 +23,21 @@ import torch
 
 from segmentation.engine.distributed import is_dist_avail_and_initialized, reduce_across_processes
 
-__all__ = ["PreemptionHandler", "TrainingInterrupted"]
+__all__ = ["PreemptionHandler", "TrainingInterrupted", "leave_signals_to_the_main_process"]
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def leave_signals_to_the_main_process(worker_id: int) -> None:
+    """``DataLoader(worker_init_fn=...)``: workers ignore SIGTERM and SIGINT.
+
+    A scheduler (SLURM) or a terminal (Ctrl-C) signals every process of the job,
+    the DataLoader workers too; a worker that died of it would fail the step
+    the main process is finishing. The main process decides and then ends its
+    workers itself (and they end on their own when it dies).
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class TrainingInterrupted(Exception):

@@ -57,7 +57,11 @@ from segmentation.engine.distributed import (
     reduce_across_processes,
 )
 from segmentation.engine.evaluate import evaluate
-from segmentation.engine.preemption import PreemptionHandler, TrainingInterrupted
+from segmentation.engine.preemption import (
+    PreemptionHandler,
+    TrainingInterrupted,
+    leave_signals_to_the_main_process,
+)
 from segmentation.engine.resume import (
     BufferSnapshot,
     ResumeSampler,
@@ -446,6 +450,7 @@ def _epoch_loader(train_graphs, sampler: EpochSampler, epoch: int, train_config:
     # The loader's own generator (worker seeds) leaves the global RNG alone.
     return DataLoader(train_graphs, batch_size=local_batch, sampler=sampler,
                       num_workers=num_workers, collate_fn=pad_collate,
+                      worker_init_fn=leave_signals_to_the_main_process,
                       pin_memory=torch.device(train_config.device).type == "cuda",
                       generator=torch.Generator().manual_seed(epoch_seed))
 

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 import pytest
@@ -142,6 +143,30 @@ def test_sigterm_mid_epoch_finishes_the_step_saves_and_resumes_exactly(data, ref
     assert payload["epoch"] == 0  # the last complete epoch, for readers of "epoch"
     assert leftovers(out) == []
     assert run("train", [*argv[1:], "--resume", "auto"]) == 0  # the same command line
+    final = torch.load(out / "last.pt", weights_only=True)
+    assert_same_weights(final["model_state"], reference["model_state"])
+    assert final["history"] == reference["history"]
+
+
+def test_sigterm_to_every_process_with_loader_workers_stops_cleanly(data, reference,
+                                                                     tmp_path):
+    # As SLURM does: the signal goes to the whole process group, DataLoader workers too.
+    out = tmp_path / "run"
+    argv = command(data, out, "--checkpoint-every", "2", "--workers", "2")
+    process = subprocess.Popen([sys.executable, *argv], env=environment(), text=True,
+                               start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    try:
+        while not (out / "last.pt").exists() and process.poll() is None:
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGTERM)  # after the first step checkpoint
+        err = process.communicate(timeout=120)[1]
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert len(error_lines(err)) == 1 and "--resume" in err
+    assert position_of(load_checkpoint(out / "last.pt"))[1] > 0  # in the middle of an epoch
+    assert run("train", [*argv[1:], "--resume", "auto"]) == 0
     final = torch.load(out / "last.pt", weights_only=True)
     assert_same_weights(final["model_state"], reference["model_state"])
     assert final["history"] == reference["history"]
