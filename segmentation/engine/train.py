@@ -565,6 +565,7 @@ def train(
         # graph search.
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
                                       else None)
+
     def payload(epoch: int) -> dict:
         return training_state(
             model_config, train_config, class_names, model, optimizer, lr_scheduler,
