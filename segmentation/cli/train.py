@@ -152,6 +152,8 @@ def main(argv=None) -> int:
 
 def _check_writable(folder: str) -> None:
     """Fail now, not after the first epoch, if checkpoints cannot be written into ``folder``."""
+    import contextlib
+    import glob
     import tempfile
 
     try:
@@ -162,6 +164,10 @@ def _check_writable(folder: str) -> None:
     except OSError as err:
         raise CLIError(f"--out: cannot write checkpoints into {folder!r}: "
                        f"{err.strerror or err}") from None
+    # What a process killed in the middle of a checkpoint write leaves behind.
+    for leftover in glob.glob(os.path.join(glob.escape(folder), ".*.pt.*.tmp")):
+        with contextlib.suppress(OSError):  # another process of the group was first
+            os.unlink(leftover)
 
 
 def _cache_dir(args) -> str | None:

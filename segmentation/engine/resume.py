@@ -68,14 +68,15 @@ def rng_state(device: torch.device | str | None = None) -> dict:
 
 
 def set_rng_state(state: dict, device: torch.device | str | None = None) -> None:
-    """Restore what :func:`rng_state` returned."""
+    """Restore what :func:`rng_state` returned (its tensors may have been loaded
+    onto any device)."""
     python = state["python"]
     random.setstate((python["version"], tuple(int(v) for v in python["state"].tolist()),
                      python["gauss"]))
     numpy = state["numpy"]
     np.random.set_state({  # noqa: NPY002
         "bit_generator": numpy["bit_generator"],
-        "state": {"key": numpy["key"].numpy().astype(np.uint32), "pos": numpy["pos"]},
+        "state": {"key": numpy["key"].cpu().numpy().astype(np.uint32), "pos": numpy["pos"]},
         "has_gauss": numpy["has_gauss"], "gauss": numpy["gauss"],
     })
     torch.set_rng_state(state["torch"].cpu())

@@ -288,12 +288,15 @@ def test_resume_auto_starts_fresh_then_resumes(data, reference, tmp_path, capsys
     assert "resumed" not in capsys.readouterr().out
     first = torch.load(out / "last.pt", weights_only=True)
     assert_same_weights(first["model_state"], reference["model_state"])
-    # Now last.pt exists: the same command line continues from it (one more epoch).
+    # Now last.pt exists: the same command line continues from it (one more epoch), and
+    # clears what a process killed in the middle of a write left.
+    (out / ".last.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")
     assert run("train", ["--data", str(data), "--out", str(out), *ARGS, "--epochs", "3",
                          "--resume", "auto"]) == 0
     assert "resumed from" in capsys.readouterr().out
     more = torch.load(out / "last.pt", weights_only=True)
     assert more["history"][:2] == reference["history"] and len(more["history"]) == 3
+    assert leftovers(out) == []
 
 
 # -------------------------------------------------------------------------- the pieces
