@@ -9,6 +9,8 @@ Examples::
     python scripts/train.py --data VOCdevkit/VOC2012 --backbone resnet50 \\
         --backbone-weights resnet50-0676ba61.pth --freeze-bn --amp --device cuda ...
     torchrun --nproc_per_node 4 scripts/train.py ...   # several processes: DDP, same flags
+    torchrun --nproc_per_node 4 --max-restarts 3 scripts/train.py ... \\
+        --checkpoint-every 500 --resume auto           # a cluster job (docs/fault-tolerance.md)
 
 Under torchrun, ``--batch-size`` is the global batch (split across the
 processes) and ``--device cuda`` gives every process its ``cuda:LOCAL_RANK``.
@@ -92,7 +94,13 @@ def build_parser() -> ArgumentParser:
                         help="with --augment: random SxS crop (padded with ignore)")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
     parser.add_argument("--resume", nargs="?", const="", metavar="CKPT",
-                        help="continue from CKPT (default: OUT/last.pt)")
+                        help="continue from CKPT (default: OUT/last.pt); 'auto': from "
+                        "OUT/last.pt when it exists, else start fresh (the same command line "
+                        "for a first start and for every restart)")
+    parser.add_argument("--checkpoint-every", type=positive_int, metavar="N",
+                        help="also write OUT/last.pt every N optimisation steps, with all that "
+                        "an exact resumption in the middle of an epoch needs (default: at the "
+                        "end of every epoch only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -124,10 +132,15 @@ def main(argv=None) -> int:
 
         load_resnet_state_dict(args.backbone_weights, args.backbone)  # fails fast if unusable
     resume = None
-    if args.resume is not None:
+    if args.resume == "auto":
+        # Every process looks before any of them can write: they agree.
+        last = os.path.join(args.out, "last.pt")
+        resume = last if os.path.isfile(last) else None
+    elif args.resume is not None:
         resume = args.resume or os.path.join(args.out, "last.pt")
         if not os.path.isfile(resume):
             raise CLIError(f"--resume: checkpoint {resume!r} does not exist")
+    _check_writable(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = init_distributed_mode(args.device)
@@ -135,6 +148,26 @@ def main(argv=None) -> int:
         return _train(args, str(device), resume, is_main_process())
     finally:
         cleanup()
+
+
+def _check_writable(folder: str) -> None:
+    """Fail now, not after the first epoch, if checkpoints cannot be written into ``folder``."""
+    import contextlib
+    import glob
+    import tempfile
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise CLIError(f"--out: cannot write checkpoints into {folder!r}: "
+                       f"{err.strerror or err}") from None
+    # What a process killed in the middle of a checkpoint write leaves behind.
+    for leftover in glob.glob(os.path.join(glob.escape(folder), ".*.pt.*.tmp")):
+        with contextlib.suppress(OSError):  # another process of the group was first
+            os.unlink(leftover)
 
 
 def _cache_dir(args) -> str | None:
@@ -176,8 +209,21 @@ def _train(args, device: str, resume, main: bool) -> int:
         f"{len(class_names)} classes; checkpoints in {args.out}"
         + (f"; {world} processes, {args.batch_size // world} images each per step"
            if world > 1 else ""))
-    result = train(model_config, train_config, train_graphs, val_graphs, args.out, class_names,
-                   resume=resume, progress=not args.no_progress, num_workers=args.workers)
+    if args.resume == "auto" and resume is None:
+        say(f"--resume auto: no {os.path.join(args.out, 'last.pt')} yet, starting fresh")
+    from segmentation.engine.preemption import PreemptionHandler, TrainingInterrupted
+
+    try:
+        # SIGTERM and SIGINT: finish the step, write last.pt, stop (a second one: at once).
+        with PreemptionHandler() as preemption:
+            result = train(model_config, train_config, train_graphs, val_graphs, args.out,
+                           class_names, resume=resume, progress=not args.no_progress,
+                           num_workers=args.workers, checkpoint_every=args.checkpoint_every,
+                           preemption=preemption)
+    except TrainingInterrupted as stop:
+        say(f"{os.path.basename(sys.argv[0] or 'train')}: {stop}; to resume, run the same "
+            f"command with --resume auto (or --resume {stop.checkpoint})", file=sys.stderr)
+        return stop.exit_code
     say(f"best val mIoU {100 * result['best_miou']:.2f} at epoch {result['best_epoch'] + 1}: "
         f"{os.path.join(args.out, 'best.pt')}")
     return 0

@@ -33,8 +33,26 @@ CHECKPOINT_FORMAT = "graphlstm-segmentation/1"
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """Write a checkpoint atomically (temporary file, then rename)."""
-    return atomic_write(path, lambda handle: torch.save(payload, handle))
+    """Write a checkpoint atomically (temporary file, then rename).
+
+    Raises
+    ------
+    OSError
+        If the file cannot be written (a full disk, a read-only folder), with
+        a message naming ``path``. A checkpoint already at ``path`` stays intact
+        and no temporary file remains.
+    """
+    try:
+        return atomic_write(path, lambda handle: torch.save(payload, handle))
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a failed write of its file as a RuntimeError whose
+        # context is the OSError.
+        cause = err if isinstance(err, OSError) else err.__context__
+        if not isinstance(cause, OSError):
+            raise
+        reason = cause.strerror or str(cause)
+        raise OSError(f"cannot write checkpoint {str(path)!r}: {reason} (a checkpoint "
+                      "already there is intact)") from err
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

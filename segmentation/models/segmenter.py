@@ -53,6 +53,7 @@ __all__ = [
     "BACKBONES",
     "GraphLSTMSegmenter",
     "ModelConfig",
+    "NonFiniteScores",
     "SegmenterOutput",
     "batch_inputs",
     "segmentation_loss",
@@ -60,6 +61,11 @@ __all__ = [
 
 #: The backbones of :class:`ModelConfig` (and of ``train.py --backbone``).
 BACKBONES = ("small", *RESNETS)
+
+
+class NonFiniteScores(RuntimeError):
+    """The confidence scores that order the superpixels are not finite (NaN weights
+    or overflowing activations): there is no update order to follow."""
 
 
 @dataclass
@@ -230,7 +236,7 @@ class GraphLSTMSegmenter(nn.Module):
             score = self.node_scores(confidence_logits.to(precise), superpixels, num_nodes, pos,
                                      generator)
             if not bool(torch.isfinite(score).all()):
-                raise RuntimeError(
+                raise NonFiniteScores(
                     "the confidence scores are not finite: the backbone's activations "
                     "overflowed (float16 autocast overflows above 65504: check the backbone "
                     "weights, or train without --amp) or the weights hold NaN"
