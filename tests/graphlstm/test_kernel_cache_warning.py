@@ -11,14 +11,12 @@ import subprocess
 import sys
 import textwrap
 import warnings
-from pathlib import Path
 
 import numba.core.caching
 import pytest
 
 from graphlstm._kernels import _jit
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
 
 
 def _read_only(self):
