@@ -92,8 +92,10 @@ class TrainingDiverged(RuntimeError):
     loss : float
         The loss of the global batch (NaN or infinite).
     epoch, step : int or None
-        Where it happened (``step`` counts the optimisation steps of the whole
-        run from 0); ``None`` where the raiser does not know.
+        Where it happened (both count from 0: ``epoch`` is the index of the
+        epoch, ``step`` counts the optimisation steps of the whole run; the
+        message counts epochs from 1, as every message does); ``None`` where
+        the raiser does not know.
     lr : float or None
         The learning rate of that step.
     """
@@ -102,7 +104,8 @@ class TrainingDiverged(RuntimeError):
                  lr: float | None = None) -> None:
         self.loss, self.epoch, self.step, self.lr = loss, epoch, step, lr
         where = "".join(f", {name} {value}" for name, value in
-                        (("epoch", epoch), ("step", step)) if value is not None)
+                        (("epoch", None if epoch is None else epoch + 1), ("step", step))
+                        if value is not None)
         rate = f", learning rate {lr:.3g}" if lr is not None else ""
         super().__init__(f"training diverged: loss is {loss}{where}{rate}")
 
@@ -434,7 +437,10 @@ def train(
         :func:`segmentation.data.loading.pad_collate`).
     resume : path, optional
         A checkpoint of an earlier run (``last.pt``) to continue from. Its model
-        config must equal ``model_config``. Every process loads it.
+        config must equal ``model_config`` (the error names the fields that
+        differ). Every process loads it. A checkpoint already at epoch
+        ``train_config.epochs`` (or past it) leaves nothing to train: that is
+        logged, nothing is written, and its history and best score are returned.
     num_workers : int, optional
         ``DataLoader`` worker processes that build the graphs (started anew
         every epoch).
@@ -475,7 +481,14 @@ def train(
         payload = load_checkpoint(resume, map_location=device)
         state = restore_training_state(payload, model_config, model, optimizer,
                                        lr_scheduler, scaler, path=resume)
-        log(f"resumed from {resume} at epoch {state['epoch'] + 1}")
+        done = state["epoch"] + 1  # epochs finished; messages count epochs from 1
+        if done >= train_config.epochs:
+            log(f"nothing to train: checkpoint {str(resume)!r} is already at epoch {done} "
+                f"of {train_config.epochs}")
+            return {"history": state["history"], "best_miou": state["best_miou"],
+                    "best_epoch": state["best_epoch"]}
+        log(f"resumed from {resume} after epoch {done}; training epochs {done + 1} to "
+            f"{train_config.epochs}")
     history = state["history"]
     best_miou, best_epoch = state["best_miou"], state["best_epoch"]
     net = model
