@@ -219,3 +219,18 @@ def test_explainer_mask_gradient_stays_finite_under_tiny_weights(dtype, scale):
         assert torch.isfinite(mask.grad).all()
         grads.append(mask.grad)
     torch.testing.assert_close(grads[1], grads[0], atol=TOL[dtype] * 10, rtol=TOL[dtype])
+
+
+def test_rescaling_follows_the_flow():
+    """With ``flow="target_to_source"`` the receivers are ``edge_index[0]``: the
+    weights are rescaled over those, as the flipped graph's are."""
+    x, edge_index, weight, order, state, _ = graph(seed=3)
+    layer = make_layer(3)
+    flipped = copy.deepcopy(layer)
+    flipped.flow = "target_to_source"
+    tiny = weight * 1e-310
+    h, m = flipped(x, edge_index, tiny, order=order, state=state)[1]
+    h_ref, m_ref = graph_lstm_weighted_reference(layer, x, edge_index.flip(0), weight, order,
+                                                 state)
+    torch.testing.assert_close(h, h_ref, atol=1e-10, rtol=0)
+    torch.testing.assert_close(m, m_ref, atol=1e-10, rtol=0)
