@@ -9,7 +9,7 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear, is_uninitialized_parameter
 from torch_geometric.typing import Adj, OptTensor
 
-from graphlstm._adjacency import edges_and_weights, is_sparse_adjacency
+from graphlstm._adjacency import edges_and_weights, is_sparse_adjacency, rescale_in_weights
 from graphlstm._validation import (
     check_edge_index,
     check_edge_weight,
@@ -275,6 +275,7 @@ class GraphLSTM(MessagePassing):
             # sum of the weights of
             # i's non-self-loop in-edges, or 0 where s_i = 0 (no neighbour term;
             # then no gradient reaches those weights either: the mean jumps there).
+            # The weights were rescaled per node in _prepare: s_i is 0 or at least 1.
             edge_weight = edge_weight.to(x.dtype)
             visited_weight = edge_weight.index_select(0, schedule.visited_eid)
             unvisited_weight = edge_weight.index_select(0, schedule.unvisited_eid)
@@ -353,8 +354,13 @@ class GraphLSTM(MessagePassing):
         if edge_weight is not None or is_sparse_adjacency(edge_index):
             edge_index, edge_weight = edges_and_weights(edge_index, edge_weight, num_nodes)
         edge_index = self._in_flow(edge_index, num_nodes)
+        # Weights rescaled per node so that their means stay finite at any scale;
+        # before an explainer's mask too, so that its gradient does not overflow.
+        if edge_weight is not None:
+            edge_weight = rescale_in_weights(edge_index, edge_weight, num_nodes, x.dtype)
         if self.explain:
             edge_weight = self._explain_edge_weight(edge_index, edge_weight, num_nodes)
+            edge_weight = rescale_in_weights(edge_index, edge_weight, num_nodes, x.dtype)
         if schedule is None:
             schedule = build_schedule(edge_index, num_nodes, order=order, score=score)
         else:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.typing import Adj, OptTensor
 
-from graphlstm._adjacency import edges_and_weights, is_sparse_adjacency
+from graphlstm._adjacency import edges_and_weights, is_sparse_adjacency, rescale_in_weights
 from graphlstm._validation import check_node_features, check_tensor
 from graphlstm.nn.graph_lstm import GraphLSTM
 from graphlstm.schedule import Schedule, build_schedule
@@ -168,6 +168,12 @@ class GraphLSTMStack(torch.nn.Module):
         num_nodes = x.size(0)
         if edge_weight is not None or is_sparse_adjacency(edge_index):
             edge_index, edge_weight = edges_and_weights(edge_index, edge_weight, num_nodes)
+        if edge_weight is not None:
+            # Once for all layers (each rescales again, by 1 now): the layers'
+            # gradients in the weights add up before the one division by the
+            # per-node scale, which overflows only where the true gradient does.
+            receivers = self.layers[0][0]._in_flow(edge_index, num_nodes)
+            edge_weight = rescale_in_weights(receivers, edge_weight, num_nodes, x.dtype)
         schedules = self._direction_schedules(edge_index, num_nodes, order, score, schedule)
         return edge_index, edge_weight, schedules
 

@@ -56,6 +56,7 @@ import sys
 from segmentation.cli._common import (
     ArgumentParser,
     CLIError,
+    check_writable_file,
     positive_float,
     positive_int,
     run_main,
@@ -96,10 +97,15 @@ def _parse_direction(text: str) -> tuple[int, ...]:
 
 
 def _parse_pixel(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", text)
+    match = re.fullmatch(r"\s*(-?\d+)\s*,\s*(-?\d+)\s*", text)
     if not match:
         raise argparse.ArgumentTypeError(f"expected a pixel X,Y such as 120,80, got {text!r}")
-    return int(match.group(1)), int(match.group(2))
+    x, y = int(match.group(1)), int(match.group(2))
+    if x < 0 or y < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a pixel X,Y with column X >= 0 and row Y >= 0 (0,0 is the top-left "
+            f"corner), got {text!r}")
+    return x, y
 
 
 def _parse_orders(text: str) -> list[str]:
@@ -114,10 +120,14 @@ def _parse_orders(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "show_order.py"
+    epilog = __doc__.split("\n", 2)[2].replace("``", "'").replace("::", ":")
+    if prog.startswith("graphlstm-"):  # the installed command: examples in its own name
+        epilog = epilog.replace("python scripts/show_order.py", prog)
     parser = ArgumentParser(
-        prog=os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "show_order.py",
+        prog=prog,
         description=__doc__.split("\n")[0],
-        epilog=__doc__.split("\n", 2)[2].replace("``", "'").replace("::", ":"),
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("image", nargs="?", metavar="IMAGE",
@@ -172,6 +182,7 @@ def _check_output(path: str | None, formats: tuple[str, ...], option: str) -> No
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise CLIError(f"{option} {path!r}: folder {folder!r} does not exist")
+    check_writable_file(path, option)
 
 
 def _check_args(args) -> None:

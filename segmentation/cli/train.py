@@ -24,6 +24,7 @@ import sys
 from segmentation.cli._common import (
     ArgumentParser,
     CLIError,
+    check_writable_folder,
     device,
     non_negative_int,
     positive_float,
@@ -130,7 +131,13 @@ def main(argv=None) -> int:
                            "or resnet50), not small")
         from segmentation.models.backbones import load_resnet_state_dict
 
-        load_resnet_state_dict(args.backbone_weights, args.backbone)  # fails fast if unusable
+        try:  # fails fast if unusable
+            load_resnet_state_dict(args.backbone_weights, args.backbone)
+        except ValueError as err:
+            raise CLIError(f"--backbone-weights: {err}") from None
+    check_writable_folder(args.out, "--out")
+    if args.cache is not None:
+        check_writable_folder(args.cache, "--cache")
     resume = None
     if args.resume == "auto":
         # Every process looks before any of them can write: they agree.

@@ -129,15 +129,20 @@ def restore_training_state(payload: dict, model_config: ModelConfig, model, opti
     Raises
     ------
     ValueError
-        If the checkpoint was trained with another model config, or lacks the
-        state of the optimiser or of the scheduler.
+        If the checkpoint was trained with another model config (the message
+        names the fields that differ), or lacks the state of the optimiser or
+        of the scheduler.
     """
     name = f"checkpoint {str(path)!r}" if path else "the checkpoint"
     saved_config = ModelConfig.from_dict(payload["model_config"]).to_dict()
-    if saved_config != model_config.to_dict():
-        raise ValueError(
-            f"{name} was trained with another model config: {payload['model_config']}"
+    wanted_config = model_config.to_dict()
+    if saved_config != wanted_config:
+        differences = "; ".join(
+            f"{field} {saved_config.get(field)!r} there, {wanted_config.get(field)!r} here"
+            for field in sorted(set(saved_config) | set(wanted_config))
+            if saved_config.get(field) != wanted_config.get(field)
         )
+        raise ValueError(f"{name} was trained with another model config: {differences}")
     for key in ("optimizer_state", "lr_scheduler_state"):
         if key not in payload:
             raise ValueError(f"{name} lacks {key!r}: it cannot resume training")

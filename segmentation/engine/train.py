@@ -486,7 +486,10 @@ def train(
     resume : path, optional
         A checkpoint of an earlier run (``last.pt``) to continue from, written
         at the end of an epoch or in its middle. Its model config must equal
-        ``model_config``. Every process loads it.
+        ``model_config`` (the error names the fields that differ). Every
+        process loads it. A checkpoint already at the end of epoch
+        ``train_config.epochs`` (or past it) leaves nothing to train: that is
+        logged, nothing is written, and its history and best score are returned.
     num_workers : int, optional
         ``DataLoader`` worker processes that build the graphs (started anew
         every epoch).
@@ -551,11 +554,19 @@ def train(
         state = restore_training_state(payload, model_config, model, optimizer,
                                        lr_scheduler, scaler, path=resume)
         start_epoch, start_step = position_of(payload)
+        if start_epoch >= train_config.epochs:
+            log(f"nothing to train: checkpoint {str(resume)!r} is already at epoch "
+                f"{start_epoch} of {train_config.epochs}")
+            return {"history": state["history"], "best_miou": state["best_miou"],
+                    "best_epoch": state["best_epoch"]}
         if start_step:
             resumed_losses = [float(v) for v in payload["epoch_losses"]]
             resumed_rng = payload.get("rng_states")
-        log(f"resumed from {resume} at epoch {start_epoch + 1}"
-            + (f", after step {start_step} of {steps_per_epoch}" if start_step else ""))
+            log(f"resumed from {resume} in epoch {start_epoch + 1}, after step {start_step} "
+                f"of {steps_per_epoch}")
+        else:
+            log(f"resumed from {resume} after epoch {start_epoch}; training epochs "
+                f"{start_epoch + 1} to {train_config.epochs}")
     history = state["history"]
     best_miou, best_epoch = state["best_miou"], state["best_epoch"]
     net = model

@@ -257,19 +257,30 @@ def load_resnet_state_dict(path: str | Path, name: str) -> dict[str, Tensor]:
     Raises
     ------
     ValueError
-        If the file is missing or unreadable, is not a state dict, or does not
-        match ``name`` (missing, unexpected or differently shaped entries; the
-        message names the net the file looks like, if any).
+        If the path is missing or a folder, the file is empty or unreadable, is
+        not a state dict, or does not match ``name`` (missing, unexpected or
+        differently shaped entries; the message names the net the file looks
+        like, if any).
     """
     if name not in RESNETS:
         raise ValueError(f"'name' must be one of {', '.join(RESNETS)}, got {name!r}")
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"backbone weights {str(path)!r} is a folder, not a file; give the "
+                         "state dict file in it (e.g. resnet50-0676ba61.pth)")
     if not path.is_file():
         raise ValueError(f"backbone weights {str(path)!r} do not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"backbone weights {str(path)!r} cannot be read: the file is empty "
+                         "(0 bytes)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a corrupt file
-        raise ValueError(f"backbone weights {str(path)!r} cannot be read: {err}") from err
+    except Exception as err:  # torch raises many kinds for a corrupt or foreign file,
+        # with messages that say nothing to the user ("pop from empty list", "101").
+        raise ValueError(
+            f"backbone weights {str(path)!r} cannot be read: not a file written by torch.save "
+            "(such as torchvision's resnet50-0676ba61.pth)"
+        ) from err
     if not isinstance(state, Mapping) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()
     ):
