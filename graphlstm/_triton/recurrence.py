@@ -75,9 +75,20 @@ MAX_GROUPS = 1024
 # ----------------------------------------------------------------------------------
 
 
+# Only builtins of triton.language below (tl.full, tl.reduce, not tl.zeros, tl.max):
+# the library's own jit functions are compiled or interpreted according to
+# TRITON_INTERPRET when triton was first imported (torch_geometric imports it), and
+# an interpreted kernel cannot call compiled ones.
+
+
 @triton.jit
 def _sigmoid(x):
     return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _maximum(a, b):
+    return tl.where(a > b, a, b)
 
 
 @triton.jit
@@ -92,9 +103,9 @@ def _forward_block(rows, mask, base_z, base_m, weight, weight_n, scale, state, g
     r2 = rows[:, None].to(tl.int64)
     e0 = tl.load(in_ptr + rows, mask=mask, other=0)
     deg = tl.load(in_ptr + rows + 1, mask=mask, other=0) - e0
-    acc_h = tl.zeros((BLOCK_N, BLOCK_H), dtype=tl.float32)
-    acc_m = tl.zeros((BLOCK_N, BLOCK_H), dtype=tl.float32)
-    for k in range(0, tl.max(deg, 0)):
+    acc_h = tl.full((BLOCK_N, BLOCK_H), 0.0, tl.float32)
+    acc_m = tl.full((BLOCK_N, BLOCK_H), 0.0, tl.float32)
+    for k in range(0, tl.reduce(deg, 0, _maximum)):
         valid = mask & (k < deg)
         valid2 = valid[:, None] & cmask[None, :]
         e = e0 + k
@@ -159,7 +170,7 @@ def _backward_block(rows, mask, grad_state, state, gates, weight, weight_n, scal
     gm = tl.load(grad_state + r2 * (2 * H) + H + cols[None, :], mask=mask2, other=0.0)
     o0 = tl.load(out_ptr + rows, mask=mask, other=0)
     deg = tl.load(out_ptr + rows + 1, mask=mask, other=0) - o0
-    for k in range(0, tl.max(deg, 0)):
+    for k in range(0, tl.reduce(deg, 0, _maximum)):
         valid = mask & (k < deg)
         valid2 = valid[:, None] & cmask[None, :]
         e = tl.load(out_eid + o0 + k, mask=valid, other=0)
@@ -363,10 +374,11 @@ def make_plan(ptr: list, visited_ptr: list, src: Tensor, dst_local: Tensor,
     """The kernels' view of a level-sorted layout (see :func:`recurrence`)."""
     device = src.device
     n, num_levels = ptr[-1], len(ptr) - 1
-    sizes = torch.tensor(ptr, device=device).diff()
+    sizes = torch.tensor(ptr, dtype=torch.long, device=device).diff()
     src = src.long()
-    counts = torch.tensor(visited_ptr, device=device).diff()
-    dst = dst_local.long() + torch.repeat_interleave(torch.tensor(ptr[:-1], device=device), counts)
+    counts = torch.tensor(visited_ptr, dtype=torch.long, device=device).diff()
+    level_start = torch.tensor(ptr[:-1], dtype=torch.long, device=device)
+    dst = dst_local.long() + torch.repeat_interleave(level_start, counts)
     out_eid = torch.sort(src, stable=True).indices
     if per_level is None:
         largest = max((b - a for a, b in zip(ptr[:-1], ptr[1:], strict=True)), default=0)
