@@ -506,6 +506,7 @@ def recurrence(
     row_group: Tensor | None = None,
     num_groups: int = 1,
     per_level: bool | None = None,
+    schedule=None,
 ) -> Tensor:
     """:func:`graphlstm.functional.graph_lstm_recurrence` in Triton kernels.
 
@@ -522,6 +523,9 @@ def recurrence(
     per_level : bool, optional
         Force (``True``) or forbid (``False``) the per-level kernels; default:
         per level when some level has :data:`PER_LEVEL_FROM` rows or more.
+    schedule : Schedule, optional
+        The schedule the layout comes from: without ``row_group``, its graphs
+        (:func:`schedule_row_groups`, :func:`default_num_groups`) form the groups.
 
     Returns
     -------
@@ -530,6 +534,9 @@ def recurrence(
     if edge_scale is not None and edge_scale.numel() != src.numel():
         raise ValueError(f"'edge_scale' must hold one entry per visited edge ({src.numel()}), "
                          f"got {edge_scale.numel()}")
+    if row_group is None and schedule is not None:
+        num_groups = default_num_groups(schedule.num_nodes)
+        row_group = schedule_row_groups(schedule, num_groups)
     plan = make_plan(ptr, visited_ptr, src, dst_local, row_group, num_groups, per_level)
     return _TritonRecurrence.apply(base_z, base_m, weight, weight_n, edge_scale, plan,
                                    per_node)
