@@ -66,6 +66,9 @@ __all__ = ["gated_recurrence", "recurrence", "row_groups", "schedule_row_groups"
 #: the level's rows uses the whole device. (A guess until measured on a GPU.)
 PER_LEVEL_FROM = 4096
 
+#: Edges gathered per step of a row's neighbour loop (independent loads in flight).
+UNROLL = 2
+
 #: Most programs for the one-program-per-graph kernels.
 MAX_GROUPS = 1024
 
@@ -95,7 +98,7 @@ def _maximum(a, b):
 def _forward_block(rows, mask, base_z, base_m, weight, weight_n, scale, state, gates, agg_h,
                    sums, in_ptr, src, H: tl.constexpr, HAS_M: tl.constexpr,
                    PER_NODE: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_H: tl.constexpr):
+                   BLOCK_H: tl.constexpr, UNROLL: tl.constexpr):
     """One block of rows of one level: neighbour sums, the gates and the new state."""
     cols = tl.arange(0, BLOCK_H)
     cmask = cols < H
@@ -105,23 +108,27 @@ def _forward_block(rows, mask, base_z, base_m, weight, weight_n, scale, state, g
     deg = tl.load(in_ptr + rows + 1, mask=mask, other=0) - e0
     acc_h = tl.full((BLOCK_N, BLOCK_H), 0.0, tl.float32)
     acc_m = tl.full((BLOCK_N, BLOCK_H), 0.0, tl.float32)
-    for k in range(0, tl.reduce(deg, 0, _maximum)):
-        valid = mask & (k < deg)
-        valid2 = valid[:, None] & cmask[None, :]
-        e = e0 + k
-        s2 = tl.load(src + e, mask=valid, other=0)[:, None]
-        hs = tl.load(state + s2 * (2 * H) + cols[None, :], mask=valid2, other=0.0)
-        ms = tl.load(state + s2 * (2 * H) + H + cols[None, :], mask=valid2, other=0.0)
-        if HAS_SCALE:
-            sc = tl.load(scale + e, mask=valid, other=0.0)[:, None]
-            hs = hs * sc
-            ms = ms * sc
-        if not PER_NODE:
-            e2 = e[:, None]
-            hs = hs * tl.load(weight + e2 * (2 * H) + cols[None, :], mask=valid2, other=0.0)
-            ms = ms * tl.load(weight + e2 * (2 * H) + H + cols[None, :], mask=valid2, other=0.0)
-        acc_h += hs
-        acc_m += ms
+    # UNROLL edges per step: their gathers are independent and overlap in flight.
+    for k0 in range(0, tl.reduce(deg, 0, _maximum), UNROLL):
+        for dk in tl.static_range(UNROLL):
+            k = k0 + dk
+            valid = mask & (k < deg)
+            valid2 = valid[:, None] & cmask[None, :]
+            e = e0 + k
+            s2 = tl.load(src + e, mask=valid, other=0)[:, None]
+            hs = tl.load(state + s2 * (2 * H) + cols[None, :], mask=valid2, other=0.0)
+            ms = tl.load(state + s2 * (2 * H) + H + cols[None, :], mask=valid2, other=0.0)
+            if HAS_SCALE:
+                sc = tl.load(scale + e, mask=valid, other=0.0)[:, None]
+                hs = hs * sc
+                ms = ms * sc
+            if not PER_NODE:
+                e2 = e[:, None]
+                hs = hs * tl.load(weight + e2 * (2 * H) + cols[None, :], mask=valid2, other=0.0)
+                ms = ms * tl.load(weight + e2 * (2 * H) + H + cols[None, :], mask=valid2,
+                                  other=0.0)
+            acc_h += hs
+            acc_m += ms
     if PER_NODE:
         tl.store(sums + r2 * (2 * H) + cols[None, :], acc_h, mask=mask2)
         tl.store(sums + r2 * (2 * H) + H + cols[None, :], acc_m, mask=mask2)
@@ -158,7 +165,7 @@ def _forward_block(rows, mask, base_z, base_m, weight, weight_n, scale, state, g
 def _backward_block(rows, mask, grad_state, state, gates, weight, weight_n, scale, out_ptr,
                     out_eid, dst, grad_z, grad_m, grad_agg, H: tl.constexpr,
                     PER_NODE: tl.constexpr, HAS_SCALE: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_H: tl.constexpr):
+                    BLOCK_H: tl.constexpr, UNROLL: tl.constexpr):
     """One block of rows of one level, in reverse: pull the gradient from the visited
     out-neighbours (later levels, complete), then the gate gradients and the gradient
     of the block's own neighbour sums."""
@@ -170,25 +177,28 @@ def _backward_block(rows, mask, grad_state, state, gates, weight, weight_n, scal
     gm = tl.load(grad_state + r2 * (2 * H) + H + cols[None, :], mask=mask2, other=0.0)
     o0 = tl.load(out_ptr + rows, mask=mask, other=0)
     deg = tl.load(out_ptr + rows + 1, mask=mask, other=0) - o0
-    for k in range(0, tl.reduce(deg, 0, _maximum)):
-        valid = mask & (k < deg)
-        valid2 = valid[:, None] & cmask[None, :]
-        e = tl.load(out_eid + o0 + k, mask=valid, other=0)
-        i2 = tl.load(dst + e, mask=valid, other=0)[:, None]
-        t_h = tl.load(grad_agg + i2 * (2 * H) + cols[None, :], mask=valid2, other=0.0)
-        t_m = tl.load(grad_agg + i2 * (2 * H) + H + cols[None, :], mask=valid2, other=0.0)
-        if PER_NODE:
-            w2 = i2
-        else:
-            w2 = e[:, None]
-        t_h = t_h * tl.load(weight + w2 * (2 * H) + cols[None, :], mask=valid2, other=0.0)
-        t_m = t_m * tl.load(weight + w2 * (2 * H) + H + cols[None, :], mask=valid2, other=0.0)
-        if HAS_SCALE:
-            sc = tl.load(scale + e, mask=valid, other=0.0)[:, None]
-            t_h = t_h * sc
-            t_m = t_m * sc
-        gh += t_h
-        gm += t_m
+    for k0 in range(0, tl.reduce(deg, 0, _maximum), UNROLL):
+        for dk in tl.static_range(UNROLL):
+            k = k0 + dk
+            valid = mask & (k < deg)
+            valid2 = valid[:, None] & cmask[None, :]
+            e = tl.load(out_eid + o0 + k, mask=valid, other=0)
+            i2 = tl.load(dst + e, mask=valid, other=0)[:, None]
+            t_h = tl.load(grad_agg + i2 * (2 * H) + cols[None, :], mask=valid2, other=0.0)
+            t_m = tl.load(grad_agg + i2 * (2 * H) + H + cols[None, :], mask=valid2, other=0.0)
+            if PER_NODE:
+                w2 = i2
+            else:
+                w2 = e[:, None]
+            t_h = t_h * tl.load(weight + w2 * (2 * H) + cols[None, :], mask=valid2, other=0.0)
+            t_m = t_m * tl.load(weight + w2 * (2 * H) + H + cols[None, :], mask=valid2,
+                                other=0.0)
+            if HAS_SCALE:
+                sc = tl.load(scale + e, mask=valid, other=0.0)[:, None]
+                t_h = t_h * sc
+                t_m = t_m * sc
+            gh += t_h
+            gm += t_m
     h = tl.load(state + r2 * (2 * H) + cols[None, :], mask=mask2, other=0.0)
     m = tl.load(state + r2 * (2 * H) + H + cols[None, :], mask=mask2, other=0.0)
     u = tl.load(gates + r2 * (3 * H) + cols[None, :], mask=mask2, other=0.0)
@@ -218,7 +228,7 @@ def _forward_graphs_kernel(rows_by_group, group_ptr, num_levels, base_z, base_m,
                            weight_n, scale, state, gates, agg_h, sums, in_ptr, src,
                            H: tl.constexpr, HAS_M: tl.constexpr, PER_NODE: tl.constexpr,
                            HAS_SCALE: tl.constexpr, BLOCK_N: tl.constexpr,
-                           BLOCK_H: tl.constexpr):
+                           BLOCK_H: tl.constexpr, UNROLL: tl.constexpr):
     """One program per group of graphs, looping over the levels."""
     g = tl.program_id(0).to(tl.int64)
     first = tl.load(group_ptr + g * num_levels)
@@ -233,7 +243,7 @@ def _forward_graphs_kernel(rows_by_group, group_ptr, num_levels, base_z, base_m,
             rows = tl.load(rows_by_group + idx, mask=mask, other=0)
             _forward_block(rows, mask, base_z, base_m, weight, weight_n, scale, state, gates,
                            agg_h, sums, in_ptr, src, H, HAS_M, PER_NODE, HAS_SCALE, BLOCK_N,
-                           BLOCK_H)
+                           BLOCK_H, UNROLL)
         # The next level reads the states this one wrote, from other threads.
         tl.debug_barrier()
 
@@ -243,7 +253,7 @@ def _backward_graphs_kernel(rows_by_group, group_ptr, num_levels, grad_state, st
                             weight, weight_n, scale, out_ptr, out_eid, dst, grad_z, grad_m,
                             grad_agg, H: tl.constexpr, PER_NODE: tl.constexpr,
                             HAS_SCALE: tl.constexpr, BLOCK_N: tl.constexpr,
-                            BLOCK_H: tl.constexpr):
+                            BLOCK_H: tl.constexpr, UNROLL: tl.constexpr):
     """One program per group of graphs, looping over the levels in reverse."""
     g = tl.program_id(0).to(tl.int64)
     first = tl.load(group_ptr + g * num_levels)
@@ -259,7 +269,7 @@ def _backward_graphs_kernel(rows_by_group, group_ptr, num_levels, grad_state, st
             rows = tl.load(rows_by_group + idx, mask=mask, other=0)
             _backward_block(rows, mask, grad_state, state, gates, weight, weight_n, scale,
                             out_ptr, out_eid, dst, grad_z, grad_m, grad_agg, H, PER_NODE,
-                            HAS_SCALE, BLOCK_N, BLOCK_H)
+                            HAS_SCALE, BLOCK_N, BLOCK_H, UNROLL)
         tl.debug_barrier()
 
 
@@ -267,22 +277,23 @@ def _backward_graphs_kernel(rows_by_group, group_ptr, num_levels, grad_state, st
 def _forward_level_kernel(start, end, base_z, base_m, weight, weight_n, scale, state, gates,
                           agg_h, sums, in_ptr, src, H: tl.constexpr, HAS_M: tl.constexpr,
                           PER_NODE: tl.constexpr, HAS_SCALE: tl.constexpr,
-                          BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr):
+                          BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, UNROLL: tl.constexpr):
     """The fallback: one level, one block of its rows per program."""
     rows = start + tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     _forward_block(rows, rows < end, base_z, base_m, weight, weight_n, scale, state, gates,
-                   agg_h, sums, in_ptr, src, H, HAS_M, PER_NODE, HAS_SCALE, BLOCK_N, BLOCK_H)
+                   agg_h, sums, in_ptr, src, H, HAS_M, PER_NODE, HAS_SCALE, BLOCK_N, BLOCK_H,
+                   UNROLL)
 
 
 @triton.jit
 def _backward_level_kernel(start, end, grad_state, state, gates, weight, weight_n, scale,
                            out_ptr, out_eid, dst, grad_z, grad_m, grad_agg, H: tl.constexpr,
                            PER_NODE: tl.constexpr, HAS_SCALE: tl.constexpr,
-                           BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr):
+                           BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, UNROLL: tl.constexpr):
     rows = start + tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     _backward_block(rows, rows < end, grad_state, state, gates, weight, weight_n, scale,
                     out_ptr, out_eid, dst, grad_z, grad_m, grad_agg, H, PER_NODE, HAS_SCALE,
-                    BLOCK_N, BLOCK_H)
+                    BLOCK_N, BLOCK_H, UNROLL)
 
 
 # ----------------------------------------------------------------------------------
@@ -414,7 +425,7 @@ def _forward(plan: _Plan, base_z, base_m, weight, weight_n, scale, per_node: boo
                dummy if scale is None else _nonempty(scale), state, gates, agg_h, sums,
                plan.in_ptr, plan.src)
     meta = dict(H=hidden, HAS_M=base_m is not None, PER_NODE=per_node,
-                HAS_SCALE=scale is not None, BLOCK_N=block_n, BLOCK_H=block_h)
+                HAS_SCALE=scale is not None, BLOCK_N=block_n, BLOCK_H=block_h, UNROLL=UNROLL)
     if plan.per_level:
         for a, b in zip(plan.ptr[:-1], plan.ptr[1:], strict=True):
             _forward_level_kernel[(triton.cdiv(b - a, block_n),)](a, b, *tensors, **meta)
@@ -436,7 +447,7 @@ def _backward(plan: _Plan, grad_state, state, gates, weight, weight_n, scale, pe
                state.new_zeros(1) if scale is None else _nonempty(scale), plan.out_ptr,
                plan.out_eid, plan.dst, grad_z, grad_m, grad_agg)
     meta = dict(H=hidden, PER_NODE=per_node, HAS_SCALE=scale is not None, BLOCK_N=block_n,
-                BLOCK_H=block_h)
+                BLOCK_H=block_h, UNROLL=UNROLL)
     if plan.per_level:
         for a, b in zip(plan.ptr[-2::-1], plan.ptr[:0:-1], strict=True):
             _backward_level_kernel[(triton.cdiv(b - a, block_n),)](a, b, *tensors, **meta)
