@@ -369,9 +369,11 @@ class _Plan:
 
 
 def _csr(index: Tensor, n: int) -> Tensor:
-    out = torch.zeros(n + 1, dtype=torch.long, device=index.device)
-    out[1:] = torch.bincount(index, minlength=n).cumsum(0)
-    return out
+    """Offsets ``[n + 1]`` of the values ``0..n-1`` of ``index`` sorted (``index_add_``
+    rather than ``bincount``, which reads its maximum back to the host)."""
+    counts = torch.zeros(n + 1, dtype=torch.long, device=index.device)
+    counts.index_add_(0, index + 1, torch.ones_like(index))
+    return counts.cumsum(0)
 
 
 def _nonempty(t: Tensor) -> Tensor:
@@ -389,7 +391,9 @@ def make_plan(ptr: list, visited_ptr: list, src: Tensor, dst_local: Tensor,
     src = src.long()
     counts = torch.tensor(visited_ptr, dtype=torch.long, device=device).diff()
     level_start = torch.tensor(ptr[:-1], dtype=torch.long, device=device)
-    dst = dst_local.long() + torch.repeat_interleave(level_start, counts)
+    # output_size: known here, so that CUDA needs no read-back of the counts.
+    dst = dst_local.long() + torch.repeat_interleave(level_start, counts,
+                                                     output_size=src.numel())
     out_eid = torch.sort(src, stable=True).indices
     if per_level is None:
         largest = max((b - a for a, b in zip(ptr[:-1], ptr[1:], strict=True)), default=0)
@@ -398,7 +402,8 @@ def make_plan(ptr: list, visited_ptr: list, src: Tensor, dst_local: Tensor,
     if not per_level:
         if row_group is None:
             row_group, num_groups = torch.zeros(n, dtype=torch.long, device=device), 1
-        level = torch.repeat_interleave(torch.arange(num_levels, device=device), sizes)
+        level = torch.repeat_interleave(torch.arange(num_levels, device=device), sizes,
+                                        output_size=n)
         key = row_group.long() * num_levels + level
         rows_by_group = torch.sort(key, stable=True).indices
         group_ptr = _csr(key, num_groups * num_levels)
