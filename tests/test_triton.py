@@ -21,9 +21,9 @@ if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no CUDA device, and TRITON_INTERPRET is not 1", allow_module_level=True)
 
 import graphlstm.nn.graph_lstm as graph_lstm_module  # noqa: E402
-from graphlstm import GraphLSTM, GraphLSTMStack, build_schedule  # noqa: E402
+from graphlstm import GraphLSTM, GraphLSTMStack, build_schedule, use_backend  # noqa: E402
 from graphlstm._triton import recurrence as tr  # noqa: E402
-from graphlstm.functional import _TorchRecurrence  # noqa: E402
+from graphlstm.functional import graph_lstm_recurrence  # noqa: E402
 from graphlstm.reference import (  # noqa: E402
     graph_lstm_reference,
     graph_lstm_weighted_reference,
@@ -124,8 +124,9 @@ def test_level_loop_equals_torch_engine(per_node, with_scale, per_level):
     sched, t = level_case(1, per_node, with_scale)
     floats = [v for v in t.values() if v is not None]
     index = (sched.ptr, sched.visited_ptr, sched.visited_src_pos, sched.visited_dst_local)
-    expected = _TorchRecurrence.apply(t["base_z"], t["base_m"], t["weight"], t["weight_n"],
-                                      t["edge_scale"], *index, per_node)
+    with use_backend("torch"):
+        expected = graph_lstm_recurrence(t["base_z"], t["base_m"], t["weight"], t["weight_n"],
+                                         *index, per_node, t["edge_scale"])
     num_groups = 3
     groups = tr.schedule_row_groups(sched, num_groups)
     on_device = {k: None if v is None else v.detach().float().to(DEVICE).requires_grad_()
