@@ -120,22 +120,22 @@ def level_case(seed, per_node, with_scale, hidden=4):
 @pytest.mark.parametrize("per_node, with_scale, per_level",
                          [(True, False, False), (True, True, True), (False, True, False),
                           (False, False, True)])
-def test_level_loop_equals_torch_engine(per_node, with_scale, per_level):
+def test_level_loop_equals_torch_engine(per_node, with_scale, per_level, monkeypatch):
     sched, t = level_case(1, per_node, with_scale)
     floats = [v for v in t.values() if v is not None]
     index = (sched.ptr, sched.visited_ptr, sched.visited_src_pos, sched.visited_dst_local)
     with use_backend("torch"):
         expected = graph_lstm_recurrence(t["base_z"], t["base_m"], t["weight"], t["weight_n"],
                                          *index, per_node, t["edge_scale"])
-    num_groups = 3
-    groups = tr.schedule_row_groups(sched, num_groups)
+    # Three programs: the batch's pieces merged into groups, as on larger batches.
+    monkeypatch.setattr(tr, "MAX_GROUPS", 3)
+    groups = tr.schedule_row_groups(sched)
     on_device = {k: None if v is None else v.detach().float().to(DEVICE).requires_grad_()
                  for k, v in t.items()}
     got = tr.recurrence(on_device["base_z"], on_device["base_m"], on_device["weight"],
                         on_device["weight_n"], *(i.to(DEVICE) if torch.is_tensor(i) else i
                                                  for i in index),
-                        per_node, on_device["edge_scale"], groups.to(DEVICE), num_groups,
-                        per_level)
+                        per_node, on_device["edge_scale"], groups.to(DEVICE), per_level)
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double().cpu(), expected.detach(), **TOL)
     grad = torch.randn(expected.shape, dtype=torch.float64)

@@ -337,11 +337,13 @@ def row_groups(edge_index: Tensor, num_nodes: int, num_groups: int) -> Tensor:
     return first * num_groups // num_nodes
 
 
-def schedule_row_groups(schedule, num_groups: int) -> Tensor:
-    """:func:`row_groups` of a schedule's graph, for the rows of its level-sorted layout."""
+def schedule_row_groups(schedule) -> Tensor:
+    """:func:`row_groups` of a schedule's graph into :func:`default_num_groups` groups,
+    for the rows of its level-sorted layout: the ``row_group`` the kernels take."""
     edges = torch.cat([torch.stack([schedule.visited_src, schedule.visited_dst]),
                        schedule.unvisited_edge_index], 1)
-    return row_groups(edges, schedule.num_nodes, num_groups).index_select(0, schedule.perm)
+    n = schedule.perm.size(0)
+    return row_groups(edges, n, default_num_groups(n)).index_select(0, schedule.perm)
 
 
 def default_num_groups(num_nodes: int) -> int:
@@ -381,11 +383,13 @@ def _nonempty(t: Tensor) -> Tensor:
     return t if t.numel() else t.new_zeros(1)
 
 
-def make_plan(ptr: list, visited_ptr: list, src: Tensor, dst_local: Tensor,
-              row_group: Tensor | None = None, num_groups: int = 1,
-              per_level: bool | None = None) -> _Plan:
-    """The kernels' view of a level-sorted layout (see :func:`recurrence`)."""
+def make_plan(ptr, visited_ptr, src: Tensor, dst_local: Tensor,
+              row_group: Tensor | None = None, per_level: bool | None = None) -> _Plan:
+    """The kernels' view of a level-sorted layout (see :func:`recurrence`); ``ptr`` and
+    ``visited_ptr`` are lists or int64 CPU tensors."""
     device = src.device
+    ptr = ptr.tolist() if isinstance(ptr, Tensor) else list(ptr)
+    visited_ptr = visited_ptr.tolist() if isinstance(visited_ptr, Tensor) else visited_ptr
     n, num_levels = ptr[-1], len(ptr) - 1
     sizes = torch.tensor(ptr, dtype=torch.long, device=device).diff()
     src = src.long()
@@ -399,16 +403,18 @@ def make_plan(ptr: list, visited_ptr: list, src: Tensor, dst_local: Tensor,
         largest = max((b - a for a, b in zip(ptr[:-1], ptr[1:], strict=True)), default=0)
         per_level = largest >= PER_LEVEL_FROM
     rows_by_group = group_ptr = None
+    num_groups = 1 if row_group is None else default_num_groups(n)
     if not per_level:
         if row_group is None:
-            row_group, num_groups = torch.zeros(n, dtype=torch.long, device=device), 1
+            row_group = torch.zeros(n, dtype=torch.long, device=device)
         level = torch.repeat_interleave(torch.arange(num_levels, device=device), sizes,
                                         output_size=n)
         key = row_group.long() * num_levels + level
         rows_by_group = torch.sort(key, stable=True).indices
         group_ptr = _csr(key, num_groups * num_levels)
-    return _Plan(n, src.numel(), list(ptr), _csr(dst, n), _nonempty(src), _nonempty(dst),
-                 _csr(src, n), _nonempty(out_eid), per_level, rows_by_group, group_ptr, num_groups)
+    return _Plan(n, src.numel(), ptr, _csr(dst, n), _nonempty(src), _nonempty(dst),
+                 _csr(src, n), _nonempty(out_eid), per_level, rows_by_group, group_ptr,
+                 num_groups)
 
 
 def _block_sizes(hidden: int) -> tuple[int, int]:
@@ -466,46 +472,93 @@ def _f32(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.detach().to(torch.float32).contiguous()
 
 
+def level_loop_forward(base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src,
+                       dst_local, per_node: bool, row_group: Tensor | None = None,
+                       per_level: bool | None = None):
+    """The forward of the operator ``graphlstm::recurrence`` (:mod:`graphlstm._ops`) in
+    Triton kernels: ``(state [N, 2H], gates [N, 3H], agg_h [N, H], sums [N or 0, 2H])``
+    in the dtype of ``base_z``, computed in float32.
+
+    ``row_group`` (:func:`schedule_row_groups` with :func:`default_num_groups` groups)
+    lets the graphs of a batch run in programs of their own; without it one program
+    runs everything. ``ptr`` and ``visited_ptr`` are lists or int64 CPU tensors.
+    ``per_level`` forces (or forbids) the per-level kernels.
+    """
+    plan = make_plan(ptr, visited_ptr, src, dst_local, row_group, per_level)
+    base_z32, base_m, weight, weight_n, scale = map(
+        _f32, (base_z, base_m, weight, weight_n, edge_scale))
+    state, gates, agg_h, sums = _forward(plan, base_z32, base_m, weight, weight_n, scale,
+                                         per_node)
+    if not per_node:
+        sums = sums[:0]
+    return tuple(t.to(base_z.dtype) for t in (state, gates, agg_h, sums))
+
+
+def level_loop_backward(grad_state, state, gates, sums, weight, weight_n, edge_scale, ptr,
+                        visited_ptr, src, dst_local, per_node: bool, need_weight: bool,
+                        need_scale: bool, row_group: Tensor | None = None,
+                        per_level: bool | None = None):
+    """The operator ``graphlstm::recurrence_backward`` in Triton kernels:
+    ``(grad_z [N, 3H], grad_m [N, H], grad_weight (shape of weight, [0, 2H] unless
+    need_weight), grad_scale ([E_v], [0] unless need_scale))``, in the dtype of
+    ``state``."""
+    hidden = state.size(1) // 2
+    plan = make_plan(ptr, visited_ptr, src, dst_local, row_group, per_level)
+    grad_state, state32, gates, sums, weight, weight_n, scale = map(
+        _f32, (grad_state, state, gates, sums, weight, weight_n, edge_scale))
+    grad_z, grad_m, grad_agg = _backward(plan, grad_state, state32, gates, weight, weight_n,
+                                         scale, per_node)
+    grad_weight = grad_agg.new_empty(0, 2 * hidden)
+    grad_scale = grad_agg.new_empty(0)
+    need_scale = need_scale and scale is not None
+    if need_weight and per_node:
+        grad_weight = grad_agg * sums  # every row's (scaled) neighbour sum
+    if need_scale or (need_weight and not per_node):
+        # Per visited edge: dL/d(neighbour sum) of its target times its source's state.
+        src, dst = plan.src[: plan.num_edges], plan.dst[: plan.num_edges]
+        g_edge = grad_agg.index_select(0, dst) * state32.index_select(0, src)
+        if need_scale:
+            edge_weight = weight.index_select(0, dst) if per_node else weight
+            grad_scale = (g_edge * edge_weight).sum(1)
+        if need_weight and not per_node:
+            grad_weight = g_edge if scale is None else g_edge * scale.unsqueeze(1)
+    return tuple(t.to(state.dtype) for t in (grad_z, grad_m, grad_weight, grad_scale))
+
+
 class _TritonRecurrence(torch.autograd.Function):
-    """The level loop in Triton kernels: the same values and gradients as
-    :class:`graphlstm.functional._TorchRecurrence`, in one launch each way."""
+    """:func:`level_loop_forward` and :func:`level_loop_backward` as an autograd
+    function of their own (the kernels without the operator registration)."""
 
     @staticmethod
-    def forward(ctx, base_z, base_m, weight, weight_n, edge_scale, plan, per_node):
-        dtypes = (base_z.dtype, None if base_m is None else base_m.dtype, weight.dtype,
-                  weight_n.dtype, None if edge_scale is None else edge_scale.dtype)
-        base_z, base_m, weight, weight_n, scale = map(
-            _f32, (base_z, base_m, weight, weight_n, edge_scale))
-        state, gates, agg_h, sums = _forward(plan, base_z, base_m, weight, weight_n, scale,
-                                             per_node)
-        ctx.save_for_backward(state, gates, agg_h, sums, weight, weight_n, scale)
-        ctx.plan, ctx.per_node, ctx.dtypes = plan, per_node, dtypes
+    def forward(ctx, base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src,
+                dst_local, per_node, row_group, per_level):
+        state, gates, agg_h, sums = level_loop_forward(
+            base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local,
+            per_node, row_group, per_level)
+        ctx.save_for_backward(state, gates, agg_h, sums, weight, weight_n, edge_scale, src,
+                              dst_local, row_group)
+        ctx.ptr, ctx.visited_ptr, ctx.per_node, ctx.per_level = (ptr, visited_ptr, per_node,
+                                                                  per_level)
+        ctx.dtypes = [None if t is None else t.dtype
+                      for t in (base_z, base_m, weight, weight_n, edge_scale)]
         return state
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_state):
-        state, gates, agg_h, sums, weight, weight_n, scale = ctx.saved_tensors
-        plan, per_node, dtypes = ctx.plan, ctx.per_node, ctx.dtypes
-        grad_z, grad_m, grad_agg = _backward(plan, _f32(grad_state), state, gates, weight,
-                                             weight_n, scale, per_node)
+        state, gates, agg_h, sums, weight, weight_n, edge_scale, src, dst_local, row_group = (
+            ctx.saved_tensors)
         need = ctx.needs_input_grad
-        grad_weight_n = grad_z.t() @ agg_h if need[3] else None
-        grad_weight = grad_scale = None
-        if need[2] and per_node:
-            grad_weight = grad_agg * sums  # every row's (scaled) neighbour sum
-        if need[4] or (need[2] and not per_node):
-            # Per visited edge: dL/d(neighbour sum) of its target times its source's state.
-            src, dst = plan.src[: plan.num_edges], plan.dst[: plan.num_edges]
-            g_edge = grad_agg.index_select(0, dst) * state.index_select(0, src)
-            edge_weight = weight.index_select(0, dst) if per_node else weight
-            if need[4]:
-                grad_scale = (g_edge * edge_weight).sum(1)
-            if need[2] and not per_node:
-                grad_weight = g_edge if scale is None else g_edge * scale.unsqueeze(1)
-        grads = (grad_z, grad_m if need[1] else None, grad_weight, grad_weight_n, grad_scale)
-        grads = tuple(None if g is None else g.to(dt) for g, dt in zip(grads, dtypes, strict=True))
-        return (*grads, None, None)
+        grad_z, grad_m, grad_weight, grad_scale = level_loop_backward(
+            grad_state, state, gates, sums, weight, weight_n, edge_scale, ctx.ptr,
+            ctx.visited_ptr, src, dst_local, ctx.per_node, need[2], need[4], row_group,
+            ctx.per_level)
+        grads = (grad_z, grad_m if need[1] else None, grad_weight if need[2] else None,
+                 grad_z.t() @ agg_h.to(grad_z.dtype) if need[3] else None,
+                 grad_scale if need[4] else None)
+        grads = tuple(None if g is None else g.to(dt)
+                      for g, dt in zip(grads, ctx.dtypes, strict=True))
+        return (*grads, None, None, None, None, None, None, None)
 
 
 def recurrence(
@@ -520,7 +573,6 @@ def recurrence(
     per_node: bool = False,
     edge_scale: Tensor | None = None,
     row_group: Tensor | None = None,
-    num_groups: int = 1,
     per_level: bool | None = None,
     schedule=None,
 ) -> Tensor:
@@ -531,17 +583,15 @@ def recurrence(
     Parameters
     ----------
     row_group : LongTensor ``[N]``, optional
-        Group of every row of the level-sorted layout (:func:`schedule_row_groups`);
-        each group runs in its own program, so no edge may join two groups.
-        Default: one group (one program for everything).
-    num_groups : int
-        Number of groups (values of ``row_group`` are below it).
+        Group of every row of the level-sorted layout (:func:`schedule_row_groups`),
+        values below :func:`default_num_groups`; each group runs in its own program,
+        so no edge may join two groups. Default: one program for everything.
     per_level : bool, optional
         Force (``True``) or forbid (``False``) the per-level kernels; default:
         per level when some level has :data:`PER_LEVEL_FROM` rows or more.
     schedule : Schedule, optional
         The schedule the layout comes from: without ``row_group``, its graphs
-        (:func:`schedule_row_groups`, :func:`default_num_groups`) form the groups.
+        (:func:`schedule_row_groups`) form the groups.
 
     Returns
     -------
@@ -551,16 +601,14 @@ def recurrence(
         raise ValueError(f"'edge_scale' must hold one entry per visited edge ({src.numel()}), "
                          f"got {edge_scale.numel()}")
     if row_group is None and schedule is not None:
-        num_groups = default_num_groups(schedule.num_nodes)
-        row_group = schedule_row_groups(schedule, num_groups)
-    plan = make_plan(ptr, visited_ptr, src, dst_local, row_group, num_groups, per_level)
-    return _TritonRecurrence.apply(base_z, base_m, weight, weight_n, edge_scale, plan,
-                                   per_node)
+        row_group = schedule_row_groups(schedule)
+    return _TritonRecurrence.apply(base_z, base_m, weight, weight_n, edge_scale, ptr,
+                                   visited_ptr, src, dst_local, per_node, row_group, per_level)
 
 
 def gated_recurrence(pre: Tensor, from_h: Tensor, h: Tensor, m: Tensor, weight_n: Tensor,
                      schedule, visited_scale: Tensor, unvisited_scale: Tensor,
-                     num_groups: int | None = None, per_level: bool | None = None) -> Tensor:
+                     per_level: bool | None = None) -> Tensor:
     """:func:`graphlstm.functional.graph_lstm_gated_recurrence` with the level loop in
     Triton kernels: the projections permuted to the level-sorted layout, the unvisited
     neighbours in one scatter and the visited edges' forget gates in whole-graph
@@ -586,9 +634,6 @@ def gated_recurrence(pre: Tensor, from_h: Tensor, h: Tensor, m: Tensor, weight_n
     dst = schedule.visited_dst_pos
     gate = torch.sigmoid(input_forget.index_select(0, dst) + neighbour_forget.index_select(0, src))
     weight = torch.cat([torch.ones_like(gate), gate], 1)
-    if num_groups is None:
-        num_groups = default_num_groups(n)
-    row_group = schedule_row_groups(schedule, num_groups)
     state = recurrence(base_z, base_m, weight, weight_n, ptr, visited_ptr, src, dst_local,
-                       False, visited_scale, row_group, num_groups, per_level)
+                       False, visited_scale, schedule_row_groups(schedule), per_level)
     return state.index_select(0, schedule.pos)
