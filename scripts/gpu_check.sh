@@ -8,14 +8,15 @@
 # Stages, each with its own time limit so that the whole ends within 8 minutes
 # and writes what it measured even if one stage hangs or fails:
 #   env         versions, the GPU
-#   tests       the Triton engine's tests on CUDA (tests/test_triton.py) and the
-#               layer tests parametrised over devices ("-k device")
+#   tests       the Triton engine's tests on CUDA (tests/graphlstm/test_triton.py)
+#               and the layer tests parametrised over devices ("-k device")
 #   graph_lstm  benchmarks/gpu/graph_lstm.py: triton vs torch engine vs
 #               GatedGraphConv(64, num_layers=1) on ~1,000 and ~4,000 superpixels
 #               and a batch of 8 x ~1,000 (tables in graph_lstm.md)
 #   train       benchmark.py train on CUDA: step breakdown (backbone, Graph LSTM,
 #               schedule) for the small backbone and ResNet-50, fp32 and AMP, on the
-#               default engine; the small fp32 step again on the torch engine
+#               default engine (Triton on CUDA); the small fp32 step again on the
+#               torch engine (each run at most 60 s)
 # Files in OUT_DIR: summary.txt, <stage>.log, graph_lstm.md. Exit status 1 if a
 # stage failed or ran out of time (summary.txt says which).
 set -uo pipefail
@@ -43,7 +44,7 @@ stage() {  # stage NAME SECONDS COMMAND...
 }
 
 : >"$out/summary.txt"
-stage env 60 "$py" - <<'EOF'
+stage env 30 "$py" - <<'EOF'
 import torch, triton, torch_geometric, numba, skimage
 assert torch.cuda.is_available(), "no CUDA device"
 print("torch", torch.__version__, "cuda", torch.version.cuda, "triton", triton.__version__,
@@ -55,29 +56,28 @@ import graphlstm.backend as b
 print("graphlstm backends:", b.BACKENDS)
 EOF
 
-stage tests 150 "$py" -m pytest -q -p no:cacheprovider -x tests/test_triton.py \
-    tests/test_graph_lstm.py tests/test_graph_lstm_weights.py tests/test_graph_lstm_stack.py \
-    tests/test_graph_lstm_adjacency.py tests/test_pooling.py -k "triton or device"
+stage tests 150 "$py" -m pytest -q -p no:cacheprovider tests/graphlstm/test_triton.py \
+    tests/graphlstm/test_graph_lstm.py tests/graphlstm/test_graph_lstm_weights.py \
+    tests/graphlstm/test_graph_lstm_stack.py tests/graphlstm/test_graph_lstm_adjacency.py \
+    tests/segmentation/models/test_pooling.py -k "triton or device or cuda"
 
-stage graph_lstm 170 "$py" -m benchmarks.gpu.graph_lstm --device cuda --repeats 10 \
+stage graph_lstm 120 "$py" -m benchmarks.gpu.graph_lstm --device cuda --repeats 10 \
     --out "$out/graph_lstm.md"
 
 train() {
-    local b amp
-    for b in small resnet50; do
-        for amp in "" --amp; do
-            echo "--- backbone $b ${amp:-fp32}, engine ${GRAPHLSTM_BACKEND:-auto}"
-            "$py" scripts/benchmark.py train --device cuda --processes 1 --steps 5 \
-                --backbone "$b" $amp || return 1
-        done
+    local rc=0 engine backbone amp
+    for run in "auto small" "torch small" "auto small --amp" "auto resnet50" \
+               "auto resnet50 --amp"; do
+        read -r engine backbone amp <<<"$run"
+        echo "--- engine $engine, backbone $backbone, ${amp:-fp32}"
+        GRAPHLSTM_BACKEND=$engine timeout 60 "$py" scripts/benchmark.py train --device cuda \
+            --processes 1 --steps 5 --backbone "$backbone" $amp || rc=1
     done
-    echo "--- backbone small fp32, engine torch"
-    GRAPHLSTM_BACKEND=torch "$py" scripts/benchmark.py train --device cuda --processes 1 \
-        --steps 5 --backbone small
+    return $rc
 }
 export -f train
 export py
-stage train 170 bash -c train
+stage train 190 bash -c train
 
 echo "total: $((SECONDS - start)) s" | tee -a "$out/summary.txt"
 exit $status

@@ -14,6 +14,7 @@ are compared with the PyTorch engine's on every graph.
 Usage::
 
     python -m benchmarks.gpu.graph_lstm                   # CUDA; prints Markdown tables
+    python scripts/benchmark.py graph-lstm --device cuda  # the same, without the batch
     python -m benchmarks.gpu.graph_lstm --out tables.md   # also writes them to a file
     TRITON_INTERPRET=1 python -m benchmarks.gpu.graph_lstm --device cpu --sizes 60 \\
         --batch 2 --repeats 2                            # a smoke test of the script
@@ -29,17 +30,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-
-
-def sample_graph(n_segments: int, seed: int):
-    """A SLIC graph of the astronaut with a smooth random confidence (the benchmark
-    suite's own graphs), wherever the restructure has put the helper."""
-    try:
-        from benchmarks.layers.graph_lstm import sample_graph as make
-    except ImportError:
-        from segmentation.benchmarks import sample_graph as make
-    return make(n_segments, seed=seed)
-
 
 #: Schedules the benchmark made, by ``id(schedule.visited_src_pos)`` (see :func:`engine`).
 KNOWN_SCHEDULES: dict = {}
@@ -101,6 +91,8 @@ def median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> f
 def make_cases(sizes, batch: int, batch_size: int):
     """``(name, edge_index, score)`` of every graph to measure."""
     from torch_geometric.data import Batch, Data
+
+    from benchmarks.layers.graph_lstm import sample_graph
 
     cases = []
     for n_segments in sizes:
