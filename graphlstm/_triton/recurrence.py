@@ -51,6 +51,8 @@ in IEEE float32, not TF32).
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -337,9 +339,42 @@ def row_groups(edge_index: Tensor, num_nodes: int, num_groups: int) -> Tensor:
     return first * num_groups // num_nodes
 
 
+# Layouts are made once per schedule: both layers of a model and every backward
+# share one schedule, and making a layout takes some fifteen small launches.
+_CACHE: OrderedDict = OrderedDict()
+_CACHE_SIZE = 16
+
+
+def _cached(name: str, tensors: tuple, extra, make):
+    """``make()``, or its value from an earlier call with the very same ``tensors``
+    (the same objects, not modified in place since) and ``extra``."""
+    key = (name, tuple(id(t) for t in tensors), extra)
+    versions = tuple(t._version for t in tensors)
+    entry = _CACHE.get(key)
+    if entry is not None:
+        refs, seen_versions, value = entry
+        if seen_versions == versions and all(r() is t for r, t in zip(refs, tensors,
+                                                                        strict=True)):
+            _CACHE.move_to_end(key)
+            return value
+    value = make()
+    _CACHE[key] = (tuple(weakref.ref(t) for t in tensors), versions, value)
+    _CACHE.move_to_end(key)
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return value
+
+
 def schedule_row_groups(schedule) -> Tensor:
     """:func:`row_groups` of a schedule's graph into :func:`default_num_groups` groups,
-    for the rows of its level-sorted layout: the ``row_group`` the kernels take."""
+    for the rows of its level-sorted layout: the ``row_group`` the kernels take (made
+    once per schedule)."""
+    tensors = (schedule.perm, schedule.visited_src, schedule.visited_dst,
+               schedule.unvisited_edge_index)
+    return _cached("groups", tensors, MAX_GROUPS, lambda: _schedule_row_groups(schedule))
+
+
+def _schedule_row_groups(schedule) -> Tensor:
     edges = torch.cat([torch.stack([schedule.visited_src, schedule.visited_dst]),
                        schedule.unvisited_edge_index], 1)
     n = schedule.perm.size(0)
@@ -386,7 +421,19 @@ def _nonempty(t: Tensor) -> Tensor:
 def make_plan(ptr, visited_ptr, src: Tensor, dst_local: Tensor,
               row_group: Tensor | None = None, per_level: bool | None = None) -> _Plan:
     """The kernels' view of a level-sorted layout (see :func:`recurrence`); ``ptr`` and
-    ``visited_ptr`` are lists or int64 CPU tensors."""
+    ``visited_ptr`` are lists or int64 CPU tensors. Made once per layout (the same
+    tensor objects, unmodified), so the layers sharing a schedule share it."""
+    # The offsets by value (the layer passes fresh views of the schedule's CPU tensor).
+    ptr = ptr.tolist() if isinstance(ptr, Tensor) else list(ptr)
+    visited_ptr = visited_ptr.tolist() if isinstance(visited_ptr, Tensor) else list(visited_ptr)
+    tensors = (src, dst_local) if row_group is None else (src, dst_local, row_group)
+    extra = (tuple(ptr), tuple(visited_ptr), per_level, PER_LEVEL_FROM, MAX_GROUPS)
+    return _cached("plan", tensors, extra,
+                   lambda: _make_plan(ptr, visited_ptr, src, dst_local, row_group, per_level))
+
+
+def _make_plan(ptr, visited_ptr, src: Tensor, dst_local: Tensor, row_group: Tensor | None,
+               per_level: bool | None) -> _Plan:
     device = src.device
     ptr = ptr.tolist() if isinstance(ptr, Tensor) else list(ptr)
     visited_ptr = visited_ptr.tolist() if isinstance(visited_ptr, Tensor) else visited_ptr

@@ -295,3 +295,20 @@ def test_levels_wider_than_one_block_of_rows(triton_layers, per_level, monkeypat
     want = torch.autograd.grad(m_ref.sum(), list(reference.parameters()))
     for a, b in zip(have, want, strict=True):
         torch.testing.assert_close(a.double().cpu(), b, **TOL)
+
+
+def test_layouts_are_made_once_per_schedule_and_again_after_a_change():
+    sched, t = level_case(7, per_node=True, with_scale=False)
+    sched = sched.to(DEVICE)
+    groups = tr.schedule_row_groups(sched)
+    assert tr.schedule_row_groups(sched) is groups
+    index = (sched.ptr, sched.visited_ptr, sched.visited_src_pos, sched.visited_dst_local)
+    plan = tr.make_plan(*index, groups)
+    assert tr.make_plan(*index, groups) is plan
+    assert tr.make_plan(*index) is not plan  # another grouping, another layout
+    src = sched.visited_src_pos.clone()
+    other = tr.make_plan(sched.ptr, sched.visited_ptr, src, sched.visited_dst_local, groups)
+    assert other is not plan
+    src.add_(0)  # modified in place: made again
+    assert tr.make_plan(sched.ptr, sched.visited_ptr, src, sched.visited_dst_local,
+                        groups) is not other
