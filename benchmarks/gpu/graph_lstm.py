@@ -124,6 +124,33 @@ def check_engines(layer, x, edge_index, schedule, state) -> float:
     return max(diffs)
 
 
+def kernels_repeatable(schedule, hidden: int, device) -> bool:
+    """Whether two runs of the Triton kernels (forward and backward, per-edge weights,
+    one program per graph) agree bit for bit on random inputs: they add in a fixed
+    order, so a difference means a race."""
+    from graphlstm._triton import recurrence as tr
+
+    gen = torch.Generator().manual_seed(0)
+    n, e = schedule.num_nodes, schedule.visited_src_pos.numel()
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen).to(device)
+
+    index = (schedule.ptr, schedule.visited_ptr, schedule.visited_src_pos,
+             schedule.visited_dst_local)
+    forward = (rand(n, 3 * hidden), rand(n, hidden), rand(e, 2 * hidden).sigmoid(),
+               0.3 * rand(3 * hidden, hidden), rand(e).sigmoid(), *index, False,
+               tr.schedule_row_groups(schedule))
+    grad_state = rand(n, 2 * hidden)
+    runs = []
+    for _ in range(2):
+        state, gates, _, sums = tr.level_loop_forward(*forward)
+        grads = tr.level_loop_backward(grad_state, state, gates, sums, *forward[2:5], *index,
+                                       False, True, True, forward[-1])
+        runs.append((state, *grads))
+    return all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+
+
 def bench(device: torch.device, sizes=(1000, 4000), batch: int = 8, batch_size: int = 1000,
           hidden: int = 64, repeats: int = 10, print_fn=print) -> list[str]:
     """Measure every case; returns the Markdown lines it printed."""
@@ -157,9 +184,11 @@ def bench_case(case: str, edge_index_cpu, score_cpu, device, hidden: int, repeat
     x = torch.randn(n, hidden, device=device, requires_grad=True)
     state = tuple((0.5 * torch.randn(n, hidden, device=device)).requires_grad_() for _ in "hm")
     difference = check_engines(layer, x, edge_index, schedule, state)
+    repeatable = kernels_repeatable(schedule, hidden, device)
     emit(f"\n## {case} superpixels: {n} nodes, {edge_index.size(1)} edges, "
          f"{schedule.num_levels} levels; triton vs torch engine: largest relative "
-         f"difference {difference:.1e} (output and gradients)")
+         f"difference {difference:.1e} (output and gradients); two runs of the kernels "
+         f"{'identical' if repeatable else 'DIFFER (a race?)'}")
 
     def timed(forward, grad: bool) -> float:
         def run():
