@@ -384,7 +384,8 @@ def _schedule_row_groups(schedule) -> Tensor:
 def default_num_groups(num_nodes: int) -> int:
     """Programs for :func:`row_groups`: enough for the graphs of a batch, and never
     more than :data:`MAX_GROUPS` (an empty group's program does nothing)."""
-    return max(1, min(num_nodes, MAX_GROUPS))
+    # sym_min/sym_max: no guard on the number of nodes under torch.compile.
+    return torch.sym_max(1, torch.sym_min(num_nodes, MAX_GROUPS))
 
 
 @dataclass

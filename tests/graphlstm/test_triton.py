@@ -20,7 +20,6 @@ pytest.importorskip("triton", reason="the Triton engine needs the 'triton' packa
 if not CUDA and os.environ.get("TRITON_INTERPRET") != "1":
     pytest.skip("no CUDA device, and TRITON_INTERPRET is not 1", allow_module_level=True)
 
-import graphlstm.nn.graph_lstm as graph_lstm_module  # noqa: E402
 from graphlstm import GraphLSTM, GraphLSTMStack, build_schedule, use_backend  # noqa: E402
 from graphlstm._triton import recurrence as tr  # noqa: E402
 from graphlstm.functional import graph_lstm_recurrence  # noqa: E402
@@ -168,20 +167,11 @@ def test_level_loop_without_edges_or_nodes():
 
 
 @pytest.fixture
-def triton_layers(monkeypatch):
-    """GraphLSTM (and so GraphLSTMStack) with its level loops run by the Triton kernels."""
-
-    def recurrence(base_z, base_m, weight, weight_n, ptr, visited_ptr, src, dst_local,
-                   per_node=False, edge_scale=None):
-        return tr.recurrence(base_z, base_m, weight, weight_n, ptr, visited_ptr, src,
-                             dst_local, per_node, edge_scale).to(base_z.dtype)
-
-    def gated(pre, from_h, h, m, weight_n, schedule, visited_scale, unvisited_scale):
-        return tr.gated_recurrence(pre, from_h, h, m, weight_n, schedule, visited_scale,
-                                   unvisited_scale).to(pre.dtype)
-
-    monkeypatch.setattr(graph_lstm_module, "graph_lstm_recurrence", recurrence)
-    monkeypatch.setattr(graph_lstm_module, "graph_lstm_gated_recurrence", gated)
+def triton_layers():
+    """The layers with their level loops on the Triton engine (on the CPU through the
+    interpreter, as TRITON_INTERPRET=1 is set above)."""
+    with use_backend("triton"):
+        yield
 
 
 def leaves(*tensors):
@@ -312,3 +302,70 @@ def test_layouts_are_made_once_per_schedule_and_again_after_a_change():
     src.add_(0)  # modified in place: made again
     assert tr.make_plan(sched.ptr, sched.visited_ptr, src, sched.visited_dst_local,
                         groups) is not other
+
+
+# ---------------------------------------------------------------------------------
+# The engine's place in graphlstm.backend
+# ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_triton_backend_runs_the_kernels_forward_and_backward(triton_layers, monkeypatch,
+                                                              with_state):
+    calls = []
+    for name in ("level_loop_forward", "level_loop_backward"):
+        original = getattr(tr, name)
+
+        def counted(*args, _original=original, _name=name):
+            calls.append((_name, args[-1] is not None))  # (which, row_group given)
+            return _original(*args)
+
+        monkeypatch.setattr(tr, name, counted)
+    x, edge_index, _, order, state = random_batch(3, sizes=(5, 4))
+    layer = GraphLSTM(3, 4).to(DEVICE)
+    out, _ = layer(x.to(DEVICE).requires_grad_(), edge_index.to(DEVICE), order=order.to(DEVICE),
+                   state=tuple(s.to(DEVICE) for s in state) if with_state else None)
+    out.sum().backward()
+    assert calls == [("level_loop_forward", True), ("level_loop_backward", True)]
+
+
+def test_backend_choice():
+    from graphlstm import backend
+
+    x = torch.zeros(3, 2)
+    with use_backend("auto"):
+        assert backend.triton_for(x) is None  # CPU tensors: the compiled kernels' place
+    with use_backend("torch"):
+        assert backend.triton_for(x) is None
+    if not CUDA:
+        with use_backend("triton"):
+            assert backend.triton_for(x) is tr  # the interpreter
+            assert backend.triton_for(x.double()) is None  # float64 keeps the exact path
+            monkeypatch = pytest.MonkeyPatch()
+            monkeypatch.setenv("TRITON_INTERPRET", "0")
+            try:
+                assert backend.triton_for(x) is None
+            finally:
+                monkeypatch.undo()
+
+
+def test_failures_raise_when_asked_for_and_warn_once_under_auto(monkeypatch):
+    from graphlstm import backend
+
+    monkeypatch.setattr(backend, "_triton", None)
+    monkeypatch.setattr(backend, "_triton_error", None)
+    monkeypatch.setattr(backend, "_triton_warned", False)
+
+    def broken():
+        raise ImportError("no triton here")
+
+    monkeypatch.setattr(backend, "_load_triton", broken)
+    with pytest.raises(RuntimeError, match="Triton kernels cannot be loaded"):
+        backend.set_backend("triton")
+    assert backend.get_backend() != "triton"
+    assert not backend.triton_available()
+    with use_backend("auto"), pytest.warns(RuntimeWarning, match="Triton kernels"):
+        backend.disable_triton_after_failure(RuntimeError("compilation failed"))
+    monkeypatch.setattr(backend, "_backend", "triton")
+    with pytest.raises(RuntimeError, match="compilation failed"):
+        backend.disable_triton_after_failure(RuntimeError("compilation failed"))
