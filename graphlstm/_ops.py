@@ -197,7 +197,7 @@ def _recurrence_triton(*args):
     """``graphlstm::recurrence`` in Triton kernels if the backend lets them run on
     these tensors (:func:`graphlstm.backend.triton_for`), else ``None``."""
     kernels = backend.triton_for(*args[:5], args[7], args[8])
-    if kernels is None:
+    if kernels is None or args[3].size(1) > kernels.MAX_HIDDEN:
         return None
     try:
         return kernels.level_loop_forward(*args)
@@ -315,7 +315,7 @@ def _recurrence_backward_triton(*args):
     """``graphlstm::recurrence_backward`` in Triton kernels, or ``None`` (see
     :func:`_recurrence_triton`)."""
     kernels = backend.triton_for(*args[:7], args[9], args[10])
-    if kernels is None:
+    if kernels is None or args[5].size(1) > kernels.MAX_HIDDEN:
         return None
     try:
         return kernels.level_loop_backward(*args)

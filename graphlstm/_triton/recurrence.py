@@ -71,6 +71,11 @@ PER_LEVEL_FROM = 4096
 #: Edges gathered per step of a row's neighbour loop (independent loads in flight).
 UNROLL = 2
 
+#: Largest hidden size the kernels take: a block keeps three ``H x H`` blocks of
+#: ``W_n`` for its ``tl.dot``s, which must fit in shared memory. Larger layers take
+#: the PyTorch path.
+MAX_HIDDEN = 128
+
 #: Most programs for the one-program-per-graph kernels.
 MAX_GROUPS = 1024
 
