@@ -369,3 +369,18 @@ def test_failures_raise_when_asked_for_and_warn_once_under_auto(monkeypatch):
     monkeypatch.setattr(backend, "_backend", "triton")
     with pytest.raises(RuntimeError, match="compilation failed"):
         backend.disable_triton_after_failure(RuntimeError("compilation failed"))
+
+
+@pytest.mark.parametrize("per_node", [True, False])
+def test_operator_passes_opcheck_on_the_triton_engine(triton_layers, per_node):
+    # Schema, fake implementation, autograd registration and AOTAutograd of
+    # torch.ops.graphlstm.recurrence with the Triton kernels behind it, row groups given.
+    sched, t = level_case(5, per_node, with_scale=True, hidden=2)
+    sched = sched.to(DEVICE)
+    floats = [None if v is None else v.detach().float().to(DEVICE).requires_grad_()
+              for v in t.values()]
+    base_z, base_m, weight, weight_n, edge_scale = floats
+    args = (base_z, base_m, weight, weight_n, edge_scale, sched.offsets[0], sched.offsets[1],
+            sched.visited_src_pos, sched.visited_dst_local, per_node,
+            tr.schedule_row_groups(sched))
+    torch.library.opcheck(torch.ops.graphlstm.recurrence.default, args)
