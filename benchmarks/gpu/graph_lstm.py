@@ -26,51 +26,9 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
-
-#: Schedules the benchmark made, by ``id(schedule.visited_src_pos)`` (see :func:`engine`).
-KNOWN_SCHEDULES: dict = {}
-
-
-@contextmanager
-def engine(name: str) -> Iterator[None]:
-    """Run the Graph LSTM's level loops on engine ``name`` ("triton" or "torch")."""
-    from graphlstm import backend, use_backend
-
-    if name in backend.BACKENDS:
-        with use_backend(name):
-            yield
-        return
-    if name != "triton":
-        raise ValueError(f"unknown engine {name!r}")
-    # The Triton engine before it is a choice of graphlstm.backend: the layer's two
-    # level loops replaced by the Triton launchers.
-    import graphlstm.nn.graph_lstm as module
-    from graphlstm._triton import recurrence as tr
-
-    def plain(base_z, base_m, weight, weight_n, ptr, visited_ptr, src, dst_local,
-              per_node=False, edge_scale=None):
-        # The layer passes its schedule's visited_src_pos: find the schedule, whose
-        # graphs then run one program each.
-        schedule = KNOWN_SCHEDULES.get(id(src))
-        return tr.recurrence(base_z, base_m, weight, weight_n, ptr, visited_ptr, src,
-                             dst_local, per_node, edge_scale, schedule=schedule
-                             ).to(base_z.dtype)
-
-    def gated(pre, from_h, h, m, weight_n, schedule, visited_scale, unvisited_scale):
-        return tr.gated_recurrence(pre, from_h, h, m, weight_n, schedule, visited_scale,
-                                   unvisited_scale).to(pre.dtype)
-
-    saved = module.graph_lstm_recurrence, module.graph_lstm_gated_recurrence
-    module.graph_lstm_recurrence, module.graph_lstm_gated_recurrence = plain, gated
-    try:
-        with use_backend("torch"):  # the schedule, and anything not replaced
-            yield
-    finally:
-        module.graph_lstm_recurrence, module.graph_lstm_gated_recurrence = saved
 
 
 def median_ms(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -109,11 +67,13 @@ def make_cases(sizes, batch: int, batch_size: int):
 def check_engines(layer, x, edge_index, schedule, state) -> float:
     """Largest difference between the Triton and the PyTorch engine, over the output
     and the gradients of the input, the state and the parameters."""
+    from graphlstm import use_backend
+
     diffs = []
     results = {}
     for name in ("triton", "torch"):
         inputs = [t.detach().clone().requires_grad_() for t in (x, *state)]
-        with engine(name):
+        with use_backend(name):
             out, (h, m) = layer(inputs[0], edge_index, schedule=schedule,
                                 state=(inputs[1], inputs[2]))
             grads = torch.autograd.grad((out * out).sum() + m.sum(),
@@ -172,12 +132,11 @@ def bench_case(case: str, edge_index_cpu, score_cpu, device, hidden: int, repeat
     """One graph: the engines' agreement, then their times and GatedGraphConv's."""
     from torch_geometric.nn import GatedGraphConv
 
-    from graphlstm import GraphLSTM, build_schedule
+    from graphlstm import GraphLSTM, build_schedule, use_backend
 
     n = score_cpu.numel()
     edge_index, score = edge_index_cpu.to(device), score_cpu.to(device)
     schedule = build_schedule(edge_index_cpu, n, score=score_cpu).to(device)
-    KNOWN_SCHEDULES[id(schedule.visited_src_pos)] = schedule
     torch.manual_seed(0)
     layer = GraphLSTM(hidden, hidden).to(device)
     gated = GatedGraphConv(hidden, num_layers=1).to(device)
@@ -202,7 +161,7 @@ def bench_case(case: str, edge_index_cpu, score_cpu, device, hidden: int, repeat
     emit("|---|---|---|---|---|---|---|")
     rows = {}
     for name in ("triton", "torch"):
-        with engine(name):
+        with use_backend(name):
             row = [
                 timed(lambda: layer(x, edge_index, state=state, schedule=schedule)[0], False),
                 timed(lambda: layer(x, edge_index, state=state, schedule=schedule)[0], True),
