@@ -10,7 +10,7 @@
 #   env         versions, the GPU
 #   tests       the Triton engine's tests on CUDA (tests/graphlstm/test_triton.py),
 #               the layer tests parametrised over devices ("-k device") and
-#               torch.compile on CUDA (test_compile.py -k cuda)
+#               torch.compile on CUDA (tests/graphlstm/test_compile.py -k cuda)
 #   graph_lstm  benchmarks/gpu/graph_lstm.py: triton vs torch engine vs
 #               GatedGraphConv(64, num_layers=1) on ~1,000 and ~4,000 superpixels
 #               and a batch of 8 x ~1,000 (tables in graph_lstm.md)
@@ -57,12 +57,11 @@ import graphlstm.backend as b
 print("graphlstm backends:", b.BACKENDS)
 EOF
 
-# torch.compile on CUDA, wherever the compile tests live
-compile_tests=$(ls tests/graphlstm/test_compile.py tests/test_compile.py 2>/dev/null | head -n 1)
 stage tests 150 "$py" -m pytest -q -p no:cacheprovider tests/graphlstm/test_triton.py \
     tests/graphlstm/test_graph_lstm.py tests/graphlstm/test_graph_lstm_weights.py \
     tests/graphlstm/test_graph_lstm_stack.py tests/graphlstm/test_graph_lstm_adjacency.py \
-    tests/segmentation/models/test_pooling.py $compile_tests -k "triton or device or cuda"
+    tests/segmentation/models/test_pooling.py tests/graphlstm/test_compile.py \
+    -k "triton or device or cuda"
 
 stage graph_lstm 120 "$py" -m benchmarks.gpu.graph_lstm --device cuda --repeats 10 \
     --out "$out/graph_lstm.md"
