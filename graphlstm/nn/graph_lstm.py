@@ -16,7 +16,11 @@ from graphlstm._validation import (
     check_node_features,
     check_tensor,
 )
-from graphlstm.functional import graph_lstm_gated_recurrence, graph_lstm_recurrence
+from graphlstm.functional import (
+    graph_lstm_gated_recurrence,
+    graph_lstm_recurrence,
+    triton_row_group,
+)
 from graphlstm.schedule import Schedule, build_schedule
 
 __all__ = ["GraphLSTM"]
@@ -310,6 +314,7 @@ class GraphLSTM(MessagePassing):
                 schedule.visited_dst_local,
                 per_node,
                 edge_scale,
+                triton_row_group(schedule, base_z, weight),
             )
             state = state.index_select(0, schedule.pos)
         else:
