@@ -5,7 +5,7 @@ is always its smallest node, because a union links the larger root under the
 smaller one), then one pass over the nodes that numbers the sets in the order
 of their smallest node. O((N + E) α(N)), no per-iteration tensor work, which
 is what makes it pay on the CPU: the PyTorch path (min-label propagation with
-pointer jumping, :func:`graphlstm.coarsen._components_torch`) needs a few
+pointer jumping, :func:`graphlstm.coarsening._components_torch`) needs a few
 whole-graph scatters per round and a number of rounds that grows with the
 diameter of the merged regions.
 """

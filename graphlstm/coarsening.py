@@ -322,16 +322,26 @@ class Evolution(NamedTuple):
     acceptance: Tensor
 
 
-def _log_weight(pairs: Tensor, pair_logit: Tensor, kept: Tensor, graph: Tensor,
-                num_graphs: int, num_nodes: int) -> tuple[Tensor, Tensor]:
-    """``log w(b)`` per graph and the clusters of the bond configuration ``kept``."""
-    cluster = _components(pairs[0, kept], pairs[1, kept], num_nodes)
+def _absorbed_log_weight(pairs: Tensor, pair_logit: Tensor, kept: Tensor, cluster: Tensor,
+                         group: Tensor, num_groups: int) -> Tensor:
+    """``log w`` summed per group (graph or clique) for the bond configuration
+    ``kept`` whose components are ``cluster``."""
     absorbed = (cluster[pairs[0]] == cluster[pairs[1]]) & ~kept
     terms = torch.where(absorbed, pair_logit, 0.0)
-    log_w = terms.new_zeros(num_graphs).index_add(0, graph, terms)
-    # +inf and -inf in one graph (a certain and an impossible absorbed pair)
+    log_w = terms.new_zeros(num_groups).index_add(0, group, terms)
+    # +inf and -inf in one group (a certain and an impossible absorbed pair)
     # cannot arise from proposals; count it as impossible all the same.
-    return torch.nan_to_num(log_w, nan=-torch.inf), cluster
+    return torch.nan_to_num(log_w, nan=-torch.inf)
+
+
+def _accept(log_ratio: Tensor, deterministic: bool, generator, device) -> tuple[Tensor, Tensor]:
+    acceptance = log_ratio.clamp(max=0.0).exp()
+    if deterministic:
+        return acceptance >= 0.5, acceptance
+    gen_device = generator.device if generator is not None else device
+    draws = torch.rand(acceptance.numel(), generator=generator, device=gen_device,
+                       dtype=torch.float64).to(device)
+    return draws < acceptance, acceptance
 
 
 def evolve(
@@ -344,6 +354,7 @@ def evolve(
     deterministic: bool = False,
     threshold: float = 0.5,
     num_steps: int = 1,
+    acceptance: str = "graph",
 ) -> Evolution:
     r"""One structure-evolution step: propose a coarsening, accept it by
     Metropolis-Hastings (per graph of a batch).
@@ -396,10 +407,19 @@ def evolve(
     rejected graph keeps its structure for this step. ``num_steps > 1`` runs
     the chain further (its stationary distribution is :math:`P(b \mid I)`).
 
+    ``acceptance="clique"`` (our extension, for large graphs, where one test
+    for the whole graph almost always finds some absorbed pair of low
+    probability and rejects everything) tests every proposed clique
+    :math:`c` on its own with :math:`\alpha_c = \min(1, w_c)`, :math:`w_c`
+    the product over the pairs that :math:`c` absorbs; :math:`w(b') = \prod_c
+    w_c`, so a graph of one clique is tested exactly as in ``"graph"`` mode.
+    One step only.
+
     **Deterministic mode** (evaluation): the proposal keeps the pairs with
     :math:`p_e \ge` ``threshold`` (the most probable draw when
-    ``threshold=0.5``) and a graph accepts when :math:`\alpha \ge 1/2` (the
-    more probable outcome of the acceptance draw). No randomness is used.
+    ``threshold=0.5``) and a graph (or clique) accepts when
+    :math:`\alpha \ge 1/2` (the more probable outcome of the acceptance
+    draw). No randomness is used.
 
     Parameters
     ----------
@@ -413,17 +433,25 @@ def evolve(
     threshold : float in ``[0, 1]``, optional
         The proposal threshold of deterministic mode. (default: ``0.5``)
     num_steps : int, optional
-        Metropolis-Hastings steps. (default: ``1``)
+        Metropolis-Hastings steps (``"graph"`` mode). (default: ``1``)
+    acceptance : ``"graph"`` or ``"clique"``, optional
+        What one acceptance test decides on. (default: ``"graph"``)
 
     Returns
     -------
     Evolution
-        ``(cluster, accepted, acceptance)``; see :class:`Evolution`.
+        ``(cluster, accepted, acceptance)``; see :class:`Evolution`. In
+        ``"clique"`` mode ``accepted`` says whether a graph accepted any
+        clique and ``acceptance`` is its smallest clique acceptance.
     """
     if not isinstance(deterministic, bool):
         raise TypeError(f"'deterministic' must be a bool, got {deterministic!r}")
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
         raise ValueError(f"'num_steps' must be a positive int, got {num_steps!r}")
+    if acceptance not in ("graph", "clique"):
+        raise ValueError(f"'acceptance' must be 'graph' or 'clique', got {acceptance!r}")
+    if acceptance == "clique" and num_steps != 1:
+        raise ValueError(f"'num_steps' must be 1 with acceptance='clique', got {num_steps}")
     threshold = _check_threshold(threshold)
     num_nodes, pairs, pair_prob, _, batch = _prepare(
         edge_index, num_nodes, merge_prob, None, generator, batch
@@ -431,39 +459,55 @@ def evolve(
     device = pairs.device
     if batch is None:
         num_graphs = 1 if num_nodes else 0
-        graph = torch.zeros(pairs.size(1), dtype=torch.long, device=device)
+        node_graph = torch.zeros(num_nodes, dtype=torch.long, device=device)
     else:
         num_graphs = int(batch.max()) + 1 if num_nodes else 0
-        graph = batch[pairs[0]]
+        node_graph = batch
+    graph = node_graph[pairs[0]]
     pair_logit = torch.logit(pair_prob.double())
+    proposal_threshold = threshold if deterministic else None
+
+    if acceptance == "clique":
+        proposal = _keep(pair_prob, proposal_threshold, generator)
+        proposed = _components(pairs[0, proposal], pairs[1, proposal], num_nodes).to(device)
+        num_cliques = int(proposed.max()) + 1 if num_nodes else 0
+        log_w = _absorbed_log_weight(pairs, pair_logit, proposal, proposed,
+                                     proposed[pairs[0]], num_cliques)
+        taken, clique_acceptance = _accept(log_w, deterministic, generator, device)
+        kept = proposal & taken[proposed[pairs[0]]]
+        cluster = _components(pairs[0, kept], pairs[1, kept], num_nodes).to(device)
+        # Per graph: any merge taken; the smallest acceptance of its cliques.
+        merged = torch.zeros(num_nodes, dtype=torch.bool, device=device)
+        merged[pairs[0, kept]] = True
+        accepted = torch.zeros(num_graphs, dtype=torch.bool, device=device)
+        accepted = accepted.index_put((node_graph[merged],), torch.ones_like(merged[merged]))
+        clique_graph = torch.zeros(num_cliques, dtype=torch.long, device=device)
+        clique_graph = clique_graph.scatter(0, proposed, node_graph)
+        smallest = torch.ones(num_graphs, dtype=torch.float64, device=device).scatter_reduce(
+            0, clique_graph, clique_acceptance, reduce="amin"
+        )
+        return Evolution(cluster, accepted, smallest)
 
     kept = torch.zeros(pairs.size(1), dtype=torch.bool, device=device)
     log_w = torch.zeros(num_graphs, dtype=torch.float64, device=device)
     cluster = torch.arange(num_nodes, device=device)
     accepted = torch.zeros(num_graphs, dtype=torch.bool, device=device)
-    acceptance = torch.ones(num_graphs, dtype=torch.float64, device=device)
-    for _ in range(num_steps if not deterministic else 1):
-        proposal = _keep(pair_prob, threshold if deterministic else None, generator)
-        log_w_new, cluster_new = _log_weight(pairs, pair_logit, proposal, graph, num_graphs,
-                                             num_nodes)
-        log_ratio = (log_w_new - log_w).clamp(max=0.0)
-        log_ratio = torch.where(torch.isnan(log_ratio), 0.0, log_ratio)  # inf - inf: no change
-        acceptance = log_ratio.exp()
-        if deterministic:
-            accepted = acceptance >= 0.5
-        else:
-            gen_device = generator.device if generator is not None else device
-            draws = torch.rand(num_graphs, generator=generator, device=gen_device,
-                               dtype=torch.float64).to(device)
-            accepted = draws < acceptance
-        take = accepted[graph]
-        kept = torch.where(take, proposal, kept)
+    alpha = torch.ones(num_graphs, dtype=torch.float64, device=device)
+    for _ in range(1 if deterministic else num_steps):
+        proposal = _keep(pair_prob, proposal_threshold, generator)
+        proposed = _components(pairs[0, proposal], pairs[1, proposal], num_nodes).to(device)
+        log_w_new = _absorbed_log_weight(pairs, pair_logit, proposal, proposed, graph,
+                                         num_graphs)
+        log_ratio = log_w_new - log_w
+        log_ratio = torch.where(torch.isnan(log_ratio), -torch.inf, log_ratio)
+        accepted, alpha = _accept(log_ratio, deterministic, generator, device)
+        kept = torch.where(accepted[graph], proposal, kept)
         log_w = torch.where(accepted, log_w_new, log_w)
         if bool(accepted.all()):
-            cluster = cluster_new
+            cluster = proposed
         else:
-            cluster = _components(pairs[0, kept], pairs[1, kept], num_nodes)
-    return Evolution(cluster, accepted, acceptance)
+            cluster = _components(pairs[0, kept], pairs[1, kept], num_nodes).to(device)
+    return Evolution(cluster, accepted, alpha)
 
 
 # ---------------------------------------------------------------------------
@@ -512,7 +556,7 @@ def pool_edges(
     proper = coarse[0] != coarse[1]
     coarse = coarse[:, proper]
     if edge_weight is None:
-        return coalesce(coarse, None, num_clusters), None
+        return coalesce(coarse, num_nodes=num_clusters), None
     return coalesce(coarse, edge_weight[proper], num_clusters, reduce="sum")
 
 
