@@ -222,8 +222,9 @@ def test_score_fn_orders_every_level():
             head.bias.fill_(0.5)
     seen = []
 
-    def score_fn(level, inputs):
+    def score_fn(level, inputs, assignment):
         seen.append((level, inputs.size(0)))
+        assert int(assignment.max()) + 1 == inputs.size(0) and assignment.numel() == 18
         return inputs.sum(1)
 
     _, _, hierarchy = model(x, edge_index, score_fn=score_fn)
@@ -244,7 +245,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="'edge_index' joins two graphs"):
         model(x, edge_index, batch=torch.arange(16))
     with pytest.raises(ValueError, match="score_fn"):
-        model(x, edge_index, score_fn=lambda level, inputs: inputs[:2, 0])
+        model(x, edge_index, score_fn=lambda level, inputs, assignment: inputs[:2, 0])
     with pytest.raises(TypeError, match="'hierarchy'"):
         model.merge_loss((), torch.zeros(16))
     with pytest.raises(ValueError, match="'num_layers'"):

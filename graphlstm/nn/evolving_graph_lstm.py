@@ -108,9 +108,10 @@ class EvolvingGraphLSTM(torch.nn.Module):
        the number of level-:math:`l` edges they replace as weights (summed
        input weights, when ``edge_weight`` is given), so a neighbour region
        with a long common boundary counts more in the neighbour means.
-    4. **Confidence order** of the new level: ``score_fn(level, inputs)``
-       when given (e.g. the class confidence of a classifier on the level's
-       features), else the mean of the members' ``score``, else node order.
+    4. **Confidence order** of the new level: ``score_fn(level, inputs,
+       assignment)`` when given (e.g. the class confidence of the level's
+       nodes from their members' class probabilities, pooled through
+       ``assignment``), else the mean of the members' ``score``, else node order.
 
     The output of the last layer returns to the input nodes through the chain
     of clusters (:attr:`Hierarchy.assignments`). With ``evolve=False`` (or
@@ -155,8 +156,10 @@ class EvolvingGraphLSTM(torch.nn.Module):
     Inputs: ``x, edge_index, edge_weight, score, score_fn, batch, state, generator``
         - **x** ``[N, F]``, **edge_index** ``[2, E]``, **edge_weight** ``[E]`` optional.
         - **score** ``[N]`` optional: confidence of every node (higher first).
-        - **score_fn** optional: ``score_fn(level, inputs) -> [N_level]``, the
-          confidence of every node of a level from that level's input.
+        - **score_fn** optional: ``score_fn(level, inputs, assignment) ->
+          [N_level]``, the confidence of every node of a level, from that
+          level's input ``[N_level, ·]`` and ``assignment`` ``[N]``, the
+          level's node of every input node.
         - **batch** ``[N]`` optional: the graph of every node (never merged
           across graphs; each graph accepts or rejects on its own).
         - **state** ``(h_0, m_0)`` optional, each ``[N, H]``: layer 0's initial state.
@@ -256,7 +259,7 @@ class EvolvingGraphLSTM(torch.nn.Module):
         edge_index: Tensor,
         edge_weight: OptTensor = None,
         score: OptTensor = None,
-        score_fn: Callable[[int, Tensor], Tensor] | None = None,
+        score_fn: Callable[[int, Tensor, Tensor], Tensor] | None = None,
         batch: OptTensor = None,
         state: tuple[Tensor, Tensor] | None = None,
         generator: torch.Generator | None = None,
@@ -289,8 +292,8 @@ class EvolvingGraphLSTM(torch.nn.Module):
                 inputs = F.dropout(inputs, self.dropout, self.training)
             order_score = level_score
             if score_fn is not None and (level > 0 or score is None):
-                order_score = check_score(score_fn(level, inputs), inputs.size(0),
-                                          f"score_fn({level}, inputs)")
+                order_score = check_score(score_fn(level, inputs, assignments[-1]),
+                                          inputs.size(0), f"score_fn({level}, ...)")
             previous_h = None if state is None else state[0]
             out, state = layer(inputs, edge_index, weight,
                                score=None if order_score is None else order_score.detach(),
@@ -345,7 +348,11 @@ class EvolvingGraphLSTM(torch.nn.Module):
         if not isinstance(hierarchy, Hierarchy):
             raise TypeError(f"'hierarchy' must be the Hierarchy of a forward call, "
                             f"got {type(hierarchy).__name__}")
-        total, count = None, 0
+        # Every level's probabilities enter the graph (times 0 where no edge is
+        # supervised), so every merge head gets a gradient, zero or not (DDP).
+        total = sum((prob.sum() * 0.0 for prob in hierarchy.merge_probs),
+                    torch.zeros((), device=labels.device))
+        count = 0
         for level, prob in enumerate(hierarchy.merge_probs):
             if level == 0:
                 level_labels = labels
@@ -356,14 +363,10 @@ class EvolvingGraphLSTM(torch.nn.Module):
                                           level_labels.to(prob.device), ignore_index)
             if not bool(valid.any()):
                 continue
-            loss = F.binary_cross_entropy(prob[valid], target[valid].to(prob.dtype),
-                                          reduction="sum")
-            total = loss if total is None else total + loss
+            total = total + F.binary_cross_entropy(prob[valid], target[valid].to(prob.dtype),
+                                                   reduction="sum")
             count += int(valid.sum())
-        if total is None:
-            dtype = hierarchy.merge_probs[0].dtype if hierarchy.merge_probs else None
-            return torch.zeros((), dtype=dtype, device=labels.device)
-        return total / count
+        return total / max(count, 1)
 
     def __repr__(self) -> str:
         extra = f", num_layers={self.num_layers}"

@@ -1,0 +1,195 @@
+"""The segmentation network with a structure-evolving Graph LSTM (Liang et al., CVPR 2017).
+
+::
+
+    image ──backbone──> pixel features ──1x1──> confidence logits ──softmax──┐ mean per
+                          │ mean per superpixel                              │ superpixel
+                          v                                                  v
+                     node inputs ──Graph LSTM── evolve ──Graph LSTM── ... node class probabilities
+                                   level 0      merge     level 1          (pooled per level:
+                                   superpixels  cliques   merged regions    each level's order)
+                          level-L states ──unpool through the hierarchy──> pixels ──> logits
+
+The same pipeline as :class:`segmentation.model.GraphLSTMSegmenter`, with a
+:class:`graphlstm.EvolvingGraphLSTM` (``graph_layers`` layers, residual) in
+place of the stack: after every layer but the last, neighbouring regions merge
+(merge probabilities from the layer's forget gates, Metropolis-Hastings
+acceptance, sampled in training and deterministic in evaluation), and the next
+layer runs on the merged regions in the order of their confidence, recomputed
+per level from the class probabilities of their superpixels.
+
+Training adds the **merge loss** to the per-pixel losses: the binary
+cross-entropy of every merge probability against "both regions carry one
+label" (a superpixel's label is the majority label of its pixels, a merged
+region's the majority of its superpixels), weighted by ``merge_weight``
+(:func:`evolving_loss`).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from graphlstm import EvolvingGraphLSTM, Schedule, build_schedule
+from graphlstm.nn.evolving_graph_lstm import Hierarchy
+from segmentation.model import GraphLSTMSegmenter, ModelConfig, segmentation_loss
+from segmentation.pooling import pool, unpool
+
+__all__ = [
+    "EvolvingSegmenter",
+    "EvolvingSegmenterOutput",
+    "evolving_loss",
+    "superpixel_labels",
+]
+
+
+class EvolvingSegmenterOutput(NamedTuple):
+    logits: Tensor  # [B, K, H, W] final per-pixel scores
+    confidence_logits: Tensor  # [B, K, H, W] per-pixel confidence head
+    node_score: Tensor  # [N] score that ordered the superpixels (level 0)
+    schedule: Schedule  # level 0's schedule
+    hierarchy: Hierarchy  # the merged regions of every level
+    superpixels: Tensor  # [B, H, W] (for the merge loss and the pictures)
+    num_nodes: Tensor  # [B]
+
+
+class EvolvingSegmenter(GraphLSTMSegmenter):
+    """Superpixel segmentation with a structure-evolving Graph LSTM (module docstring).
+
+    Parameters
+    ----------
+    config : ModelConfig
+        As for :class:`GraphLSTMSegmenter`; ``graph_layers`` must be at least 1.
+    acceptance : ``"graph"`` or ``"clique"``
+        One Metropolis-Hastings test per image or per proposed region
+        (:func:`graphlstm.coarsening.evolve`).
+    threshold : float
+        The proposal threshold of evaluation (deterministic) mode.
+
+    Takes the inputs of :class:`GraphLSTMSegmenter` (plus an optional
+    ``generator`` for the evolution draws) and returns an
+    :class:`EvolvingSegmenterOutput`.
+    """
+
+    def __init__(self, config: ModelConfig, acceptance: str = "graph", threshold: float = 0.5):
+        if config.graph_layers < 1:
+            raise ValueError(f"the evolving model needs graph_layers >= 1, "
+                             f"got {config.graph_layers}")
+        super().__init__(config)
+        self.graph_lstm = EvolvingGraphLSTM(config.hidden, config.hidden,
+                                            num_layers=config.graph_layers, residual=True,
+                                            acceptance=acceptance, threshold=threshold)
+        # Layer 0 starts from a zero state (its lin_h and lin_fn only multiply
+        # zeros, also in the merge head's gates): frozen, so that every trainable
+        # parameter gets a gradient (DDP).
+        first = self.graph_lstm.layers[0]
+        first.lin_h.weight.requires_grad_(False)
+        first.lin_fn.weight.requires_grad_(False)
+
+    def forward(
+        self,
+        image: Tensor,
+        superpixels: Tensor,
+        edge_index: Tensor,
+        num_nodes: Tensor,
+        pos: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> EvolvingSegmenterOutput:
+        if image.dim() != 4 or image.size(1) != self.config.in_channels:
+            raise ValueError(f"'image' must have shape [B, {self.config.in_channels}, H, W], "
+                             f"got {list(image.shape)}")
+        if superpixels.dim() != 3 or superpixels.shape[0] != image.shape[0] or (
+            superpixels.shape[-2:] != image.shape[-2:]
+        ):
+            raise ValueError(
+                f"'superpixels' must have shape [B, H, W] = {[image.size(0), *image.shape[-2:]]}, "
+                f"got {list(superpixels.shape)}"
+            )
+        feats = self.backbone(image)
+        confidence_logits = self.confidence_head(feats)
+        with torch.autocast(image.device.type, enabled=False):
+            precise = torch.promote_types(feats.dtype, torch.float32)
+            precise_feats = feats.to(precise)
+            total = int(num_nodes.sum())
+            score = self.node_scores(confidence_logits.to(precise), superpixels, num_nodes, pos,
+                                     generator)
+            if not bool(torch.isfinite(score).all()):
+                raise RuntimeError("the confidence scores are not finite (see GraphLSTMSegmenter)")
+            schedule = build_schedule(edge_index, total, score=score)
+            batch = torch.repeat_interleave(torch.arange(num_nodes.numel(),
+                                                         device=num_nodes.device), num_nodes)
+            score_fn = self._level_score_fn(confidence_logits.to(precise), superpixels,
+                                            num_nodes, score)
+            nodes = self.node_in(pool(precise_feats, superpixels, num_nodes))
+            nodes, _, hierarchy = self.graph_lstm(nodes, edge_index, score=score,
+                                                  score_fn=score_fn, batch=batch.to(nodes.device),
+                                                  generator=generator)
+            fuse = self.classifier[0]
+            width = feats.size(1)
+            node_part = F.linear(nodes, fuse.weight[:, width:, 0, 0])
+            node_pixels = unpool(node_part, superpixels, num_nodes)
+        hidden = F.conv2d(feats, fuse.weight[:, :width], fuse.bias) + node_pixels.to(feats.dtype)
+        logits = self.classifier[2](self.classifier[1](hidden))
+        return EvolvingSegmenterOutput(logits, confidence_logits, score, schedule, hierarchy,
+                                       superpixels, num_nodes)
+
+    def _level_score_fn(self, confidence_logits, superpixels, num_nodes, score):
+        """Each merged level's order: by the confidence of its regions' mean class
+        probabilities (``confidence`` orders); the pooled level-0 score otherwise."""
+        order = self.config.order
+        if order in ("confidence", "reverse-confidence"):
+            probs = pool(confidence_logits.detach().softmax(dim=1), superpixels, num_nodes)
+            sign = 1.0 if order == "confidence" else -1.0
+
+            def score_fn(level, inputs, assignment):
+                if level == 0:
+                    return score
+                size = inputs.size(0)
+                region = torch.zeros(size, probs.size(1), dtype=probs.dtype, device=probs.device)
+                region = region.index_add(0, assignment, probs)
+                region = region / torch.bincount(assignment, minlength=size).unsqueeze(1)
+                return sign * region.max(dim=1).values
+        else:
+            def score_fn(level, inputs, assignment):
+                if level == 0:
+                    return score
+                size = inputs.size(0)
+                summed = score.new_zeros(size).index_add(0, assignment, score)
+                return summed / torch.bincount(assignment, minlength=size)
+        return score_fn
+
+
+def superpixel_labels(mask: Tensor, superpixels: Tensor, num_nodes: Tensor, num_classes: int,
+                      ignore_index: int = 255) -> Tensor:
+    """The majority label of every superpixel's pixels ``[N]`` (``ignore_index`` pixels
+    do not vote; a superpixel without a voter gets ``ignore_index``)."""
+    mask = mask.long()
+    valid = (mask != ignore_index) & (mask >= 0) & (mask < num_classes)
+    votes = F.one_hot(torch.where(valid, mask, 0), num_classes).permute(0, 3, 1, 2)
+    votes = votes * valid.unsqueeze(1)
+    share = pool(votes.to(torch.float32), superpixels, num_nodes)
+    best_share, best = share.max(dim=1)
+    return torch.where(best_share > 0, best, torch.full_like(best, ignore_index))
+
+
+def evolving_loss(output: EvolvingSegmenterOutput, mask: Tensor, ignore_index: int = 255,
+                  reduction: str = "mean", merge_weight: float = 1.0) -> Tensor:
+    """:func:`segmentation.model.segmentation_loss` plus ``merge_weight`` times the
+    mean merge loss (:meth:`graphlstm.EvolvingGraphLSTM.merge_loss`).
+
+    With ``reduction="sum"`` the merge term is scaled by the number of valid
+    pixels, so that dividing the sum by that number (as the training step
+    does) gives ``merge_weight`` times the mean merge loss.
+    """
+    loss = segmentation_loss(output, mask, ignore_index, reduction)
+    if merge_weight == 0 or not output.hierarchy.merge_probs:
+        return loss
+    labels = superpixel_labels(mask, output.superpixels, output.num_nodes,
+                               output.logits.size(1), ignore_index)
+    merge = EvolvingGraphLSTM.merge_loss(output.hierarchy, labels, ignore_index)
+    if reduction == "sum":
+        merge = merge * (mask != ignore_index).sum()
+    return loss + merge_weight * merge.to(loss.dtype)

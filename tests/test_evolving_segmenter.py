@@ -1,0 +1,97 @@
+"""The evolving segmentation model: shapes, merge loss from the masks, gradients,
+hierarchy back to every pixel, evaluation mode deterministic."""
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from segmentation.datasets import SyntheticScenes
+from segmentation.evolving import EvolvingSegmenter, evolving_loss, superpixel_labels
+from segmentation.model import ModelConfig, segmentation_loss
+from segmentation.training import build_graphs
+
+
+@pytest.fixture(scope="module")
+def batch():
+    graphs = build_graphs(SyntheticScenes(3, size=(40, 48), seed=5), n_segments=30)
+    return Batch.from_data_list(graphs)
+
+
+def small(**kw):
+    return ModelConfig(num_classes=6, width=6, hidden=5, **kw)
+
+
+def test_superpixel_labels_against_a_loop(batch):
+    labels = superpixel_labels(batch.mask, batch.superpixels, batch.ptr.diff(), 6)
+    offset = 0
+    for b in range(batch.num_graphs):
+        sp, mask = batch.superpixels[b], batch.mask[b]
+        for k in range(int(batch.ptr.diff()[b])):
+            pixels = mask[(sp == k) & (mask != 255)]
+            if pixels.numel() == 0:
+                assert int(labels[offset + k]) == 255
+            else:
+                counts = torch.bincount(pixels, minlength=6)
+                assert int(labels[offset + k]) == int(counts.argmax())
+        offset += int(batch.ptr.diff()[b])
+
+
+@pytest.mark.parametrize("order", ["confidence", "random"])
+def test_forward_loss_and_gradients(batch, order):
+    torch.manual_seed(0)
+    model = EvolvingSegmenter(small(order=order, graph_layers=3), acceptance="clique").train()
+    with torch.no_grad():  # merges happen from the start
+        for head in model.graph_lstm.merge_heads:
+            head.bias.fill_(2.0)
+    out = model.forward_batch(batch, torch.Generator().manual_seed(1))
+    assert out.logits.shape == (3, 6, 40, 48)
+    hierarchy = out.hierarchy
+    assert hierarchy.num_nodes[0] == batch.num_nodes and hierarchy.num_nodes[-1] < batch.num_nodes
+    # No region spans two images.
+    for level_batch, assign in zip(hierarchy.batches, hierarchy.assignments, strict=True):
+        assert torch.equal(level_batch[assign], batch.batch)
+    loss = evolving_loss(out, batch.mask, merge_weight=0.5)
+    plain = segmentation_loss(out, batch.mask)
+    assert float(loss.detach()) > float(plain.detach())
+    loss.backward()
+    frozen = {"graph_lstm.layers.0.lin_h.weight", "graph_lstm.layers.0.lin_fn.weight"}
+    for name, p in model.named_parameters():
+        if name in frozen:
+            assert not p.requires_grad
+        else:
+            assert p.grad is not None, name
+    # Level 0 always has supervised edges; a later level may have merged into
+    # one region per image (no edge): its head still gets a (zero) gradient.
+    assert float(model.graph_lstm.merge_heads[0].weight.grad.abs().sum()) > 0
+
+
+def test_sum_reduction_scales_the_merge_term(batch):
+    torch.manual_seed(0)
+    model = EvolvingSegmenter(small(graph_layers=2)).eval()
+    out = model.forward_batch(batch)
+    valid = (batch.mask != 255).sum()
+    mean = evolving_loss(out, batch.mask) - segmentation_loss(out, batch.mask)
+    summed = evolving_loss(out, batch.mask, reduction="sum") - segmentation_loss(
+        out, batch.mask, reduction="sum")
+    torch.testing.assert_close(summed, mean * valid, rtol=1e-4, atol=1e-4)
+
+
+def test_evaluation_is_deterministic_and_reaches_every_pixel(batch):
+    torch.manual_seed(0)
+    model = EvolvingSegmenter(small(graph_layers=3), acceptance="clique").eval()
+    with torch.no_grad():
+        for head in model.graph_lstm.merge_heads:
+            head.bias.fill_(2.0)
+        first = model.forward_batch(batch)
+        second = model.forward_batch(batch)
+    assert torch.equal(first.logits, second.logits)
+    offsets = batch.ptr[:-1].view(-1, 1, 1)
+    for level, assign in enumerate(first.hierarchy.assignments):
+        regions = assign[batch.superpixels + offsets]  # every pixel's region
+        assert torch.equal(torch.unique(regions),
+                           torch.arange(first.hierarchy.num_nodes[level]))
+
+
+def test_needs_a_graph_layer():
+    with pytest.raises(ValueError, match="graph_layers"):
+        EvolvingSegmenter(small(graph_layers=0))
