@@ -67,6 +67,9 @@ def _configurations() -> dict[str, dict]:
     for order in EXPERIMENT_ORDERS:
         configs[f"graph-lstm-{order}-1-layer"] = dict(graph_layers=1, order=order)
     configs["no-graph-lstm"] = dict(graph_layers=0, order="confidence")
+    configs["evolving"] = dict(graph_layers=2, order="confidence", graph_model="evolving")
+    configs["evolving-clique"] = dict(graph_layers=2, order="confidence",
+                                      graph_model="evolving", acceptance="clique")
     return configs
 
 
@@ -204,6 +207,10 @@ def model_cue_in_reach(model, graphs) -> float:
     layers = model.config.graph_layers
     if layers == 0:
         return 0.0
+    if model.config.graph_model == "evolving":
+        from segmentation.models.evolving import evolving_cue_in_reach
+
+        return evolving_cue_in_reach(model, graphs, (BEACON,), (WARM_GATE, COLD_GATE))
     generator = torch.Generator().manual_seed(0)  # as in evaluate(): order="random" repeats
 
     @torch.no_grad()

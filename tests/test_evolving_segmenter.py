@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
-from segmentation.datasets import SyntheticScenes
-from segmentation.evolving import EvolvingSegmenter, evolving_loss, superpixel_labels
-from segmentation.model import ModelConfig, segmentation_loss
-from segmentation.training import build_graphs
+from segmentation.data.datasets import SyntheticScenes
+from segmentation.engine.train import build_graphs
+from segmentation.models.evolving import EvolvingSegmenter, evolving_loss, superpixel_labels
+from segmentation.models.segmenter import ModelConfig, segmentation_loss
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +95,44 @@ def test_evaluation_is_deterministic_and_reaches_every_pixel(batch):
 def test_needs_a_graph_layer():
     with pytest.raises(ValueError, match="graph_layers"):
         EvolvingSegmenter(small(graph_layers=0))
+
+
+def test_hierarchy_reach_without_merging_equals_reachable():
+    from graphlstm import EvolvingGraphLSTM, reachable
+    from segmentation.models.evolving import hierarchy_reach
+
+    gen = torch.Generator().manual_seed(3)
+    edge_index = torch.randint(0, 14, (2, 30), generator=gen)
+    score = torch.rand(14, generator=gen)
+    model = EvolvingGraphLSTM(3, 4, num_layers=3, deterministic=True)
+    with torch.no_grad():
+        for head in model.merge_heads:
+            head.bias.fill_(-50.0)  # nothing merges
+    _, _, hierarchy = model(torch.randn(14, 3, generator=gen), edge_index, score=score)
+    assert hierarchy.num_nodes == [14, 14, 14]
+    expected = reachable(edge_index, 14, torch.arange(14), score=score, num_layers=3)
+    assert torch.equal(hierarchy_reach(hierarchy), expected)
+
+
+def test_hierarchy_reach_matches_the_jacobian():
+    from graphlstm import EvolvingGraphLSTM
+    from segmentation.models.evolving import hierarchy_reach
+
+    gen = torch.Generator().manual_seed(4)
+    n = 16
+    edge_index = torch.randint(0, n, (2, 26), generator=gen)
+    edge_index = torch.cat([edge_index, edge_index.flip(0)], 1)
+    score = torch.rand(n, generator=gen, dtype=torch.float64)
+    x = torch.randn(n, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(0)
+    model = EvolvingGraphLSTM(3, 4, num_layers=3, deterministic=True, acceptance="clique",
+                              residual=True).double()
+    with torch.no_grad():
+        for head in model.merge_heads:
+            head.weight.normal_(0, 3, generator=torch.Generator().manual_seed(1))
+    out, _, hierarchy = model(x, edge_index, score=score)
+    assert hierarchy.num_nodes[-1] < n, "the test needs some merging"
+    reach = hierarchy_reach(hierarchy)
+    for v in range(n):
+        (grad,) = torch.autograd.grad(out[v].sum(), x, retain_graph=True)
+        assert torch.equal(grad.abs().sum(1) > 0, reach[v]), v

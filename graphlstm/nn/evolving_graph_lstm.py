@@ -51,6 +51,8 @@ class Hierarchy(NamedTuple):
         Per evolution step, whether each graph of the batch accepted its proposal.
     batches : list of LongTensor or None
         The graph of every node of every level (``None`` without ``batch``).
+    scores : list of Tensor or None
+        The score that ordered each level's layer (``None``: node order).
     """
 
     clusters: list[Tensor]
@@ -60,6 +62,7 @@ class Hierarchy(NamedTuple):
     merge_probs: list[Tensor]
     accepted: list[Tensor]
     batches: list[Tensor | None]
+    scores: list[Tensor | None]
 
 
 class EvolvingGraphLSTM(torch.nn.Module):
@@ -285,7 +288,7 @@ class EvolvingGraphLSTM(torch.nn.Module):
         identity = torch.arange(num_nodes, device=x.device)
         clusters, assignments, accepted = [], [identity], []
         edge_indices, sizes, merge_probs, batches = [edge_index], [num_nodes], [], [batch]
-        h_n, m_n = [], []
+        h_n, m_n, scores = [], [], []
         inputs, weight, level_score, level_batch = x, edge_weight, score, batch
         for level, layer in enumerate(self.layers):
             if level > 0 and self.dropout > 0:
@@ -294,6 +297,7 @@ class EvolvingGraphLSTM(torch.nn.Module):
             if score_fn is not None and (level > 0 or score is None):
                 order_score = check_score(score_fn(level, inputs, assignments[-1]),
                                           inputs.size(0), f"score_fn({level}, ...)")
+            scores.append(None if order_score is None else order_score.detach())
             previous_h = None if state is None else state[0]
             out, state = layer(inputs, edge_index, weight,
                                score=None if order_score is None else order_score.detach(),
@@ -333,7 +337,7 @@ class EvolvingGraphLSTM(torch.nn.Module):
             batches.append(level_batch)
 
         hierarchy = Hierarchy(clusters, assignments, edge_indices, sizes, merge_probs,
-                              accepted, batches)
+                              accepted, batches, scores)
         return unpool(inputs, assignments[-1]), (torch.stack(h_n), torch.stack(m_n)), hierarchy
 
     @staticmethod

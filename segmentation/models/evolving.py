@@ -10,7 +10,7 @@
                                    superpixels  cliques   merged regions    each level's order)
                           level-L states ──unpool through the hierarchy──> pixels ──> logits
 
-The same pipeline as :class:`segmentation.model.GraphLSTMSegmenter`, with a
+The same pipeline as :class:`segmentation.models.segmenter.GraphLSTMSegmenter`, with a
 :class:`graphlstm.EvolvingGraphLSTM` (``graph_layers`` layers, residual) in
 place of the stack: after every layer but the last, neighbouring regions merge
 (merge probabilities from the layer's forget gates, Metropolis-Hastings
@@ -35,13 +35,16 @@ from torch import Tensor
 
 from graphlstm import EvolvingGraphLSTM, Schedule, build_schedule
 from graphlstm.nn.evolving_graph_lstm import Hierarchy
-from segmentation.model import GraphLSTMSegmenter, ModelConfig, segmentation_loss
-from segmentation.pooling import pool, unpool
+from segmentation.models.pooling import pool, unpool
+from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig, segmentation_loss
 
 __all__ = [
     "EvolvingSegmenter",
     "EvolvingSegmenterOutput",
+    "evolving_cue_in_reach",
     "evolving_loss",
+    "hierarchy_reach",
+    "model_loss",
     "superpixel_labels",
 ]
 
@@ -54,6 +57,7 @@ class EvolvingSegmenterOutput(NamedTuple):
     hierarchy: Hierarchy  # the merged regions of every level
     superpixels: Tensor  # [B, H, W] (for the merge loss and the pictures)
     num_nodes: Tensor  # [B]
+    merge_weight: float  # the model's config.merge_weight
 
 
 class EvolvingSegmenter(GraphLSTMSegmenter):
@@ -63,9 +67,9 @@ class EvolvingSegmenter(GraphLSTMSegmenter):
     ----------
     config : ModelConfig
         As for :class:`GraphLSTMSegmenter`; ``graph_layers`` must be at least 1.
-    acceptance : ``"graph"`` or ``"clique"``
+    acceptance : ``"graph"`` or ``"clique"``, optional
         One Metropolis-Hastings test per image or per proposed region
-        (:func:`graphlstm.coarsening.evolve`).
+        (:func:`graphlstm.coarsening.evolve`); default ``config.acceptance``.
     threshold : float
         The proposal threshold of evaluation (deterministic) mode.
 
@@ -74,11 +78,13 @@ class EvolvingSegmenter(GraphLSTMSegmenter):
     :class:`EvolvingSegmenterOutput`.
     """
 
-    def __init__(self, config: ModelConfig, acceptance: str = "graph", threshold: float = 0.5):
+    def __init__(self, config: ModelConfig, acceptance: str | None = None,
+                 threshold: float = 0.5):
         if config.graph_layers < 1:
             raise ValueError(f"the evolving model needs graph_layers >= 1, "
                              f"got {config.graph_layers}")
         super().__init__(config)
+        acceptance = config.acceptance if acceptance is None else acceptance
         self.graph_lstm = EvolvingGraphLSTM(config.hidden, config.hidden,
                                             num_layers=config.graph_layers, residual=True,
                                             acceptance=acceptance, threshold=threshold)
@@ -134,7 +140,7 @@ class EvolvingSegmenter(GraphLSTMSegmenter):
         hidden = F.conv2d(feats, fuse.weight[:, :width], fuse.bias) + node_pixels.to(feats.dtype)
         logits = self.classifier[2](self.classifier[1](hidden))
         return EvolvingSegmenterOutput(logits, confidence_logits, score, schedule, hierarchy,
-                                       superpixels, num_nodes)
+                                       superpixels, num_nodes, float(self.config.merge_weight))
 
     def _level_score_fn(self, confidence_logits, superpixels, num_nodes, score):
         """Each merged level's order: by the confidence of its regions' mean class
@@ -177,7 +183,7 @@ def superpixel_labels(mask: Tensor, superpixels: Tensor, num_nodes: Tensor, num_
 
 def evolving_loss(output: EvolvingSegmenterOutput, mask: Tensor, ignore_index: int = 255,
                   reduction: str = "mean", merge_weight: float = 1.0) -> Tensor:
-    """:func:`segmentation.model.segmentation_loss` plus ``merge_weight`` times the
+    """:func:`segmentation.models.segmenter.segmentation_loss` plus ``merge_weight`` times the
     mean merge loss (:meth:`graphlstm.EvolvingGraphLSTM.merge_loss`).
 
     With ``reduction="sum"`` the merge term is scaled by the number of valid
@@ -193,3 +199,71 @@ def evolving_loss(output: EvolvingSegmenterOutput, mask: Tensor, ignore_index: i
     if reduction == "sum":
         merge = merge * (mask != ignore_index).sum()
     return loss + merge_weight * merge.to(loss.dtype)
+
+
+def model_loss(output, mask: Tensor, ignore_index: int = 255, reduction: str = "mean",
+               merge_weight: float | None = None) -> Tensor:
+    """The training loss of either network: :func:`evolving_loss` for the output of
+    an :class:`EvolvingSegmenter` (``merge_weight`` default: the model's
+    ``config.merge_weight``, carried by the output), else
+    :func:`segmentation.models.segmenter.segmentation_loss`."""
+    if isinstance(output, EvolvingSegmenterOutput):
+        weight = output.merge_weight if merge_weight is None else merge_weight
+        return evolving_loss(output, mask, ignore_index, reduction, weight)
+    return segmentation_loss(output, mask, ignore_index, reduction)
+
+
+def hierarchy_reach(hierarchy: Hierarchy) -> Tensor:
+    r"""Which input nodes can change each input node's output: BoolTensor ``[N, N]``.
+
+    The reach of :mod:`graphlstm.reach` carried through the levels: level
+    :math:`l` runs one layer on its own graph in its own order (reach
+    :math:`R_l`) from the state that level :math:`l-1` passed on (one hop more
+    in every direction, :math:`S_l`), and its inputs are the means of the
+    level-:math:`(l-1)` outputs of its members (membership :math:`C_l`), so
+    :math:`M_0 = R_0` and :math:`M_l = R_l S_l C_l M_{l-1}` (boolean
+    products); an input node's row is the row of its last-level node. Without
+    merging this is :func:`graphlstm.reachable` with ``num_layers=L``.
+    Dense: meant for one image at a time.
+    """
+    from graphlstm import reachable
+
+    reach = None
+    for level, (edge_index, size) in enumerate(zip(hierarchy.edge_indices, hierarchy.num_nodes,
+                                                   strict=True)):
+        level_reach = reachable(edge_index, size, torch.arange(size, device=edge_index.device),
+                                score=hierarchy.scores[level]).float()
+        if reach is None:
+            reach = level_reach
+            continue
+        step = torch.eye(size, device=edge_index.device)
+        step[edge_index[1], edge_index[0]] = 1.0  # a reads its in-neighbour j (j -> a)
+        members = torch.zeros(size, reach.size(0), device=edge_index.device)
+        cluster = hierarchy.clusters[level - 1]
+        members[cluster, torch.arange(cluster.numel(), device=cluster.device)] = 1.0
+        reach = ((level_reach @ step).clamp(max=1.0) @ members).clamp(max=1.0) @ reach
+        reach = reach.clamp(max=1.0)
+    return reach[hierarchy.assignments[-1]] > 0
+
+
+def evolving_cue_in_reach(model: EvolvingSegmenter, graphs, cue_labels, target_labels) -> float:
+    """:func:`segmentation.analysis.reach.cue_in_reach` for the evolving model: the share
+    of target superpixels whose reach through the model's own hierarchy (in
+    evaluation mode) holds a cue superpixel."""
+    from torch_geometric.data import Batch
+
+    model.eval()
+    hits, total = 0, 0
+    for graph in graphs:
+        labels = graph.superpixels.reshape(graph.mask.shape[-2:])
+        mask = graph.mask.reshape(labels.shape)
+        targets = torch.unique(labels[torch.isin(mask, torch.tensor(list(target_labels)))])
+        cues = torch.unique(labels[torch.isin(mask, torch.tensor(list(cue_labels)))])
+        if targets.numel() == 0:
+            continue
+        with torch.no_grad():
+            out = model.forward_batch(Batch.from_data_list([graph]))
+        reach = hierarchy_reach(out.hierarchy).cpu()
+        hits += int(reach[targets][:, cues].any(dim=1).sum())
+        total += targets.numel()
+    return hits / total if total else float("nan")
