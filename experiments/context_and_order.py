@@ -11,7 +11,9 @@ Configurations (:data:`CONFIGURATIONS`): ``no-graph-lstm`` (the same
 pipeline without the Graph LSTM), and ``graph-lstm-ORDER`` (two layers, the
 model's default) and ``graph-lstm-ORDER-1-layer`` for the orders
 ``confidence``, ``reverse-confidence`` (least confident first), ``random``
-and ``raster``.
+and ``raster``; ``evolving`` and ``evolving-clique``: two layers of the
+structure-evolving Graph LSTM (:mod:`segmentation.evolving`; one
+Metropolis-Hastings test per image, or per merged region).
 
 Scene families (:data:`SCENE_KINDS`): ``street``
 (:class:`segmentation.data.datasets.SyntheticScenes`: the context of a window or
@@ -327,6 +329,9 @@ def standard_comparisons(names: Sequence[str]) -> list[tuple[str, str]]:
         two, one = f"graph-lstm-{order}", f"graph-lstm-{order}-1-layer"
         if two in names and one in names:
             pairs.append((two, one))
+    for evolving in ("evolving", "evolving-clique"):
+        if evolving in names and "graph-lstm-confidence" in names:
+            pairs.append((evolving, "graph-lstm-confidence"))
     return pairs
 
 
