@@ -136,3 +136,27 @@ def test_hierarchy_reach_matches_the_jacobian():
     for v in range(n):
         (grad,) = torch.autograd.grad(out[v].sum(), x, retain_graph=True)
         assert torch.equal(grad.abs().sum(1) > 0, reach[v]), v
+
+
+def test_hierarchy_picture(batch, tmp_path):
+    from segmentation.visualize.hierarchy import hierarchy_regions, plot_hierarchy
+
+    one = Batch.from_data_list([batch.get_example(0)])
+    torch.manual_seed(0)
+    model = EvolvingSegmenter(small(graph_layers=3), acceptance="clique").eval()
+    with torch.no_grad():
+        for head in model.graph_lstm.merge_heads:
+            head.bias.fill_(1.0)
+        hierarchy = model.forward_batch(one).hierarchy
+    superpixels = one.superpixels[0]
+    regions = hierarchy_regions(superpixels, hierarchy.assignments)
+    assert len(regions) == 3
+    for k, region in enumerate(regions):
+        assert region.shape == (40, 48)
+        assert sorted(set(region.ravel().tolist())) == list(range(hierarchy.num_nodes[k]))
+    image = one.image[0].permute(1, 2, 0).numpy()
+    fig = plot_hierarchy(image, superpixels, hierarchy, tmp_path / "hierarchy.png")
+    assert (tmp_path / "hierarchy.png").stat().st_size > 0
+    assert fig.axes[0].images[0].get_array().shape == (40, 48, 3)
+    with pytest.raises(ValueError, match="assignments"):
+        hierarchy_regions(superpixels, [torch.zeros(3, dtype=torch.long)])
