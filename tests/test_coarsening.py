@@ -414,3 +414,23 @@ def test_empty_graphs():
     assert coarsen(empty, 3, torch.empty(0)).tolist() == [0, 1, 2]
     assert coarsen(empty, 0, torch.empty(0), threshold=0.5).numel() == 0
     assert evolve(empty, 2, torch.empty(0)).cluster.tolist() == [0, 1]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_equals_cpu():
+    edge_index, prob = random_graph(9, n=300, e=700)
+    cpu = coarsen(edge_index, 300, prob, threshold=0.45)
+    gpu = coarsen(edge_index.cuda(), 300, prob.cuda(), threshold=0.45)
+    assert gpu.is_cuda and torch.equal(gpu.cpu(), cpu)
+    batch = torch.zeros(300, dtype=torch.long)
+    for acceptance in ("graph", "clique"):
+        a = evolve(edge_index, 300, prob, batch=batch, deterministic=True, acceptance=acceptance)
+        b = evolve(edge_index.cuda(), 300, prob.cuda(), batch=batch.cuda(), deterministic=True,
+                   acceptance=acceptance)
+        assert torch.equal(a.cluster, b.cluster.cpu())
+    cluster = cpu.cuda()
+    x = torch.randn(300, 4, dtype=torch.float64)
+    assert torch.allclose(pool(x.cuda(), cluster).cpu(), pool(x, cpu))
+    coarse, weight = pool_edges(edge_index.cuda(), cluster, torch.ones(edge_index.size(1)).cuda())
+    ref, ref_weight = pool_edges(edge_index, cpu, torch.ones(edge_index.size(1)))
+    assert torch.equal(coarse.cpu(), ref) and torch.equal(weight.cpu(), ref_weight)
