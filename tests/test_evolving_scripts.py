@@ -68,3 +68,20 @@ def test_evolving_needs_graph_layers(tmp_path, capsys):
                          "evolving", "--graph-layers", "0", *TINY])
     assert code != 0
     assert "graph_layers" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes(trained, tmp_path):
+    import os
+    import subprocess
+
+    root, _ = trained
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SCRIPTS.parent))
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(SCRIPTS / "train.py"), "--data", str(root), "--out", str(tmp_path / "ddp"),
+         "--epochs", "1", "--graph-model", "evolving", *TINY],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    payload = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert payload["world_size"] == 2 and payload["model_config"]["graph_model"] == "evolving"
