@@ -29,6 +29,8 @@ def make_model(f, h, seed=0, **kwargs):
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(2.0)
+        for head in model.merge_heads:  # around 1/2, so that the tests see merges
+            head.bias.zero_()
     return model
 
 
@@ -256,3 +258,23 @@ def test_bad_input():
         EvolvingGraphLSTM(3, 4, threshold=2.0)
     assert "EvolvingGraphLSTM(3, 4, num_layers=2)" == repr(model)
     assert isinstance(model.layers[0], GraphLSTM)
+
+
+def test_balanced_merge_loss_and_initial_bias():
+    x, edge_index, score = make_graph(13, n=20, e=50)
+    labels = torch.randint(0, 2, (20,), generator=torch.Generator().manual_seed(5))
+    model = make_model(3, 4, num_layers=2).train()
+    _, _, hierarchy = model(x, edge_index, score=score, generator=torch.Generator().manual_seed(0))
+    target, _ = merge_targets(edge_index, labels)
+    target = target.to(DT)
+    prob = hierarchy.merge_probs[0]
+    share = float(target.mean())
+    assert 0 < share < 1
+    weight = torch.where(target > 0.5, 0.5 / share, 0.5 / (1 - share))
+    expected = -(weight * (target * prob.log() + (1 - target) * (1 - prob).log())).mean()
+    torch.testing.assert_close(model.merge_loss(hierarchy, labels, balance=True), expected)
+    # Untrained heads start at a low merge probability (few merges at first).
+    fresh = EvolvingGraphLSTM(3, 4, num_layers=3)
+    assert all(float(head.bias) == -2.0 for head in fresh.merge_heads)
+    fresh.reset_parameters()
+    assert all(float(head.bias) == -2.0 for head in fresh.merge_heads)

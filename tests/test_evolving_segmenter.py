@@ -130,6 +130,7 @@ def test_hierarchy_reach_matches_the_jacobian():
     with torch.no_grad():
         for head in model.merge_heads:
             head.weight.normal_(0, 3, generator=torch.Generator().manual_seed(1))
+            head.bias.zero_()
     out, _, hierarchy = model(x, edge_index, score=score)
     assert hierarchy.num_nodes[-1] < n, "the test needs some merging"
     reach = hierarchy_reach(hierarchy)

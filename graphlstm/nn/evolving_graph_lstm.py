@@ -147,6 +147,11 @@ class EvolvingGraphLSTM(torch.nn.Module):
     acceptance : ``"graph"`` or ``"clique"``, optional
         One Metropolis-Hastings test per graph (the paper) or per proposed
         clique (see :func:`graphlstm.coarsening.evolve`). (default: ``"graph"``)
+    merge_bias : float, optional
+        Initial bias of the merge heads: ``-2`` starts at merge probabilities
+        near :math:`\sigma(-2) \approx 0.12`, so that an untrained model
+        merges little and behaves like :class:`GraphLSTMStack` until its
+        heads have learnt which neighbours belong together. (default: ``-2.0``)
 
     Attributes
     ----------
@@ -194,6 +199,7 @@ class EvolvingGraphLSTM(torch.nn.Module):
         num_steps: int = 1,
         deterministic: bool | None = None,
         acceptance: str = "graph",
+        merge_bias: float = -2.0,
     ) -> None:
         super().__init__()
         if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
@@ -222,6 +228,7 @@ class EvolvingGraphLSTM(torch.nn.Module):
         self.num_steps = num_steps
         self.deterministic = deterministic
         self.acceptance = acceptance
+        self.merge_bias = float(merge_bias)
         self.layers = torch.nn.ModuleList(
             GraphLSTM(in_channels if layer == 0 else hidden_channels, hidden_channels, bias=bias)
             for layer in range(num_layers)
@@ -229,12 +236,19 @@ class EvolvingGraphLSTM(torch.nn.Module):
         self.merge_heads = torch.nn.ModuleList(
             torch.nn.Linear(2 * hidden_channels, 1) for _ in range(num_layers - 1)
         )
+        self._init_merge_heads()
+
+    def _init_merge_heads(self) -> None:
+        with torch.no_grad():
+            for head in self.merge_heads:
+                head.bias.fill_(self.merge_bias)
 
     def reset_parameters(self) -> None:
         for layer in self.layers:
             layer.reset_parameters()
         for head in self.merge_heads:
             head.reset_parameters()
+        self._init_merge_heads()
 
     def merge_probability(self, level: int, x: Tensor, h: Tensor | None,
                           edge_index: Tensor) -> Tensor:
@@ -341,22 +355,29 @@ class EvolvingGraphLSTM(torch.nn.Module):
         return unpool(inputs, assignments[-1]), (torch.stack(h_n), torch.stack(m_n)), hierarchy
 
     @staticmethod
-    def merge_loss(hierarchy: Hierarchy, labels: Tensor, ignore_index: int = -100) -> Tensor:
+    def merge_loss(hierarchy: Hierarchy, labels: Tensor, ignore_index: int = -100,
+                   balance: bool = False) -> Tensor:
         """Binary cross-entropy of every level's merge probabilities against
         "both ends carry one label" (:func:`graphlstm.coarsening.merge_targets`).
 
         ``labels`` ``[N]`` holds the label of every input node (``ignore_index``
         for none); a merged node takes the majority label of its members. The
-        mean is over all supervised edges of all levels (zero when there are none).
+        mean is over all supervised edges of all levels (zero when there are
+        none). With ``balance=True`` the edges that should merge and those that
+        should not carry equal total weight (each group's edges weighted by
+        ``1 / (2 · its share)``), so that a head that cannot tell them apart
+        says 1/2 rather than the share of same-label edges (on superpixel
+        graphs most edges join one label, and an uninformed head would merge
+        everything).
         """
         if not isinstance(hierarchy, Hierarchy):
             raise TypeError(f"'hierarchy' must be the Hierarchy of a forward call, "
                             f"got {type(hierarchy).__name__}")
         # Every level's probabilities enter the graph (times 0 where no edge is
         # supervised), so every merge head gets a gradient, zero or not (DDP).
-        total = sum((prob.sum() * 0.0 for prob in hierarchy.merge_probs),
-                    torch.zeros((), device=labels.device))
-        count = 0
+        zero = sum((prob.sum() * 0.0 for prob in hierarchy.merge_probs),
+                   torch.zeros((), device=labels.device))
+        probs, targets = [], []
         for level, prob in enumerate(hierarchy.merge_probs):
             if level == 0:
                 level_labels = labels
@@ -365,12 +386,17 @@ class EvolvingGraphLSTM(torch.nn.Module):
                                               hierarchy.num_nodes[level], ignore_index)
             target, valid = merge_targets(hierarchy.edge_indices[level],
                                           level_labels.to(prob.device), ignore_index)
-            if not bool(valid.any()):
-                continue
-            total = total + F.binary_cross_entropy(prob[valid], target[valid].to(prob.dtype),
-                                                   reduction="sum")
-            count += int(valid.sum())
-        return total / max(count, 1)
+            probs.append(prob[valid])
+            targets.append(target[valid].to(prob.dtype))
+        if not probs or sum(p.numel() for p in probs) == 0:
+            return zero
+        prob, target = torch.cat(probs), torch.cat(targets)
+        weight = None
+        if balance:
+            share = target.mean()
+            if 0 < float(share) < 1:
+                weight = torch.where(target > 0.5, 0.5 / share, 0.5 / (1 - share))
+        return zero + F.binary_cross_entropy(prob, target, weight=weight)
 
     def __repr__(self) -> str:
         extra = f", num_layers={self.num_layers}"

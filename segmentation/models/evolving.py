@@ -21,8 +21,10 @@ per level from the class probabilities of their superpixels.
 Training adds the **merge loss** to the per-pixel losses: the binary
 cross-entropy of every merge probability against "both regions carry one
 label" (a superpixel's label is the majority label of its pixels, a merged
-region's the majority of its superpixels), weighted by ``merge_weight``
-(:func:`evolving_loss`).
+region's the majority of its superpixels), class-balanced (most neighbouring
+superpixels share a label; unbalanced, a head that knows nothing yet would
+say "merge" everywhere and evaluation would merge whole images), weighted by
+``merge_weight`` (:func:`evolving_loss`).
 """
 
 from __future__ import annotations
@@ -195,7 +197,7 @@ def evolving_loss(output: EvolvingSegmenterOutput, mask: Tensor, ignore_index: i
         return loss
     labels = superpixel_labels(mask, output.superpixels, output.num_nodes,
                                output.logits.size(1), ignore_index)
-    merge = EvolvingGraphLSTM.merge_loss(output.hierarchy, labels, ignore_index)
+    merge = EvolvingGraphLSTM.merge_loss(output.hierarchy, labels, ignore_index, balance=True)
     if reduction == "sum":
         merge = merge * (mask != ignore_index).sum()
     return loss + merge_weight * merge.to(loss.dtype)
