@@ -12,7 +12,7 @@ pipeline without the Graph LSTM), and ``graph-lstm-ORDER`` (two layers, the
 model's default) and ``graph-lstm-ORDER-1-layer`` for the orders
 ``confidence``, ``reverse-confidence`` (least confident first), ``random``
 and ``raster``; ``evolving`` and ``evolving-clique``: two layers of the
-structure-evolving Graph LSTM (:mod:`segmentation.evolving`; one
+structure-evolving Graph LSTM (:mod:`segmentation.models.evolving`; one
 Metropolis-Hastings test per image, or per merged region).
 
 Scene families (:data:`SCENE_KINDS`): ``street``

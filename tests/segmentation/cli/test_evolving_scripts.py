@@ -1,12 +1,15 @@
 """train.py --graph-model evolving end to end: checkpoints, evaluate, segment, resume."""
 
+import os
+import subprocess
+import sys
 
 import pytest
 
 from segmentation.data.datasets import write_synthetic_voc
 from segmentation.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from segmentation.models.evolving import EvolvingSegmenter
-from tests.helpers import run
+from tests.helpers import ROOT, SCRIPTS, run
 
 TINY = ["--n-segments", "12", "--width", "4", "--hidden", "4", "--batch-size", "4",
         "--no-progress", "--threads", "1"]
@@ -71,11 +74,8 @@ def test_evolving_needs_graph_layers(tmp_path, capsys):
 
 
 def test_torchrun_two_processes(trained, tmp_path):
-    import os
-    import subprocess
-
     root, _ = trained
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(SCRIPTS.parent))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(SCRIPTS / "train.py"), "--data", str(root), "--out", str(tmp_path / "ddp"),
