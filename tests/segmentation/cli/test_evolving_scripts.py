@@ -85,3 +85,17 @@ def test_torchrun_two_processes(trained, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     payload = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert payload["world_size"] == 2 and payload["model_config"]["graph_model"] == "evolving"
+
+
+def test_show_order_hierarchy(trained, tmp_path, capsys):
+    root, out = trained
+    image = sorted((root / "JPEGImages").iterdir())[0]
+    picture = tmp_path / "hierarchy.png"
+    assert run("show_order", [str(image), "--checkpoint", str(out / "best.pt"),
+                              "--hierarchy", str(picture)]) == 0
+    assert picture.stat().st_size > 0 and "regions per level" in capsys.readouterr().out
+    assert not (tmp_path / "order.png").exists()
+    assert run("show_order", [str(image), "--hierarchy", str(picture)]) == 1
+    assert "--hierarchy needs --checkpoint" in capsys.readouterr().err
+    assert run("show_order", [str(image), "--checkpoint", str(out / "best.pt"),
+                              "--hierarchy", str(tmp_path / "h.txt")]) == 1
