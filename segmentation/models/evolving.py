@@ -38,7 +38,12 @@ from torch import Tensor
 from graphlstm import EvolvingGraphLSTM, Schedule, build_schedule
 from graphlstm.nn.evolving_graph_lstm import Hierarchy
 from segmentation.models.pooling import pool, unpool
-from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig, segmentation_loss
+from segmentation.models.segmenter import (
+    GraphLSTMSegmenter,
+    ModelConfig,
+    NonFiniteScores,
+    segmentation_loss,
+)
 
 __all__ = [
     "EvolvingSegmenter",
@@ -125,7 +130,11 @@ class EvolvingSegmenter(GraphLSTMSegmenter):
             score = self.node_scores(confidence_logits.to(precise), superpixels, num_nodes, pos,
                                      generator)
             if not bool(torch.isfinite(score).all()):
-                raise RuntimeError("the confidence scores are not finite (see GraphLSTMSegmenter)")
+                raise NonFiniteScores(
+                    "the confidence scores are not finite: the backbone's activations "
+                    "overflowed (float16 autocast overflows above 65504: check the backbone "
+                    "weights, or train without --amp) or the weights hold NaN"
+                )
             schedule = build_schedule(edge_index, total, score=score)
             batch = torch.repeat_interleave(torch.arange(num_nodes.numel(),
                                                          device=num_nodes.device), num_nodes)
