@@ -106,6 +106,7 @@ def _number(kind, minimum, strict: bool, what: str):
 positive_int = _number(int, 0, True, "a positive integer")
 non_negative_int = _number(int, 0, False, "an integer >= 0")
 positive_float = _number(float, 0.0, True, "a positive number")
+non_negative_float = _number(float, 0.0, False, "a number >= 0")
 
 
 def int_list(minimum: int):

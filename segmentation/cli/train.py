@@ -26,6 +26,7 @@ from segmentation.cli._common import (
     CLIError,
     check_writable_folder,
     device,
+    non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
@@ -60,6 +61,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device", type=device, default="cpu")
     parser.add_argument("--graph-layers", type=non_negative_int, default=2,
                         help="Graph LSTM layers (0 = the baseline without graph context)")
+    parser.add_argument("--graph-model", choices=("stack", "evolving"), default="stack",
+                        help="stack: the Graph LSTM layers share the superpixel graph; "
+                        "evolving: regions merge between layers (structure-evolving LSTM)")
+    parser.add_argument("--merge-weight", type=non_negative_float, default=1.0,
+                        help="weight of the merge loss (--graph-model evolving)")
+    parser.add_argument("--acceptance", choices=("graph", "clique"), default="graph",
+                        help="one Metropolis-Hastings test per image or per merged region "
+                        "(--graph-model evolving)")
     parser.add_argument("--order", default="confidence",
                         choices=ORDER_KINDS,
                         help="update order of the superpixels")
@@ -198,7 +207,8 @@ def _train(args, device: str, resume, main: bool) -> int:
     model_config = ModelConfig(
         num_classes=len(class_names), width=args.width, hidden=args.hidden,
         graph_layers=args.graph_layers, order=args.order, n_segments=args.n_segments,
-        compactness=args.compactness, backbone=args.backbone,
+        compactness=args.compactness, backbone=args.backbone, graph_model=args.graph_model,
+        merge_weight=args.merge_weight, acceptance=args.acceptance,
     )
     train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed, device=device, lr_schedule=args.lr_schedule,

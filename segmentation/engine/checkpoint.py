@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from segmentation.data.images import atomic_write
-from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig
+from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig, build_segmenter
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -80,7 +80,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
 def model_from_checkpoint(payload: dict, device="cpu") -> GraphLSTMSegmenter:
     config = ModelConfig.from_dict(payload["model_config"])
-    model = GraphLSTMSegmenter(config)
+    model = build_segmenter(config)
     try:
         model.load_state_dict(payload["model_state"])
     except RuntimeError as err:

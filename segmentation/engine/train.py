@@ -71,12 +71,12 @@ from segmentation.engine.resume import (
     position_of,
     set_rng_state,
 )
+from segmentation.models.evolving import model_loss
 from segmentation.models.segmenter import (
-    GraphLSTMSegmenter,
     ModelConfig,
     NonFiniteScores,
     batch_inputs,
-    segmentation_loss,
+    build_segmenter,
 )
 
 __all__ = [
@@ -319,7 +319,7 @@ def training_step(
     try:
         with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=amp):
             out = model(*batch_inputs(batch))
-            loss_sum = segmentation_loss(out, batch.mask, IGNORE_INDEX, reduction="sum")
+            loss_sum = model_loss(out, batch.mask, IGNORE_INDEX, reduction="sum")
     except NonFiniteScores:
         # Diverged weights or activations: a loss that is not finite, which the
         # all-reduce below makes every process see (none is left waiting in it).
@@ -422,8 +422,8 @@ def _check_train_arguments(train_config: TrainConfig, train_graphs, val_graphs,
 
 
 def _build_model(model_config: ModelConfig, train_config: TrainConfig, world: int,
-                 pretrained: bool) -> GraphLSTMSegmenter:
-    model = GraphLSTMSegmenter(model_config)
+                 pretrained: bool) -> torch.nn.Module:
+    model = build_segmenter(model_config)
     if pretrained and train_config.backbone_weights is not None:
         if not hasattr(model.backbone, "load_pretrained"):
             raise ValueError(

@@ -27,7 +27,8 @@ def test_configurations_cover_layers_orders_and_the_baseline():
         assert CONFIGURATIONS[f"graph-lstm-{order}"] == dict(graph_layers=2, order=order)
         assert CONFIGURATIONS[f"graph-lstm-{order}-1-layer"] == dict(graph_layers=1, order=order)
     assert CONFIGURATIONS["no-graph-lstm"]["graph_layers"] == 0
-    assert len(CONFIGURATIONS) == 9
+    assert CONFIGURATIONS["evolving"]["graph_model"] == "evolving"
+    assert len(CONFIGURATIONS) == 11
 
 
 def test_standard_comparisons():
