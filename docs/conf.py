@@ -73,7 +73,7 @@ napoleon_numpy_docstring = True
 napoleon_google_docstring = False
 napoleon_use_rtype = False
 # "Shapes" (as in PyG's layers) is a section of its own.
-napoleon_custom_sections = ["Shapes"]
+napoleon_custom_sections = ["Shapes", ("Fields", "params_style")]
 # No intersphinx: the build never goes online. References to torch or PyG names
 # stay plain text (nitpicky is off).
 nitpicky = False

@@ -306,8 +306,8 @@ def coarsen(
 class Evolution(NamedTuple):
     """The result of :func:`evolve`.
 
-    Attributes
-    ----------
+    Fields
+    ------
     cluster : LongTensor ``[N]``
         The accepted clustering (every node alone in a graph whose proposals
         were all rejected).

@@ -31,8 +31,8 @@ __all__ = ["EvolvingGraphLSTM", "Hierarchy"]
 class Hierarchy(NamedTuple):
     """The graphs an :class:`EvolvingGraphLSTM` ran on, finest first.
 
-    Attributes
-    ----------
+    Fields
+    ------
     clusters : list of LongTensor
         ``clusters[k]`` ``[N_k]`` maps the nodes of level ``k`` to those of
         level ``k + 1`` (one entry per evolution step).
@@ -181,9 +181,16 @@ class EvolvingGraphLSTM(torch.nn.Module):
 
     Example
     -------
+    >>> import torch
+    >>> x = torch.randn(6, 16)
+    >>> edge_index = torch.tensor([[0, 1, 1, 2, 3, 4, 4, 5],
+    ...                            [1, 0, 2, 1, 4, 3, 5, 4]])
+    >>> labels = torch.tensor([0, 0, 0, 1, 1, 1])
     >>> model = EvolvingGraphLSTM(16, 32, num_layers=3)
-    >>> out, (h_n, m_n), hierarchy = model(x, edge_index, score=confidence)
-    >>> loss = task_loss(out) + model.merge_loss(hierarchy, node_labels)
+    >>> out, (h_n, m_n), hierarchy = model(x, edge_index, score=torch.rand(6))
+    >>> out.shape, h_n.shape, len(hierarchy.num_nodes)
+    (torch.Size([6, 32]), torch.Size([3, 6, 32]), 3)
+    >>> loss = out.square().mean() + model.merge_loss(hierarchy, labels)
     """
 
     def __init__(

@@ -70,6 +70,10 @@ class EvolvingSegmenterOutput(NamedTuple):
 class EvolvingSegmenter(GraphLSTMSegmenter):
     """Superpixel segmentation with a structure-evolving Graph LSTM (module docstring).
 
+    Takes the inputs of :class:`GraphLSTMSegmenter` (plus an optional
+    ``generator`` for the evolution draws) and returns an
+    :class:`EvolvingSegmenterOutput`.
+
     Parameters
     ----------
     config : ModelConfig
@@ -79,10 +83,6 @@ class EvolvingSegmenter(GraphLSTMSegmenter):
         (:func:`graphlstm.coarsening.evolve`); default ``config.acceptance``.
     threshold : float
         The proposal threshold of evaluation (deterministic) mode.
-
-    Takes the inputs of :class:`GraphLSTMSegmenter` (plus an optional
-    ``generator`` for the evolution draws) and returns an
-    :class:`EvolvingSegmenterOutput`.
     """
 
     def __init__(self, config: ModelConfig, acceptance: str | None = None,
