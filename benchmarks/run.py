@@ -4,6 +4,7 @@ Examples::
 
     python scripts/benchmark.py graph-lstm          # ~1,000 and ~4,000 superpixels; 1, 2 threads
     python scripts/benchmark.py graph-lstm --quick  # ~1,000 superpixels
+    python scripts/benchmark.py graph-lstm --device cuda  # triton vs torch engine (docs/gpu.md)
     python scripts/benchmark.py typed-cells         # MDLSTMCell etc. on lattice graphs
     python scripts/benchmark.py md-lstm grid-lstm
     python scripts/benchmark.py inference             # one 321x321 image, SLIC + network
@@ -120,7 +121,13 @@ def main(argv=None) -> int:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), "
           f"load average {load:.2f} (figures are only meaningful on an idle machine)")
     for case in cases:
-        if case == "graph-lstm":
+        if case == "graph-lstm" and torch.device(args.device).type == "cuda":
+            # On a GPU: the Triton engine against the torch engine and GatedGraphConv.
+            from benchmarks.gpu.graph_lstm import bench
+
+            bench(torch.device(args.device), sizes=(1000,) if args.quick else (1000, 4000),
+                  repeats=args.repeats)
+        elif case == "graph-lstm":
             from benchmarks.layers.graph_lstm import bench_graph_lstm, bench_grid_schedule
 
             bench_graph_lstm(sizes=(1000,) if args.quick else (1000, 4000),

@@ -11,7 +11,9 @@ Configurations (:data:`CONFIGURATIONS`): ``no-graph-lstm`` (the same
 pipeline without the Graph LSTM), and ``graph-lstm-ORDER`` (two layers, the
 model's default) and ``graph-lstm-ORDER-1-layer`` for the orders
 ``confidence``, ``reverse-confidence`` (least confident first), ``random``
-and ``raster``.
+and ``raster``; ``evolving`` and ``evolving-clique``: two layers of the
+structure-evolving Graph LSTM (:mod:`segmentation.models.evolving`; one
+Metropolis-Hastings test per image, or per merged region).
 
 Scene families (:data:`SCENE_KINDS`): ``street``
 (:class:`segmentation.data.datasets.SyntheticScenes`: the context of a window or
@@ -67,6 +69,9 @@ def _configurations() -> dict[str, dict]:
     for order in EXPERIMENT_ORDERS:
         configs[f"graph-lstm-{order}-1-layer"] = dict(graph_layers=1, order=order)
     configs["no-graph-lstm"] = dict(graph_layers=0, order="confidence")
+    configs["evolving"] = dict(graph_layers=2, order="confidence", graph_model="evolving")
+    configs["evolving-clique"] = dict(graph_layers=2, order="confidence",
+                                      graph_model="evolving", acceptance="clique")
     return configs
 
 
@@ -204,6 +209,10 @@ def model_cue_in_reach(model, graphs) -> float:
     layers = model.config.graph_layers
     if layers == 0:
         return 0.0
+    if model.config.graph_model == "evolving":
+        from segmentation.models.evolving import evolving_cue_in_reach
+
+        return evolving_cue_in_reach(model, graphs, (BEACON,), (WARM_GATE, COLD_GATE))
     generator = torch.Generator().manual_seed(0)  # as in evaluate(): order="random" repeats
 
     @torch.no_grad()
@@ -320,6 +329,9 @@ def standard_comparisons(names: Sequence[str]) -> list[tuple[str, str]]:
         two, one = f"graph-lstm-{order}", f"graph-lstm-{order}-1-layer"
         if two in names and one in names:
             pairs.append((two, one))
+    for evolving in ("evolving", "evolving-clique"):
+        if evolving in names and "graph-lstm-confidence" in names:
+            pairs.append((evolving, "graph-lstm-confidence"))
     return pairs
 
 

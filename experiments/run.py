@@ -37,7 +37,8 @@ def main(argv=None) -> int:
     parser.add_argument("--configs", nargs="+", default=None, metavar="NAME",
                         help="configurations (default: all): no-graph-lstm, "
                              "graph-lstm-ORDER and graph-lstm-ORDER-1-layer for ORDER in "
-                             "confidence, reverse-confidence, random, raster")
+                             "confidence, reverse-confidence, random, raster; evolving, "
+                             "evolving-clique")
     parser.add_argument("--scenes-kind", nargs="+", choices=KINDS, default=list(KINDS),
                         help="scene families (default: both)")
     parser.add_argument("--seeds", nargs="+", type=non_negative_int, default=[0, 1, 2])

@@ -3,6 +3,7 @@
 - :mod:`graphlstm.schedule`: update order -> levels of independent nodes.
 - :mod:`graphlstm.functional`: the Graph LSTM level loop.
 - :mod:`graphlstm.lattice`: lattice graphs and scan directions.
+- :mod:`graphlstm.coarsening`: clusters of nodes (``coarsen``), the evolution step, pooling.
 - :mod:`graphlstm.reach`: which inputs an update order lets into each node's output.
 - :mod:`graphlstm.nn`: the layers and cells (one per module) and the wavefront engine.
 - :mod:`graphlstm.reference`: plain sequential loops that define the semantics.
@@ -11,10 +12,12 @@
 
 from graphlstm import backend  # noqa: F401  (graphlstm.backend.set_backend, ...)
 from graphlstm.backend import use_backend
+from graphlstm.coarsening import coarsen
 from graphlstm.lattice import lattice_graph, lattice_order
 from graphlstm.nn import (
     MDLSTM,
     MDRNN,
+    EvolvingGraphLSTM,
     GraphLSTM,
     GraphLSTMStack,
     GridLSTM,
@@ -31,6 +34,7 @@ from graphlstm import _ops  # noqa: E402, F401  isort: skip
 __version__ = "0.1.0"
 
 __all__ = [
+    "EvolvingGraphLSTM",
     "GraphLSTM",
     "GraphLSTMStack",
     "GridLSTM",
@@ -41,6 +45,7 @@ __all__ = [
     "MDRNNCell",
     "Schedule",
     "build_schedule",
+    "coarsen",
     "lattice_graph",
     "lattice_order",
     "order_from_score",

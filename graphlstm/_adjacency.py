@@ -69,3 +69,33 @@ def edges_and_weights(
     if edge_weight is not None:
         edge_weight = check_edge_weight(edge_weight, edge_index.size(1), weight_name)
     return edge_index, edge_weight
+
+
+def rescale_in_weights(
+    edge_index: Tensor, edge_weight: Tensor, num_nodes: int, dtype: torch.dtype
+) -> Tensor:
+    """Every edge weight divided by the largest weight into the same node.
+
+    A weighted mean over in-neighbours (SPEC §3.1a) does not change when all
+    of a node's in-weights are scaled alike, but computing it from the raw
+    weights does: ``1 / s_i`` overflows for tiny ones (``s_i`` below ~3e-39
+    in float32, ~6e-309 in float64) and ``s_i`` itself for huge ones. Once
+    rescaled, every weight lies in ``[0, 1]`` and a node with any positive
+    in-weight has ``s_i >= 1``, for any finite non-negative input. Self-loops
+    do not count (the layers drop them); a node whose in-weights are all zero
+    keeps them. The divisor is a constant for autograd: by the invariance its
+    own derivative contributes nothing, so the gradient in ``edge_weight`` is
+    that of the rescaled weights divided by it; it overflows only where the
+    true value does.
+
+    The result has the wider of ``edge_weight.dtype`` and ``dtype`` (the
+    features' dtype): float32 weights of float64 features give what their
+    float64 values give, and float64 weights lose no range before rescaling.
+    """
+    edge_weight = edge_weight.to(torch.promote_types(edge_weight.dtype, dtype))
+    edge_index = edge_index.as_subclass(Tensor)
+    src, dst = edge_index[0], edge_index[1]
+    in_weight = edge_weight.detach().masked_fill(src == dst, 0.0)
+    peak = in_weight.new_zeros(num_nodes).scatter_reduce(0, dst, in_weight, "amax")
+    peak = torch.where(peak > 0, peak, 1.0)
+    return edge_weight / peak.index_select(0, dst)

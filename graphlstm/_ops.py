@@ -122,6 +122,7 @@ def recurrence(
     src: Tensor,
     dst_local: Tensor,
     per_node: bool,
+    row_group: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The level loop of :func:`graphlstm.functional.graph_lstm_recurrence`.
 
@@ -129,6 +130,9 @@ def recurrence(
     the new ``[h' | m']``, the activated gates ``u, o, sigma(2c)``, the visited
     neighbours' mean ``h_bar``, and with ``per_node`` their (scaled) sums
     ``[N, 2H]`` (else ``[0, 2H]``); the last three are what the backward reads.
+    ``row_group`` (optional, ``[N]``) tells which rows no edge joins
+    (:func:`graphlstm._triton.recurrence.schedule_row_groups`): the Triton engine
+    runs each group in a program of its own; the other engines ignore it.
     Default implementation (every device): the PyTorch reference.
     """
     return recurrence_reference_forward(base_z, base_m, weight, weight_n, edge_scale,
@@ -137,7 +141,12 @@ def recurrence(
 
 
 @recurrence.register_kernel("cpu")
-def _(base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local, per_node):
+def _(base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local, per_node,
+      row_group=None):
+    state = _recurrence_triton(base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr,
+                               src, dst_local, per_node, row_group)
+    if state is not None:  # an explicit "triton" backend under TRITON_INTERPRET=1
+        return state
     kernels = _compiled_kernels((base_z, base_m, weight, weight_n, edge_scale), (src, dst_local))
     if kernels is not None:
         try:
@@ -173,8 +182,34 @@ def _recurrence_numba(kernels, base_z, base_m, weight, weight_n, edge_scale, ptr
     return state, gates, agg_h, sums
 
 
+@recurrence.register_kernel("cuda")
+def _(base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local, per_node,
+      row_group=None):
+    state = _recurrence_triton(base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr,
+                               src, dst_local, per_node, row_group)
+    if state is not None:
+        return state
+    return recurrence_reference_forward(base_z, base_m, weight, weight_n, edge_scale,
+                                        ptr.tolist(), visited_ptr.tolist(), src, dst_local,
+                                        per_node)
+
+
+def _recurrence_triton(*args):
+    """``graphlstm::recurrence`` in Triton kernels if the backend lets them run on
+    these tensors (:func:`graphlstm.backend.triton_for`), else ``None``."""
+    kernels = backend.triton_for(*args[:5], args[7], args[8])
+    if kernels is None or args[3].size(1) > kernels.MAX_HIDDEN:
+        return None
+    try:
+        return kernels.level_loop_forward(*args)
+    except Exception as error:  # triton failing to compile or launch
+        backend.disable_triton_after_failure(error)
+    return None
+
+
 @recurrence.register_fake
-def _(base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local, per_node):
+def _(base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local, per_node,
+      row_group=None):
     n, hidden = base_z.size(0), weight_n.size(1)
     return (base_z.new_empty(n, 2 * hidden), base_z.new_empty(n, 3 * hidden),
             base_z.new_empty(n, hidden), base_z.new_empty(n if per_node else 0, 2 * hidden))
@@ -196,6 +231,7 @@ def recurrence_backward(
     per_node: bool,
     need_weight: bool,
     need_scale: bool,
+    row_group: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The reverse sweep of ``graphlstm::recurrence``: ``(grad_z [N, 3H] (of base_z),
     grad_m [N, H] (of base_m), grad_weight (of weight; [0, 2H] unless need_weight),
@@ -208,7 +244,12 @@ def recurrence_backward(
 
 @recurrence_backward.register_kernel("cpu")
 def _(grad_state, state, gates, sums, weight, weight_n, edge_scale, ptr, visited_ptr, src,
-      dst_local, per_node, need_weight, need_scale):
+      dst_local, per_node, need_weight, need_scale, row_group=None):
+    grads = _recurrence_backward_triton(grad_state, state, gates, sums, weight, weight_n,
+                                        edge_scale, ptr, visited_ptr, src, dst_local, per_node,
+                                        need_weight, need_scale, row_group)
+    if grads is not None:
+        return grads
     kernels = _compiled_kernels((grad_state, state, gates, sums, weight, weight_n, edge_scale),
                                 (src, dst_local))
     if kernels is not None:
@@ -258,9 +299,35 @@ def _recurrence_backward_numba(kernels, grad_state, state, gates, sums, weight, 
     return grad_z, grad_m, grad_weight, grad_scale
 
 
+@recurrence_backward.register_kernel("cuda")
+def _(grad_state, state, gates, sums, weight, weight_n, edge_scale, ptr, visited_ptr, src,
+      dst_local, per_node, need_weight, need_scale, row_group=None):
+    grads = _recurrence_backward_triton(grad_state, state, gates, sums, weight, weight_n,
+                                        edge_scale, ptr, visited_ptr, src, dst_local, per_node,
+                                        need_weight, need_scale, row_group)
+    if grads is not None:
+        return grads
+    return recurrence_reference_backward(grad_state, state, gates, sums, weight, weight_n,
+                                         edge_scale, ptr.tolist(), visited_ptr.tolist(), src,
+                                         dst_local, per_node, need_weight, need_scale)
+
+
+def _recurrence_backward_triton(*args):
+    """``graphlstm::recurrence_backward`` in Triton kernels, or ``None`` (see
+    :func:`_recurrence_triton`)."""
+    kernels = backend.triton_for(*args[:7], args[9], args[10])
+    if kernels is None or args[5].size(1) > kernels.MAX_HIDDEN:
+        return None
+    try:
+        return kernels.level_loop_backward(*args)
+    except Exception as error:
+        backend.disable_triton_after_failure(error)
+    return None
+
+
 @recurrence_backward.register_fake
 def _(grad_state, state, gates, sums, weight, weight_n, edge_scale, ptr, visited_ptr, src,
-      dst_local, per_node, need_weight, need_scale):
+      dst_local, per_node, need_weight, need_scale, row_group=None):
     n, hidden = state.size(0), state.size(1) // 2
     grad_weight = weight.new_empty(weight.shape) if need_weight else state.new_empty(0, 2 * hidden)
     grad_scale = state.new_empty(src.size(0) if need_scale and edge_scale is not None else 0)
@@ -268,11 +335,11 @@ def _(grad_state, state, gates, sums, weight, weight_n, edge_scale, ptr, visited
 
 
 def _recurrence_setup_context(ctx, inputs, output):
-    base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local, per_node = (
-        inputs)
+    (base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_local, per_node,
+     row_group) = inputs
     state, gates, agg_h, sums = output
     ctx.save_for_backward(state, gates, agg_h, sums, weight, weight_n, edge_scale, ptr,
-                          visited_ptr, src, dst_local)
+                          visited_ptr, src, dst_local, row_group)
     ctx.per_node, ctx.has_m = per_node, base_m is not None
     # Only the state carries a gradient; the rest is kept for the backward.
     ctx.mark_non_differentiable(gates, agg_h, sums)
@@ -281,7 +348,7 @@ def _recurrence_setup_context(ctx, inputs, output):
 
 def _recurrence_backward(ctx, grad_state, *_):
     (state, gates, agg_h, sums, weight, weight_n, edge_scale, ptr, visited_ptr, src,
-     dst_local) = ctx.saved_tensors
+     dst_local, row_group) = ctx.saved_tensors
     needs = ctx.needs_input_grad
     if grad_state is None:
         grad_state = torch.zeros_like(state)
@@ -289,10 +356,11 @@ def _recurrence_backward(ctx, grad_state, *_):
     grad_z, grad_m, grad_weight, grad_scale = call(
         torch.ops.graphlstm.recurrence_backward,
         grad_state, state, gates, sums, weight, weight_n, edge_scale, ptr, visited_ptr, src,
-        dst_local, ctx.per_node, needs[2], need_scale)
+        dst_local, ctx.per_node, needs[2], need_scale, row_group)
     grad_weight_n = grad_z.t() @ agg_h if needs[3] else None
     return (grad_z, grad_m if ctx.has_m else None, grad_weight if needs[2] else None,
-            grad_weight_n, grad_scale if need_scale else None, None, None, None, None, None)
+            grad_weight_n, grad_scale if need_scale else None, None, None, None, None, None,
+            None)
 
 
 recurrence.register_autograd(_recurrence_backward, setup_context=_recurrence_setup_context)

@@ -1,4 +1,4 @@
-"""Argument checks shared by the public functions (SPEC §6).
+"""Argument checks shared by the public functions (see docs/design.md, "Bad input").
 
 Every check raises ``TypeError`` for a wrong type or dtype and ``ValueError``
 for a wrong shape or value, and names the offending argument, so that a user
@@ -105,7 +105,7 @@ def check_node_features(
 
 
 def check_edge_weight(edge_weight, num_edges: int, name: str = "edge_weight") -> Tensor:
-    """A floating, finite, non-negative ``[num_edges]`` tensor (SPEC §3.1a)."""
+    """A floating, finite, non-negative ``[num_edges]`` tensor (docs/design.md, "Edge weights")."""
     check_tensor(edge_weight, name)
     if not edge_weight.is_floating_point():
         raise TypeError(

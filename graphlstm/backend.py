@@ -7,13 +7,22 @@ Two implementations give the same results:
   without a Python or dispatcher round trip per level. CPU tensors of float32
   or float64 only; levels with many nodes use the threads torch is given
   (:func:`torch.get_num_threads`).
+- ``"triton"``: the Graph LSTM level loop, forward and backward, in Triton
+  kernels (:mod:`graphlstm._triton`), one program per graph looping over its
+  levels: CUDA tensors, float32 arithmetic (float16/bfloat16 inputs are
+  computed in float32; float64 keeps the PyTorch path). With the environment
+  variable ``TRITON_INTERPRET=1`` set before triton is imported, an explicit
+  ``"triton"`` also runs the kernels on CPU tensors through Triton's
+  interpreter (slow: for tests). Schedules are built as under ``"auto"``.
 - ``"torch"``: the readable PyTorch reference (a few tensor ops per level),
   which runs on every device and dtype.
 
-The default, ``"auto"``, takes the compiled kernels where they apply and the
-PyTorch path elsewhere (CUDA tensors, half precision). If the kernels cannot be
-loaded (numba missing or broken), ``"auto"`` warns once and uses the PyTorch
-path; an explicit ``"compiled"`` raises instead. The environment variable
+The default, ``"auto"``, takes the compiled kernels where they apply (CPU), the
+Triton kernels for the Graph LSTM on CUDA when ``triton`` imports, and the
+PyTorch path elsewhere (other cells on CUDA, float64 on CUDA, CPU half
+precision). If the kernels cannot be loaded or compiled (numba or triton
+missing or broken), ``"auto"`` warns once and uses the PyTorch path; an
+explicit ``"compiled"`` or ``"triton"`` raises instead. The environment variable
 ``GRAPHLSTM_BACKEND`` sets the initial choice.
 
 Examples
@@ -37,11 +46,14 @@ from types import ModuleType
 
 import torch
 
-__all__ = ["BACKENDS", "compiled_available", "get_backend", "set_backend", "use_backend"]
+__all__ = ["BACKENDS", "compiled_available", "get_backend", "set_backend", "triton_available",
+           "use_backend"]
 
-BACKENDS = ("auto", "compiled", "torch")
+BACKENDS = ("auto", "compiled", "torch", "triton")
 
 _COMPILED_DTYPES = (torch.float32, torch.float64)
+# The Triton kernels compute in float32; float64 keeps the exact PyTorch path.
+_TRITON_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _check(name) -> str:
@@ -56,10 +68,13 @@ _lock = threading.Lock()
 _kernels: ModuleType | None = None
 _load_error: BaseException | None = None
 _warned = False
+_triton: ModuleType | None = None
+_triton_error: BaseException | None = None
+_triton_warned = False
 
 
 def get_backend() -> str:
-    """The current choice: ``"auto"``, ``"compiled"`` or ``"torch"``."""
+    """The current choice: ``"auto"``, ``"compiled"``, ``"torch"`` or ``"triton"``."""
     return _backend
 
 
@@ -69,14 +84,16 @@ def set_backend(name: str) -> None:
     Raises
     ------
     ValueError
-        For a name other than ``"auto"``, ``"compiled"``, ``"torch"``.
+        For a name other than ``"auto"``, ``"compiled"``, ``"torch"``, ``"triton"``.
     RuntimeError
-        For ``"compiled"`` when the kernels cannot be loaded.
+        For ``"compiled"`` or ``"triton"`` when those kernels cannot be loaded.
     """
     global _backend
     _check(name)
     if name == "compiled":
         _require_kernels()
+    if name == "triton":
+        _require_triton()
     _backend = name
 
 
@@ -166,6 +183,99 @@ def _warn_once() -> None:
             f"PyTorch path, which gives the same results more slowly. Install numba "
             f"(`pip install numba`) to enable them, or select the 'torch' backend to silence "
             f"this warning (graphlstm.backend.set_backend('torch')).",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+# ----------------------------------------------------------------------------
+# The Triton engine (CUDA; CPU tensors through Triton's interpreter)
+# ----------------------------------------------------------------------------
+
+
+def _load_triton() -> ModuleType:
+    # Separate so that tests can make loading fail.
+    from graphlstm._triton import recurrence
+
+    return recurrence
+
+
+def _try_load_triton() -> ModuleType | None:
+    global _triton, _triton_error
+    if _triton is None and _triton_error is None:
+        with _lock:
+            if _triton is None and _triton_error is None:
+                try:
+                    _triton = _load_triton()
+                except Exception as error:  # ImportError, or triton failing to initialise
+                    _triton_error = error
+    return _triton
+
+
+def _require_triton() -> ModuleType:
+    module = _try_load_triton()
+    if module is None:
+        raise RuntimeError(
+            f"the graphlstm Triton kernels cannot be loaded ({_triton_error!r}); install "
+            f"triton (PyTorch's CUDA builds bring it) or use the 'torch' backend"
+        )
+    return module
+
+
+def triton_available() -> bool:
+    """Whether the Triton kernels load (importing triton on the first call)."""
+    return _try_load_triton() is not None
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_for(*tensors) -> ModuleType | None:
+    """The Triton kernels (:mod:`graphlstm._triton.recurrence`) if the current choice
+    lets them run on ``tensors`` (``None`` entries skipped), else ``None``: CUDA
+    tensors under ``"auto"`` or ``"triton"``, or CPU tensors under an explicit
+    ``"triton"`` with ``TRITON_INTERPRET=1``; floating tensors float32, float16 or
+    bfloat16."""
+    if _backend not in ("auto", "triton"):
+        return None
+    devices = {t.device.type for t in tensors if t is not None}
+    if devices == {"cpu"}:
+        if _backend != "triton" or not _interpreting():
+            return None
+    elif devices != {"cuda"}:
+        return None
+    if any(t is not None and t.is_floating_point() and t.dtype not in _TRITON_DTYPES
+           for t in tensors):
+        return None
+    if _backend == "triton":
+        return _require_triton()
+    module = _try_load_triton()
+    if module is None:
+        _warn_triton_once()
+    return module
+
+
+def disable_triton_after_failure(error: BaseException) -> None:
+    """Record that the Triton kernels failed (to compile, or to launch): ``"auto"``
+    warns once and uses the PyTorch path from now on; ``"triton"`` raises."""
+    global _triton, _triton_error
+    if _backend == "triton":
+        raise RuntimeError(f"the graphlstm Triton kernels failed: {error!r}") from error
+    with _lock:
+        _triton, _triton_error = None, error
+    _warn_triton_once()
+
+
+def _warn_triton_once() -> None:
+    global _triton_warned
+    if not _triton_warned:
+        _triton_warned = True
+        warnings.warn(
+            f"graphlstm: the Triton kernels are not available ({_triton_error!r}); the Graph "
+            f"LSTM on CUDA uses the PyTorch path, which gives the same results more slowly. "
+            f"Select the 'torch' backend to silence this warning "
+            f"(graphlstm.backend.set_backend('torch')).",
             RuntimeWarning,
             stacklevel=3,
         )

@@ -230,6 +230,7 @@ def graph_lstm_recurrence(
     dst_local: Tensor,
     per_node: bool = False,
     edge_scale: Tensor | None = None,
+    row_group: Tensor | None = None,
 ) -> Tensor:
     """Run the Graph LSTM recurrence over visited edges, level by level.
 
@@ -263,9 +264,13 @@ def graph_lstm_recurrence(
         Whether ``weight`` is per node (``[N, 2H]``) rather than per edge.
     edge_scale : Tensor ``[E_v]``, optional
         A scalar per visited edge that multiplies its weights (edge weights
-        ``w_ji / s_i`` of a weighted layer; SPEC §3.1a). With ``per_node=True``
+        ``w_ji / s_i`` of a weighted layer; docs/design.md, "Edge weights"). With ``per_node=True``
         the neighbours are then summed with these scalars and still weighted once
         per node. Differentiable.
+    row_group : LongTensor ``[N]``, optional
+        Rows that no visited edge joins (:func:`triton_row_group`): the Triton
+        engine runs each group in a program of its own (one program for all
+        without it); the other engines ignore it.
 
     Returns
     -------
@@ -277,12 +282,20 @@ def graph_lstm_recurrence(
     # them, else the PyTorch reference; torch.compile sees one opaque call.
     return call(
         torch.ops.graphlstm.recurrence, base_z, base_m, weight, weight_n, edge_scale,
-        _offsets(ptr), _offsets(visited_ptr), src, dst_local, bool(per_node),
+        _offsets(ptr), _offsets(visited_ptr), src, dst_local, bool(per_node), row_group,
     )[0]
 
 
+def triton_row_group(schedule: Schedule, *tensors) -> Tensor | None:
+    """The groups of rows of ``schedule`` that the Triton engine may run in programs of
+    their own (its graphs), if the backend runs the Triton kernels on ``tensors``;
+    else ``None``."""
+    kernels = backend.triton_for(*tensors)
+    return None if kernels is None else kernels.schedule_row_groups(schedule)
+
+
 def _gated_recurrence_torch(pre, from_h, h, m, weight_n, schedule, visited_scale,
-                            unvisited_scale) -> Tensor:
+                            unvisited_scale, row_group=None) -> Tensor:
     """:func:`graph_lstm_gated_recurrence` in PyTorch operations (the reference): the
     projections permuted to the level-sorted layout and split, the unvisited neighbours
     in one scatter, the visited ones through :func:`graph_lstm_recurrence` with per-edge
@@ -309,7 +322,7 @@ def _gated_recurrence_torch(pre, from_h, h, m, weight_n, schedule, visited_scale
     gate = torch.sigmoid(input_forget.index_select(0, dst) + neighbour_forget.index_select(0, src))
     weight = torch.cat([torch.ones_like(gate), gate], 1)
     state = graph_lstm_recurrence(base_z, base_m, weight, weight_n, offsets[0], offsets[1], src,
-                                  dst_local, False, visited_scale)
+                                  dst_local, False, visited_scale, row_group)
     return state.index_select(0, schedule.pos)
 
 
@@ -379,6 +392,12 @@ def graph_lstm_gated_recurrence(
     """
     floats = (pre, from_h, h, m, weight_n, visited_scale, unvisited_scale)
     unvisited = schedule.unvisited_edge_index_pos
+    row_group = triton_row_group(schedule, *floats, schedule.perm)
+    if row_group is not None:
+        # The Triton engine: the gates and the unvisited neighbours in whole-graph
+        # operations, the level loop in one launch each way (graphlstm._triton).
+        return _gated_recurrence_torch(pre, from_h, h, m, weight_n, schedule, visited_scale,
+                                       unvisited_scale, row_group)
     kernels = None
     if all(t.dtype == pre.dtype for t in floats):
         kernels = backend.kernels_for(*floats, schedule.perm, schedule.visited_src_pos,

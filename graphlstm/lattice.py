@@ -3,11 +3,11 @@ r"""Lattice graphs: chains, grids and N-D grids scanned in one of their directio
 A lattice of shape :math:`(n_1, \dots, n_D)` has one node per cell, numbered in
 C (row-major) order. Scanning it in **direction** :math:`k \in 0..2^D-1` walks
 dimension :math:`d` backwards when bit :math:`d` of :math:`k` is set, forwards
-otherwise (SPEC §4). The MD-LSTM / MD-RNN / Grid LSTM of Graves et al. (2007)
-and Kalchbrenner et al. (2015) are then the ordered recurrences of
-:mod:`graphlstm.nn` on the graph this module builds: every cell reads the new
-state of its predecessor along each dimension, which the raster order visits
-first.
+otherwise (docs/design.md, "Lattices and directions"). The MD-LSTM / MD-RNN /
+Grid LSTM of Graves et al. (2007) and Kalchbrenner et al. (2015) are then the
+ordered recurrences of :mod:`graphlstm.nn` on the graph this module builds:
+every cell reads the new state of its predecessor along each dimension, which
+the raster order visits first.
 
 The validators for shapes and directions live here too, so that the graph
 builder and the dense layers reject the same inputs with the same messages.

@@ -1,6 +1,6 @@
 r"""Reach: which inputs an update order lets into a node's output.
 
-In one Graph LSTM layer from a zero state (SPEC §2, §3.1), node :math:`v`
+In one Graph LSTM layer from a zero state (docs/design.md, "Reach"), node :math:`v`
 reads the *new* state of its visited in-neighbours (updated before it) and
 the zero state of the others. So :math:`v`'s output depends on :math:`x_u`
 exactly when :math:`u = v` or a path :math:`u \to \dots \to v` along edges
@@ -28,8 +28,8 @@ gates, besides its own previous state. So the order no longer bounds what a
 node sees of the previous states: one hop in every direction always comes in.
 
 **With more layers** (a stack whose layer :math:`l > 0` starts from the final
-state of layer :math:`l - 1`: :class:`graphlstm.nn.GraphLSTMStack`, SPEC
-§3.1b, and so :class:`segmentation.model.GraphLSTMSegmenter`), the reaches
+state of layer :math:`l - 1`: :class:`graphlstm.nn.GraphLSTMStack`,
+docs/design.md, "Stacks", and so :class:`segmentation.model.GraphLSTMSegmenter`), the reaches
 compose:
 the output of :math:`v` after :math:`L` layers depends on :math:`x_u` for
 :math:`u \in (R \circ S)^{L-1} R(v)`, with :math:`R(A) = \bigcup_{a \in A}

@@ -2,7 +2,8 @@ r"""Update schedules: from an update order to levels of independent nodes.
 
 A recurrent layer on a graph updates every node once, in an *update order*
 (a permutation of the nodes); each update reads the **new** state of the
-neighbours that came before and the **previous** state of the rest (SPEC §2).
+neighbours that came before and the **previous** state of the rest (see docs/design.md,
+"The sequential pass" and "Levels").
 Run literally, that is one step per node.
 
 Orient every edge, whatever its direction, from its earlier to its later

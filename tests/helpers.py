@@ -18,13 +18,20 @@ def flat_tensors(out) -> tuple:
     return tuple(t for o in out if o is not None for t in flat_tensors(o))
 
 
-def gated_case(seed, n=30, hidden=3):
-    """Random inputs of the gated recurrence on a directed graph with duplicate edges,
-    self-loops (dropped by the schedule) and isolated nodes, with random edge scales."""
+def gated_graph(seed, n=30):
+    """The graph of :func:`gated_case`: ``(edge_index, order, generator)``, the
+    generator positioned where the case draws its tensors."""
     gen = torch.Generator().manual_seed(seed)
     edge_index = torch.randint(0, n - 3, (2, 3 * n), generator=gen)
     edge_index = torch.cat([edge_index, edge_index[:, :n]], 1)
-    sched = build_schedule(edge_index, n, order=torch.randperm(n, generator=gen))
+    return edge_index, torch.randperm(n, generator=gen), gen
+
+
+def gated_case(seed, n=30, hidden=3):
+    """Random inputs of the gated recurrence on a directed graph with duplicate edges,
+    self-loops (dropped by the schedule) and isolated nodes, with random edge scales."""
+    edge_index, order, gen = gated_graph(seed, n)
+    sched = build_schedule(edge_index, n, order=order)
     e_v, e_u = sched.visited_src_pos.numel(), sched.unvisited_eid.numel()
 
     def rand(*shape, scale=1.0):
@@ -78,3 +85,102 @@ def run_captured(capsys, name: str, *args) -> tuple[int, str, str]:
     code = run(name, [str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+# --------------------------------------------------------------------------- orders and levels
+
+
+def touching_pairs(labels) -> set:
+    """Pairs ``(a, b)`` of labels whose pixels touch horizontally or vertically, both ways."""
+    import numpy as np
+
+    labels = np.asarray(labels)
+    pairs = set()
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+        differ = a != b
+        for u, v in zip(a[differ].tolist(), b[differ].tolist(), strict=True):
+            pairs.update({(u, v), (v, u)})
+    return pairs
+
+
+def levels_of_order(order, pairs, num) -> list:
+    """Level of each node of an update order, by a plain loop over the order: one
+    more than the latest level among its neighbours (``pairs``, both ways) updated
+    before it, 0 for a node with none."""
+    rank = {int(v): k for k, v in enumerate(order)}
+    assert sorted(rank) == list(range(num))
+    neighbours = {v: [] for v in range(num)}
+    for a, b in pairs:
+        if a != b:
+            neighbours[int(b)].append(int(a))
+    level = [0] * num
+    for v in (int(v) for v in order):
+        level[v] = 1 + max((level[u] for u in neighbours[v] if rank[u] < rank[v]), default=-1)
+    return level
+
+
+def order_by_score(score) -> list:
+    """Nodes by descending score, ties to the smaller index, by Python's sort."""
+    score = [float(s) for s in score]
+    return sorted(range(len(score)), key=lambda v: (-score[v], v))
+
+
+def segment_means(labels, values):
+    """Mean of ``values`` over each label of ``labels`` (numpy, float64)."""
+    import numpy as np
+
+    labels, values = np.asarray(labels).ravel(), np.asarray(values, dtype=np.float64).ravel()
+    num = int(labels.max()) + 1
+    return np.bincount(labels, values, num) / np.bincount(labels, minlength=num)
+
+
+def record_saved_figures(monkeypatch) -> list:
+    """Every matplotlib ``Figure`` saved from now on (``Figure.savefig``), in order, as
+    ``(figure, bytes written)`` (the bytes when it was saved to a buffer)."""
+    from matplotlib.figure import Figure
+
+    saved = []
+    savefig = Figure.savefig
+
+    def recording(self, fname, *args, **kwargs):
+        result = savefig(self, fname, *args, **kwargs)
+        saved.append((self, fname.getvalue() if hasattr(fname, "getvalue") else None))
+        return result
+
+    monkeypatch.setattr(Figure, "savefig", recording)
+    return saved
+
+
+def png_pixels(path):
+    """The RGB pixels of a PNG file or bytes (asserting that it is a PNG)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as png:
+        assert png.format == "PNG"
+        return np.asarray(png.convert("RGB"))
+
+
+def saved_figure(path, saved, fig=None):
+    """The one figure of ``saved`` (:func:`record_saved_figures`), or ``fig``, whose
+    rendering the PNG file ``path`` holds: pixel for pixel the bytes of its save,
+    and close to the figure as it is now, drawn again (constrained layout may move
+    an axis by a pixel, a few percent of the pixels; a file saved before the figure
+    was finished differs in far more)."""
+    import io
+
+    entries = [(f, data) for f, data in saved if fig is None or f is fig]
+    assert len(entries) == 1, f"{len(entries)} figures saved"
+    figure, data = entries[0]
+    assert data is not None
+    expected, got = png_pixels(data), png_pixels(path)
+    assert got.shape == expected.shape and (got == expected).all(), f"{path} is not the figure"
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    now = png_pixels(buffer.getvalue())
+    assert now.shape == got.shape, f"{path} was saved before the figure was finished"
+    differing = (now != got).any(axis=2).mean()
+    assert differing < 0.1, f"{path} was saved before the figure was finished ({differing:.0%})"
+    return figure

@@ -6,7 +6,8 @@ trains the default model on them through :class:`~segmentation.data.loading.Supe
 :func:`segmentation.engine.train.train`, without validation and checkpoints), and
 reports per epoch the peak resident memory of the main process and of the
 whole process tree (main + workers), and how many graphs were built (SLIC
-runs, counted in every process) or read from the disk cache.
+runs, counted in every process) or read from the disk cache. It also times
+the procedural scene generator alone (:func:`scene_generation_seconds`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import resource
+import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,7 +24,12 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from segmentation.data.datasets import SYNTHETIC_CLASSES, SyntheticScenes, VOCSegmentation
+from segmentation.data.datasets import (
+    SYNTHETIC_CLASSES,
+    SyntheticScenes,
+    VOCSegmentation,
+    generate_scene,
+)
 from segmentation.data.datasets.voc import CLASSES_FILE, IMAGE_DIR, MASK_DIR, SPLIT_DIR
 from segmentation.data.images import atomic_write, write_image, write_mask_png
 from segmentation.data.loading import RandomFlipScaleCrop, SuperpixelDataset, pad_collate
@@ -36,6 +43,7 @@ __all__ = [
     "bench_data",
     "format_reports",
     "model_step_memory",
+    "scene_generation_seconds",
     "write_scenes_voc",
 ]
 
@@ -61,6 +69,20 @@ def _write_scene(args: tuple[Path, int, int, tuple[int, int]]) -> None:
     image, mask = SyntheticScenes(index + 1, size=size, seed=seed)[index]
     write_image(root / IMAGE_DIR / f"{index:06d}.jpg", image, quality=95)
     write_mask_png(root / MASK_DIR / f"{index:06d}.png", mask)
+
+
+def scene_generation_seconds(count: int = 40, size: tuple[int, int] = (96, 96)) -> float:
+    """Median seconds to generate one procedural scene (:func:`generate_scene`), in this process.
+
+    The first scene is generated once beforehand and not counted (imports, caches).
+    """
+    generate_scene(0, size)
+    times = []
+    for seed in range(count):
+        start = time.perf_counter()
+        generate_scene(seed, size)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def write_scenes_voc(

@@ -4,14 +4,36 @@ Numba keeps compiled machine code next to the sources (``__pycache__``), in
 ``NUMBA_CACHE_DIR`` when that is set, or in the user's cache directory when the
 package directory is read-only. Where none of these is writable, numba refuses
 ``cache=True`` when the function is defined; the kernels are then compiled in
-every process instead (the first-call cost, a few seconds, per process).
+every process instead (the first-call cost, about ten seconds, per process),
+and the first kernel so defined warns once, naming the variable that fixes it.
 """
 
 from __future__ import annotations
 
+import os
+import warnings
+
 import numba
 
 __all__ = ["jit"]
+
+_warned_uncached = False
+
+
+def _warn_uncached(fn) -> None:
+    global _warned_uncached
+    if _warned_uncached:
+        return
+    _warned_uncached = True
+    where = f"the kernels' folder {os.path.dirname(fn.__code__.co_filename)!r}"
+    if numba.config.CACHE_DIR:
+        where = f"NUMBA_CACHE_DIR={numba.config.CACHE_DIR!r}, {where}"
+    warnings.warn(
+        f"graphlstm: numba can cache its compiled kernels nowhere ({where} and the user's "
+        "cache folder are not writable), so every process compiles them again (about "
+        "10 s); set NUMBA_CACHE_DIR to a writable folder to keep them",
+        stacklevel=3,
+    )
 
 
 def jit(**options):
@@ -30,6 +52,7 @@ def jit(**options):
         try:
             return numba.njit(cache=True, **options)(fn)
         except RuntimeError:  # "cannot cache function ...: no locator available"
+            _warn_uncached(fn)
             return numba.njit(cache=False, **options)(fn)
 
     return decorate

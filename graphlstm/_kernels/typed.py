@@ -1,8 +1,9 @@
 r"""Compiled level loop of the typed-graph cells (``MDLSTMCell``, ``MDRNNCell``).
 
 The same computation as the PyTorch scan of :mod:`graphlstm.nn.wavefront` on a
-:class:`~graphlstm.nn.wavefront.GraphPlan` (the readable reference; SPEC §3.2
-for the equations), with no Python or dispatcher round trip per level. Rows
+:class:`~graphlstm.nn.wavefront.GraphPlan` (the readable reference; see
+docs/design.md, "MD-LSTM", for the equations), with no Python or dispatcher
+round trip per level. Rows
 are the schedule's level-sorted positions; every visited in-edge of a row comes
 from an earlier level. For rows ``i`` with visited in-edges ``e = (j -> i)`` of
 type ``d_e``:

@@ -9,14 +9,18 @@ from torch_geometric.nn import MessagePassing
 from torch_geometric.nn.dense.linear import Linear, is_uninitialized_parameter
 from torch_geometric.typing import Adj, OptTensor
 
-from graphlstm._adjacency import edges_and_weights, is_sparse_adjacency
+from graphlstm._adjacency import edges_and_weights, is_sparse_adjacency, rescale_in_weights
 from graphlstm._validation import (
     check_edge_index,
     check_edge_weight,
     check_node_features,
     check_tensor,
 )
-from graphlstm.functional import graph_lstm_gated_recurrence, graph_lstm_recurrence
+from graphlstm.functional import (
+    graph_lstm_gated_recurrence,
+    graph_lstm_recurrence,
+    triton_row_group,
+)
 from graphlstm.schedule import Schedule, build_schedule
 
 __all__ = ["GraphLSTM"]
@@ -54,7 +58,7 @@ class GraphLSTM(MessagePassing):
     **previous** :math:`\mathbf{h}_j`, and a node without in-neighbours has
     :math:`\bar{\mathbf{h}}_i = 0` and no neighbour memory term.
 
-    **Edge weights** (``edge_weight``, SPEC §3.1a): with a non-negative weight
+    **Edge weights** (``edge_weight``, docs/design.md, "Edge weights"): with a non-negative weight
     :math:`w_{ji}` per edge, both means become weighted means with
     :math:`s_i = \sum_{j \in \mathcal{N}(i)} w_{ji}`:
 
@@ -122,6 +126,8 @@ class GraphLSTM(MessagePassing):
         an ``edge_index``, an ``EdgeIndex`` and a sparse ``adj_t`` alike: the
         edges are reversed); ``aggr`` must stay ``"add"``.
 
+    Notes
+    -----
     TorchScript (``torch.jit.script``) is not supported and raises a clear
     error; ``torch.compile`` is (see docs/compile.md): the schedule is built
     outside the compiled graph and the level loops are PyTorch operators
@@ -219,7 +225,7 @@ class GraphLSTM(MessagePassing):
             when installed) in PyG's transposed ``adj_t`` convention: entry
             ``(i, j)`` is the edge ``j -> i`` and its value the edge weight.
         edge_weight : Tensor ``[E]``, optional
-            Non-negative, finite weight of every edge (SPEC §3.1a): the means
+            Non-negative, finite weight of every edge (docs/design.md, "Edge weights"): the means
             over in-neighbours become weighted means. Default: all 1 (the
             unweighted layer). Not with a sparse ``edge_index`` (whose values
             are the weights).
@@ -269,9 +275,11 @@ class GraphLSTM(MessagePassing):
             inv_norm = inv_norm.clamp(min=1.0).reciprocal().unsqueeze(1)
             visited_weight = unvisited_weight = None
         else:
-            # Weighted means (SPEC 3.1a): 1/s_i with s_i the sum of the weights of
+            # Weighted means (docs/design.md, "Edge weights"): 1/s_i with s_i the
+            # sum of the weights of
             # i's non-self-loop in-edges, or 0 where s_i = 0 (no neighbour term;
             # then no gradient reaches those weights either: the mean jumps there).
+            # The weights were rescaled per node in _prepare: s_i is 0 or at least 1.
             edge_weight = edge_weight.to(x.dtype)
             visited_weight = edge_weight.index_select(0, schedule.visited_eid)
             unvisited_weight = edge_weight.index_select(0, schedule.unvisited_eid)
@@ -306,6 +314,7 @@ class GraphLSTM(MessagePassing):
                 schedule.visited_dst_local,
                 per_node,
                 edge_scale,
+                triton_row_group(schedule, base_z, weight),
             )
             state = state.index_select(0, schedule.pos)
         else:
@@ -350,8 +359,13 @@ class GraphLSTM(MessagePassing):
         if edge_weight is not None or is_sparse_adjacency(edge_index):
             edge_index, edge_weight = edges_and_weights(edge_index, edge_weight, num_nodes)
         edge_index = self._in_flow(edge_index, num_nodes)
+        # Weights rescaled per node so that their means stay finite at any scale;
+        # before an explainer's mask too, so that its gradient does not overflow.
+        if edge_weight is not None:
+            edge_weight = rescale_in_weights(edge_index, edge_weight, num_nodes, x.dtype)
         if self.explain:
             edge_weight = self._explain_edge_weight(edge_index, edge_weight, num_nodes)
+            edge_weight = rescale_in_weights(edge_index, edge_weight, num_nodes, x.dtype)
         if schedule is None:
             schedule = build_schedule(edge_index, num_nodes, order=order, score=score)
         else:

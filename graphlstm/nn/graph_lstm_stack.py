@@ -1,4 +1,5 @@
-"""Stacked and bidirectional Graph LSTM, in the manner of :class:`torch.nn.LSTM` (SPEC §3.1b)."""
+"""Stacked and bidirectional Graph LSTM, in the manner of :class:`torch.nn.LSTM`
+(docs/design.md, "Stacks")."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.typing import Adj, OptTensor
 
-from graphlstm._adjacency import edges_and_weights, is_sparse_adjacency
+from graphlstm._adjacency import edges_and_weights, is_sparse_adjacency, rescale_in_weights
 from graphlstm._validation import check_node_features, check_tensor
 from graphlstm.nn.graph_lstm import GraphLSTM
 from graphlstm.schedule import Schedule, build_schedule
@@ -21,7 +22,7 @@ __all__ = ["GraphLSTMStack"]
 
 class GraphLSTMStack(torch.nn.Module):
     r"""A stack of :class:`GraphLSTM` layers, optionally bidirectional, shaped
-    like :class:`torch.nn.LSTM` (SPEC §3.1b).
+    like :class:`torch.nn.LSTM` (docs/design.md, "Stacks").
 
     Every layer updates every node once in the update order (see
     :class:`GraphLSTM`); with ``bidirectional=True`` a second direction, with
@@ -68,7 +69,8 @@ class GraphLSTMStack(torch.nn.Module):
         - **x** ``[N, F]``: node features.
         - **edge_index** ``[2, E]`` (or an ``EdgeIndex``, or a sparse
           adjacency ``[N, N]`` read as PyG's ``adj_t``, see :class:`GraphLSTM`).
-        - **edge_weight** ``[E]``, optional: non-negative edge weights (SPEC §3.1a).
+        - **edge_weight** ``[E]``, optional: non-negative edge weights (docs/design.md,
+          "Edge weights").
         - **order** ``[N]`` (a permutation) or **score** ``[N]`` (higher
           first), optional: the forward order; default the index order.
         - **schedule**, optional instead of ``order``/``score``: a
@@ -85,9 +87,14 @@ class GraphLSTMStack(torch.nn.Module):
 
     Example
     -------
+    >>> import torch
+    >>> x = torch.randn(5, 16)
+    >>> edge_index = torch.tensor([[0, 1, 1, 2, 3, 4], [1, 0, 2, 1, 4, 3]])
+    >>> confidence = torch.tensor([0.9, 0.1, 0.5, 0.7, 0.2])
     >>> stack = GraphLSTMStack(16, 32, num_layers=2, bidirectional=True)
     >>> out, (h_n, m_n) = stack(x, edge_index, score=confidence)
-    >>> out.shape, h_n.shape   # [N, 64], [4, N, 32]
+    >>> tuple(out.shape), tuple(h_n.shape)   # [N, 2 * 32], [2 layers * 2 directions, N, 32]
+    ((5, 64), (4, 5, 32))
     """
 
     def __init__(
@@ -161,6 +168,12 @@ class GraphLSTMStack(torch.nn.Module):
         num_nodes = x.size(0)
         if edge_weight is not None or is_sparse_adjacency(edge_index):
             edge_index, edge_weight = edges_and_weights(edge_index, edge_weight, num_nodes)
+        if edge_weight is not None:
+            # Once for all layers (each rescales again, by 1 now): the layers'
+            # gradients in the weights add up before the one division by the
+            # per-node scale, which overflows only where the true gradient does.
+            receivers = self.layers[0][0]._in_flow(edge_index, num_nodes)
+            edge_weight = rescale_in_weights(receivers, edge_weight, num_nodes, x.dtype)
         schedules = self._direction_schedules(edge_index, num_nodes, order, score, schedule)
         return edge_index, edge_weight, schedules
 

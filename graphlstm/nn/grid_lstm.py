@@ -66,7 +66,7 @@ def _check_activation(activation) -> str:
 
 
 class GridLSTMCell(LatticeCell):
-    r"""The Grid LSTM block on a typed graph (SPEC §3.3).
+    r"""The Grid LSTM block on a typed graph (docs/design.md, "Grid LSTM").
 
     Node :math:`i` gathers, for every dimension :math:`d`, the pair
     :math:`(\hat h_d, \hat m_d)` that its visited in-neighbours of type

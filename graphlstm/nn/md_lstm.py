@@ -45,7 +45,7 @@ class _TypedCell(LatticeCell):
 
 
 class MDLSTMCell(_TypedCell):
-    r"""The MD-LSTM cell on a typed graph (SPEC §3.2).
+    r"""The MD-LSTM cell on a typed graph (docs/design.md, "MD-LSTM").
 
     Every edge :math:`j \to i` carries a type :math:`d(j,i) \in 0..D-1`, its
     dimension. Nodes are updated in the given order; only **visited**
@@ -158,7 +158,7 @@ class MDLSTMCell(_TypedCell):
 
 
 class MDRNNCell(_TypedCell):
-    r"""The MD-RNN cell on a typed graph (SPEC §3.2).
+    r"""The MD-RNN cell on a typed graph (docs/design.md, "MD-RNN").
 
     .. math::
         h'_i = \phi\Big(W x_i + \sum_d U_d \hat h_{i,d} + b\Big)
@@ -230,7 +230,8 @@ _LAYER_DOC = r"""
     Input ``[B, C, *spatial]`` (channels first, as convolutions; for
     ``ndim=1`` that is ``[B, C, T]``, the transpose of a ``batch_first``
     ``torch.nn`` input). Each requested scan **direction** ``k`` (bit ``d``
-    set = dimension ``d`` scanned backwards; SPEC §4) runs its own cell; their
+    set = dimension ``d`` scanned backwards; docs/design.md, "Lattices and
+    directions") runs its own cell; their
     outputs are concatenated in the order of :attr:`directions`, and each
     layer feeds the concatenation to the next, with dropout in between while
     training (as ``torch.nn.LSTM``).

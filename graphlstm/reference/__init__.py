@@ -1,4 +1,4 @@
-"""Plain per-node and per-cell loops written straight from the SPEC.
+"""Plain per-node and per-cell loops written straight from docs/design.md.
 
 They define what the fast layers must compute and are used by the tests and
 the benchmarks; the layers never call them.

@@ -1,7 +1,8 @@
-"""Sequential Graph LSTM references: one node at a time, literally as SPEC §2 and §3.1 say.
+"""Sequential Graph LSTM references: one node at a time, literally as
+docs/design.md says ("The sequential pass", "The Graph LSTM cell").
 
 These exist to check :class:`graphlstm.GraphLSTM` and to measure it; the layer
-never calls them. They read the layer's parameters only through the SPEC's
+never calls them. They read the layer's parameters only through the documented
 parameter layout (rows ``u, f, o, c`` of ``lin_x`` and ``lin_h``, rows
 ``u, o, c`` of ``lin_n``, and ``lin_fn``), so they also check that layout.
 """
@@ -157,7 +158,7 @@ def graph_lstm_weighted_reference(
     order: Tensor | None = None,
     state: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """The weighted Graph LSTM (SPEC §3.1a) as a plain loop over nodes.
+    """The weighted Graph LSTM (docs/design.md, "Edge weights") as a plain loop over nodes.
 
     Node by node in ``order``, over the list of its in-edges ``j -> i`` (self-loops
     dropped, duplicates kept): ``s_i`` is the sum of their weights; if it is

@@ -1,16 +1,18 @@
-r"""Naive references for the lattice cells, straight from the SPEC formulas.
+r"""Naive references for the lattice cells, straight from the formulas of docs/design.md
+("Typed lattices").
 
 One Python step per cell (dense grids) or per node (graphs), no batching of
 cells, no schedule: slow, and meant only for tests and benchmarks of
 :mod:`graphlstm.nn.md_lstm` and :mod:`graphlstm.nn.grid_lstm`. They read the
-cells' parameters by their SPEC names and split the gate rows themselves, so
+cells' parameters by their documented names and split the gate rows themselves, so
 a wrong row layout in the fast paths shows up as a mismatch. Differentiable.
 
 Dense grids: ``x [B, C, *spatial]``; direction ``k`` scans dimension ``d``
 backwards when bit ``d`` is set; the predecessor along ``d`` is the
 neighbour one step back in the scan, zero state outside the grid.
-Graphs: the sequential pass of SPEC §2, node after node in ``order``; a
-node reads the new states of its visited in-neighbours, summed per edge type.
+Graphs: the sequential pass (docs/design.md, "The sequential pass"), node
+after node in ``order``; a node reads the new states of its visited
+in-neighbours, summed per edge type.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def grid_lstm_step(cell, x: Tensor, hs: list, ms: list) -> tuple[list, list]:
     act = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda t: t}[
         getattr(cell, "non_lstm_activation", "tanh")
     ]
-    # SPEC naming: lin[d] untied; tied, the LSTM map first, then the non-LSTM one.
+    # Documented naming: lin[d] untied; tied, the LSTM map first, then the non-LSTM one.
     has_lstm = len(non_lstm) < D
 
     def transform(d: int, hcat: Tensor) -> tuple[Tensor, Tensor]:

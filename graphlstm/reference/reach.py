@@ -1,4 +1,5 @@
-"""The reach of an update order as a plain search, one target at a time (SPEC §2).
+"""The reach of an update order as a plain search, one target at a time
+(docs/design.md, "Reach").
 
 Defines what :func:`graphlstm.reachable` computes; used by the tests and the
 benchmarks, never by the library.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 
@@ -56,10 +57,34 @@ def _first_line(err: BaseException) -> str:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (the full usage is in ``--help``)."""
+    """argparse, but a usage error is one line (the full usage is in ``--help``), and
+    an option that takes one value takes one that starts with a minus too.
+
+    Plain argparse reads ``--influence -1,5`` as two options and says "expected
+    one argument"; here the value reaches the option's type check, which says
+    what is wrong with it.
+    """
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        joined, index = [], 0
+        while index < len(args) and args[index] != "--":
+            arg, action = args[index], self._option_string_actions.get(args[index])
+            if (action is not None and action.nargs is None and index + 1 < len(args)
+                    and _NEGATIVE_LOOKING.match(args[index + 1])):
+                joined.append(f"{arg}={args[index + 1]}")
+                index += 2
+            else:
+                joined.append(arg)
+                index += 1
+        return super().parse_known_args(joined + args[index:], namespace)
+
+
+# A value such as -1,5 or -0.5 or -3x4 (a minus, then a digit or a point).
+_NEGATIVE_LOOKING = re.compile(r"^-[\d.]")
 
 
 def _number(kind, minimum, strict: bool, what: str):
@@ -81,6 +106,7 @@ def _number(kind, minimum, strict: bool, what: str):
 positive_int = _number(int, 0, True, "a positive integer")
 non_negative_int = _number(int, 0, False, "an integer >= 0")
 positive_float = _number(float, 0.0, True, "a positive number")
+non_negative_float = _number(float, 0.0, False, "a number >= 0")
 
 
 def int_list(minimum: int):
@@ -132,3 +158,38 @@ def device(text: str) -> str:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise argparse.ArgumentTypeError(f"device {text!r} requested but CUDA is not available")
     return text
+
+
+def check_writable_folder(path, flag: str, value=None) -> None:
+    """Fail early, naming ``flag``, where files cannot be written into the folder
+    ``path`` (read-only disk, no permission, a file in the way).
+
+    A folder that does not exist yet is not created here (a command stopped by
+    bad input leaves nothing behind): the check writes into the nearest folder
+    above it that exists, where it would be created. ``value`` is what the
+    user gave to ``flag`` (default: ``path``).
+    """
+    import tempfile
+    from pathlib import Path
+
+    value = str(path if value is None else value)
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise CLIError(f"{flag} {value!r}: {str(folder)!r} is a file, not a folder")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        reason = err.strerror or str(err) or type(err).__name__
+        where = "" if str(folder) == value else f" (in {str(folder)!r})"
+        raise CLIError(f"{flag} {value!r}: cannot write there{where}: {reason}") from None
+
+
+def check_writable_file(path, flag: str) -> None:
+    """:func:`check_writable_folder` for the folder of the output file ``path``."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        raise CLIError(f"{flag} {str(path)!r} is a folder; give a file name")
+    check_writable_folder(Path(path).parent, flag, value=path)

@@ -10,7 +10,13 @@ import os
 import sys
 from pathlib import Path
 
-from segmentation.cli._common import ArgumentParser, non_negative_int, positive_int, run_main
+from segmentation.cli._common import (
+    ArgumentParser,
+    check_writable_folder,
+    non_negative_int,
+    positive_int,
+    run_main,
+)
 
 
 def run_demo(out_dir: str | os.PathLike = "demo_out", scenes: int = 320, epochs: int = 12,
@@ -65,6 +71,7 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=positive_int, default=12)
     parser.add_argument("--seed", type=non_negative_int, default=0)
     args = parser.parse_args(argv)
+    check_writable_folder(args.out, "--out")
 
     scores = run_demo(args.out, args.scenes, args.epochs, args.seed)
     print(f"done: held-out mean IoU {100 * scores['miou']:.2f}; outputs in {args.out}/")

@@ -15,6 +15,7 @@ import sys
 
 from segmentation.cli._common import (
     ArgumentParser,
+    check_writable_folder,
     device,
     non_negative_int,
     positive_int,
@@ -43,6 +44,8 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=positive_int, metavar="S",
                         help="resize images to SxS first (default: original size)")
     args = parser.parse_args(argv)
+    if args.cache is not None:
+        check_writable_folder(args.cache, "--cache")
 
     from segmentation.engine.distributed import cleanup, init_distributed_mode, is_main_process
     from segmentation.engine.evaluate import evaluate_checkpoint, format_scores

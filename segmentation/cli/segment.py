@@ -19,6 +19,7 @@ import sys
 
 from segmentation.cli._common import (
     ArgumentParser,
+    check_writable_folder,
     device,
     non_negative_int,
     positive_int,
@@ -57,6 +58,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_writable_folder(args.out, "--out")
 
     from segmentation.engine.distributed import cleanup, init_distributed_mode, is_main_process
     from segmentation.inference.files import segment_files

@@ -29,6 +29,10 @@ hop distance from it; with --checkpoint, shaded by the Jacobian norm of the
 model's output at that superpixel with respect to each superpixel's node
 input, through all the model's layers, on the model's own superpixels.
 
+--hierarchy OUT.png (with --checkpoint of a model trained with --graph-model
+evolving) draws the model's merged regions of every level over the image,
+each region coloured by its update rank on its level.
+
 --out writes the picture (.png, .pdf, .svg, .jpg; default order.png, or
 influence.png with --influence, when --animate is not given). --animate
 writes the level-by-level animation (.gif; .mp4 where imageio-ffmpeg or
@@ -56,6 +60,7 @@ import sys
 from segmentation.cli._common import (
     ArgumentParser,
     CLIError,
+    check_writable_file,
     positive_float,
     positive_int,
     run_main,
@@ -96,10 +101,15 @@ def _parse_direction(text: str) -> tuple[int, ...]:
 
 
 def _parse_pixel(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"\s*(\d+)\s*,\s*(\d+)\s*", text)
+    match = re.fullmatch(r"\s*(-?\d+)\s*,\s*(-?\d+)\s*", text)
     if not match:
         raise argparse.ArgumentTypeError(f"expected a pixel X,Y such as 120,80, got {text!r}")
-    return int(match.group(1)), int(match.group(2))
+    x, y = int(match.group(1)), int(match.group(2))
+    if x < 0 or y < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a pixel X,Y with column X >= 0 and row Y >= 0 (0,0 is the top-left "
+            f"corner), got {text!r}")
+    return x, y
 
 
 def _parse_orders(text: str) -> list[str]:
@@ -114,10 +124,14 @@ def _parse_orders(text: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "show_order.py"
+    epilog = __doc__.split("\n", 2)[2].replace("``", "'").replace("::", ":")
+    if prog.startswith("graphlstm-"):  # the installed command: examples in its own name
+        epilog = epilog.replace("python scripts/show_order.py", prog)
     parser = ArgumentParser(
-        prog=os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "show_order.py",
+        prog=prog,
         description=__doc__.split("\n")[0],
-        epilog=__doc__.split("\n", 2)[2].replace("``", "'").replace("::", ":"),
+        epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("image", nargs="?", metavar="IMAGE",
@@ -153,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "without --checkpoint (default: 1)")
     parser.add_argument("--html", metavar="OUT.html",
                         help="write the interactive explorer page here")
+    parser.add_argument("--hierarchy", metavar="OUT.png",
+                        help="with --checkpoint of a structure-evolving model (train.py "
+                             "--graph-model evolving): draw its merged regions of every level "
+                             "over the image, coloured by their update rank on the level")
     parser.add_argument("--lattice", type=_parse_lattice, metavar="HxW",
                         help="show an MD-LSTM scan of an H×W lattice instead of an image")
     parser.add_argument("--direction", type=_parse_direction, default=None, metavar="K",
@@ -172,6 +190,7 @@ def _check_output(path: str | None, formats: tuple[str, ...], option: str) -> No
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise CLIError(f"{option} {path!r}: folder {folder!r} does not exist")
+    check_writable_file(path, option)
 
 
 def _check_args(args) -> None:
@@ -184,7 +203,7 @@ def _check_args(args) -> None:
     if args.lattice is not None:
         if args.image is not None:
             raise CLIError("give either IMAGE or --lattice, not both")
-        for option in ("score_image", "checkpoint", "influence"):
+        for option in ("score_image", "checkpoint", "influence", "hierarchy"):
             if getattr(args, option) is not None:
                 raise CLIError(f"--{option.replace('_', '-')} does not apply to --lattice")
         if args.layers is not None and args.html is None:
@@ -198,10 +217,13 @@ def _check_args(args) -> None:
         if confident and args.checkpoint is None:
             raise CLIError(f"--order {sorted(confident)[0]} needs --checkpoint (a trained "
                            "model); use --order score for a stand-in without a model")
+        if args.hierarchy is not None and args.checkpoint is None:
+            raise CLIError("--hierarchy needs --checkpoint (a model trained with "
+                           "--graph-model evolving)")
         if (args.checkpoint is not None and not confident and args.influence is None
-                and args.html is None):
-            raise CLIError("--checkpoint is used by --order confidence, --influence and "
-                           "--html only")
+                and args.html is None and args.hierarchy is None):
+            raise CLIError("--checkpoint is used by --order confidence, --influence, "
+                           "--hierarchy and --html only")
         if args.influence is not None:
             if args.animate is not None:
                 raise CLIError("--animate does not apply to --influence")
@@ -229,6 +251,7 @@ def _check_args(args) -> None:
     _check_output(args.out, FIGURES, "--out")
     _check_output(args.animate, ANIMATIONS, "--animate")
     _check_output(args.html, PAGES, "--html")
+    _check_output(args.hierarchy, FIGURES, "--hierarchy")
     if args.out is not None and args.animate is not None and (
             os.path.abspath(args.out) == os.path.abspath(args.animate)):
         raise CLIError("--out and --animate must be different files")
@@ -329,6 +352,28 @@ def _html(args, image, superpixels, edge_index, prediction, segmenter) -> None:
           f"{page.num_bytes / 1e6:.2f} MB)")
 
 
+def _hierarchy(args, image) -> None:
+    """--hierarchy: the merged regions of every level of an evolving model."""
+    import torch
+
+    from segmentation.visualize.hierarchy import plot_hierarchy
+
+    segmenter = _load(args.checkpoint)
+    model = segmenter.model
+    if model.config.graph_model != "evolving":
+        raise CLIError(f"--hierarchy needs a checkpoint of --graph-model evolving; "
+                       f"{args.checkpoint!r} holds graph_model={model.config.graph_model!r}")
+    rgb = image if image.ndim == 3 else image[..., None].repeat(3, axis=2)
+    graph = segmenter.transform(rgb[..., :3]).to(segmenter.device)
+    with torch.no_grad():
+        out = model(graph.image, graph.superpixels, graph.edge_index,
+                    torch.tensor([graph.num_nodes], device=segmenter.device), graph.pos)
+    hierarchy = out.hierarchy
+    plot_hierarchy(rgb[..., :3], graph.superpixels[0].cpu(), hierarchy, args.hierarchy)
+    sizes = " -> ".join(map(str, hierarchy.num_nodes))
+    print(f"wrote {args.hierarchy} (regions per level: {sizes})")
+
+
 def _lattice(args) -> int:
     from segmentation import visualize
 
@@ -354,7 +399,8 @@ def _lattice(args) -> int:
 
 def _resolve_outputs(args) -> None:
     """Default --out; skip an MP4 that cannot be written (checked before any work)."""
-    if args.out is None and args.animate is None and args.html is None:
+    if (args.out is None and args.animate is None and args.html is None
+            and args.hierarchy is None):
         args.out = "order.png" if args.influence is None else "influence.png"
     if args.animate is not None and args.animate.lower().endswith(".mp4"):
         from segmentation.visualize import mp4_writer_available
@@ -390,6 +436,10 @@ def _image(args) -> int:
 
     image = read_image(args.image)
     shape = image.shape[:2]
+    if args.hierarchy is not None:
+        _hierarchy(args, image)
+        if args.out is None and args.animate is None and args.html is None:
+            return 0
     score_map = _read_score_image(args.score_image, shape) if args.score_image else None
 
     prediction = segmenter = None

@@ -9,6 +9,8 @@ Examples::
     python scripts/train.py --data VOCdevkit/VOC2012 --backbone resnet50 \\
         --backbone-weights resnet50-0676ba61.pth --freeze-bn --amp --device cuda ...
     torchrun --nproc_per_node 4 scripts/train.py ...   # several processes: DDP, same flags
+    torchrun --nproc_per_node 4 --max-restarts 3 scripts/train.py ... \\
+        --checkpoint-every 500 --resume auto           # a cluster job (docs/fault-tolerance.md)
 
 Under torchrun, ``--batch-size`` is the global batch (split across the
 processes) and ``--device cuda`` gives every process its ``cuda:LOCAL_RANK``.
@@ -22,7 +24,9 @@ import sys
 from segmentation.cli._common import (
     ArgumentParser,
     CLIError,
+    check_writable_folder,
     device,
+    non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
@@ -57,6 +61,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device", type=device, default="cpu")
     parser.add_argument("--graph-layers", type=non_negative_int, default=2,
                         help="Graph LSTM layers (0 = the baseline without graph context)")
+    parser.add_argument("--graph-model", choices=("stack", "evolving"), default="stack",
+                        help="stack: the Graph LSTM layers share the superpixel graph; "
+                        "evolving: regions merge between layers (structure-evolving LSTM)")
+    parser.add_argument("--merge-weight", type=non_negative_float, default=1.0,
+                        help="weight of the merge loss (--graph-model evolving)")
+    parser.add_argument("--acceptance", choices=("graph", "clique"), default="graph",
+                        help="one Metropolis-Hastings test per image or per merged region "
+                        "(--graph-model evolving)")
     parser.add_argument("--order", default="confidence",
                         choices=ORDER_KINDS,
                         help="update order of the superpixels")
@@ -92,7 +104,13 @@ def build_parser() -> ArgumentParser:
                         help="with --augment: random SxS crop (padded with ignore)")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
     parser.add_argument("--resume", nargs="?", const="", metavar="CKPT",
-                        help="continue from CKPT (default: OUT/last.pt)")
+                        help="continue from CKPT (default: OUT/last.pt); 'auto': from "
+                        "OUT/last.pt when it exists, else start fresh (the same command line "
+                        "for a first start and for every restart)")
+    parser.add_argument("--checkpoint-every", type=positive_int, metavar="N",
+                        help="also write OUT/last.pt every N optimisation steps, with all that "
+                        "an exact resumption in the middle of an epoch needs (default: at the "
+                        "end of every epoch only)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -122,12 +140,23 @@ def main(argv=None) -> int:
                            "or resnet50), not small")
         from segmentation.models.backbones import load_resnet_state_dict
 
-        load_resnet_state_dict(args.backbone_weights, args.backbone)  # fails fast if unusable
+        try:  # fails fast if unusable
+            load_resnet_state_dict(args.backbone_weights, args.backbone)
+        except ValueError as err:
+            raise CLIError(f"--backbone-weights: {err}") from None
+    check_writable_folder(args.out, "--out")
+    if args.cache is not None:
+        check_writable_folder(args.cache, "--cache")
     resume = None
-    if args.resume is not None:
+    if args.resume == "auto":
+        # Every process looks before any of them can write: they agree.
+        last = os.path.join(args.out, "last.pt")
+        resume = last if os.path.isfile(last) else None
+    elif args.resume is not None:
         resume = args.resume or os.path.join(args.out, "last.pt")
         if not os.path.isfile(resume):
             raise CLIError(f"--resume: checkpoint {resume!r} does not exist")
+    _check_writable(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = init_distributed_mode(args.device)
@@ -135,6 +164,26 @@ def main(argv=None) -> int:
         return _train(args, str(device), resume, is_main_process())
     finally:
         cleanup()
+
+
+def _check_writable(folder: str) -> None:
+    """Fail now, not after the first epoch, if checkpoints cannot be written into ``folder``."""
+    import contextlib
+    import glob
+    import tempfile
+
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise CLIError(f"--out: cannot write checkpoints into {folder!r}: "
+                       f"{err.strerror or err}") from None
+    # What a process killed in the middle of a checkpoint write leaves behind.
+    for leftover in glob.glob(os.path.join(glob.escape(folder), ".*.pt.*.tmp")):
+        with contextlib.suppress(OSError):  # another process of the group was first
+            os.unlink(leftover)
 
 
 def _cache_dir(args) -> str | None:
@@ -158,7 +207,8 @@ def _train(args, device: str, resume, main: bool) -> int:
     model_config = ModelConfig(
         num_classes=len(class_names), width=args.width, hidden=args.hidden,
         graph_layers=args.graph_layers, order=args.order, n_segments=args.n_segments,
-        compactness=args.compactness, backbone=args.backbone,
+        compactness=args.compactness, backbone=args.backbone, graph_model=args.graph_model,
+        merge_weight=args.merge_weight, acceptance=args.acceptance,
     )
     train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed, device=device, lr_schedule=args.lr_schedule,
@@ -176,8 +226,21 @@ def _train(args, device: str, resume, main: bool) -> int:
         f"{len(class_names)} classes; checkpoints in {args.out}"
         + (f"; {world} processes, {args.batch_size // world} images each per step"
            if world > 1 else ""))
-    result = train(model_config, train_config, train_graphs, val_graphs, args.out, class_names,
-                   resume=resume, progress=not args.no_progress, num_workers=args.workers)
+    if args.resume == "auto" and resume is None:
+        say(f"--resume auto: no {os.path.join(args.out, 'last.pt')} yet, starting fresh")
+    from segmentation.engine.preemption import PreemptionHandler, TrainingInterrupted
+
+    try:
+        # SIGTERM and SIGINT: finish the step, write last.pt, stop (a second one: at once).
+        with PreemptionHandler() as preemption:
+            result = train(model_config, train_config, train_graphs, val_graphs, args.out,
+                           class_names, resume=resume, progress=not args.no_progress,
+                           num_workers=args.workers, checkpoint_every=args.checkpoint_every,
+                           preemption=preemption)
+    except TrainingInterrupted as stop:
+        say(f"{os.path.basename(sys.argv[0] or 'train')}: {stop}; to resume, run the same "
+            f"command with --resume auto (or --resume {stop.checkpoint})", file=sys.stderr)
+        return stop.exit_code
     say(f"best val mIoU {100 * result['best_miou']:.2f} at epoch {result['best_epoch'] + 1}: "
         f"{os.path.join(args.out, 'best.pt')}")
     return 0

@@ -359,9 +359,16 @@ def edge_weight_from_features(
 
     Examples
     --------
-    >>> graph = SuperpixelGraph(n_segments=500, edge_features=True)(image)
+    >>> from skimage import data
+    >>> from graphlstm import GraphLSTM
+    >>> from segmentation import SuperpixelGraph
+    >>> graph = SuperpixelGraph(n_segments=100, edge_features=True)(data.astronaut())
     >>> graph.edge_weight = edge_weight_from_features(graph.edge_attr, graph.edge_index)
+    >>> bool((graph.edge_weight >= 0).all())
+    True
     >>> out, _ = GraphLSTM(-1, 64)(graph.x, graph.edge_index, graph.edge_weight)
+    >>> out.shape == (graph.num_nodes, 64)
+    True
     """
     if not isinstance(edge_attr, torch.Tensor) or not edge_attr.is_floating_point():
         raise TypeError(f"edge_attr must be a floating point tensor, got {edge_attr!r:.60}")

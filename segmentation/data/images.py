@@ -301,12 +301,18 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     ------
     ValueError
         If the destination folder does not exist.
+    OSError
+        If no file can be created in it (the message names ``path``).
     """
     path = Path(path)
     folder = path.parent
     if not folder.is_dir():
         raise ValueError(f"folder {str(folder)!r} of output file {str(path)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=suffix)
+    except OSError as err:
+        # Name the file asked for, not the temporary one beside it.
+        raise type(err)(f"cannot write {str(path)!r}: {err.strerror or err}") from err
     os.close(fd)
     try:
         yield Path(tmp)

@@ -284,14 +284,17 @@ class SuperpixelGraph(BaseTransform):
         except FileNotFoundError:
             return None
         except Exception as exc:  # corrupt or foreign file: recompute and overwrite
-            warnings.warn(f"ignoring unreadable cached graph {str(path)!r}: {exc}", stacklevel=3)
+            warnings.warn(f"ignoring unreadable cached graph {str(path)!r} "
+                          f"({_unreadable_reason(path, exc)}); building it again",
+                          stacklevel=3)
             return None
         if (
             not isinstance(stored, dict)
             or stored.get("key") != key
             or not all(isinstance(stored.get(name), torch.Tensor) for name in _CACHED_TENSORS)
         ):
-            warnings.warn(f"ignoring malformed cached graph {str(path)!r}", stacklevel=3)
+            warnings.warn(f"ignoring malformed cached graph {str(path)!r} (not a graph of "
+                          "this cache, or of another version); building it again", stacklevel=3)
             return None
         graph = {name: stored[name] for name in _CACHED_TENSORS}
         graph["superpixels"] = graph["superpixels"].long()
@@ -379,3 +382,16 @@ def _image_tensor(image: np.ndarray) -> torch.Tensor:
     if tensor.dim() == 2:
         tensor = tensor.unsqueeze(-1)
     return tensor.permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _unreadable_reason(path: Path, exc: Exception) -> str:
+    """Why ``torch.load`` failed on a cache file, in words (some of its errors have
+    no message: an empty file raises a bare ``EOFError``)."""
+    try:
+        if path.stat().st_size == 0:
+            return "the file is empty, 0 bytes: an interrupted write?"
+    except OSError:
+        pass
+    message = str(exc).strip().splitlines()
+    detail = f": {message[0]}" if message else ""
+    return f"not a file torch.save wrote, {type(exc).__name__}{detail}"

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from segmentation.data.images import atomic_write
-from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig
+from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig, build_segmenter
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -33,8 +33,26 @@ CHECKPOINT_FORMAT = "graphlstm-segmentation/1"
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
-    """Write a checkpoint atomically (temporary file, then rename)."""
-    return atomic_write(path, lambda handle: torch.save(payload, handle))
+    """Write a checkpoint atomically (temporary file, then rename).
+
+    Raises
+    ------
+    OSError
+        If the file cannot be written (a full disk, a read-only folder), with
+        a message naming ``path``. A checkpoint already at ``path`` stays intact
+        and no temporary file remains.
+    """
+    try:
+        return atomic_write(path, lambda handle: torch.save(payload, handle))
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a failed write of its file as a RuntimeError whose
+        # context is the OSError.
+        cause = err if isinstance(err, OSError) else err.__context__
+        if not isinstance(cause, OSError):
+            raise
+        reason = cause.strerror or str(cause)
+        raise OSError(f"cannot write checkpoint {str(path)!r}: {reason} (a checkpoint "
+                      "already there is intact)") from err
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -62,7 +80,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 
 def model_from_checkpoint(payload: dict, device="cpu") -> GraphLSTMSegmenter:
     config = ModelConfig.from_dict(payload["model_config"])
-    model = GraphLSTMSegmenter(config)
+    model = build_segmenter(config)
     try:
         model.load_state_dict(payload["model_state"])
     except RuntimeError as err:
@@ -111,15 +129,20 @@ def restore_training_state(payload: dict, model_config: ModelConfig, model, opti
     Raises
     ------
     ValueError
-        If the checkpoint was trained with another model config, or lacks the
-        state of the optimiser or of the scheduler.
+        If the checkpoint was trained with another model config (the message
+        names the fields that differ), or lacks the state of the optimiser or
+        of the scheduler.
     """
     name = f"checkpoint {str(path)!r}" if path else "the checkpoint"
     saved_config = ModelConfig.from_dict(payload["model_config"]).to_dict()
-    if saved_config != model_config.to_dict():
-        raise ValueError(
-            f"{name} was trained with another model config: {payload['model_config']}"
+    wanted_config = model_config.to_dict()
+    if saved_config != wanted_config:
+        differences = "; ".join(
+            f"{field} {saved_config.get(field)!r} there, {wanted_config.get(field)!r} here"
+            for field in sorted(set(saved_config) | set(wanted_config))
+            if saved_config.get(field) != wanted_config.get(field)
         )
+        raise ValueError(f"{name} was trained with another model config: {differences}")
     for key in ("optimizer_state", "lr_scheduler_state"):
         if key not in payload:
             raise ValueError(f"{name} lacks {key!r}: it cannot resume training")

@@ -130,8 +130,29 @@ def init_distributed_mode(device: str | torch.device = "cpu") -> torch.device:
         raise ValueError(
             f"several processes run on cpu (gloo) or cuda (nccl), not on {device.type!r}"
         )
-    dist.init_process_group(backend, rank=rank, world_size=world_size)
+    dist.init_process_group(backend, rank=rank, world_size=world_size,
+                            store=_store_of_this_attempt(world_size))
     return device
+
+
+def _store_of_this_attempt(world_size: int):
+    """Under torchrun, a view of the launcher's store that is new at every restart.
+
+    torchrun's agent keeps one store for all the restarts of a group
+    (``TORCHELASTIC_USE_AGENT_STORE``). The keys a process group leaves there
+    (the addresses of its processes) would be read by the processes of the
+    next attempt, which would then try to connect to dead ones; a prefix per
+    attempt (``TORCHELASTIC_RESTART_COUNT``) keeps the attempts apart. ``None``
+    (the default rendezvous) otherwise.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    from torch.distributed.constants import default_pg_timeout
+
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          world_size, is_master=False, timeout=default_pg_timeout)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return dist.PrefixStore(f"graphlstm/attempt-{attempt}/default_pg", store)
 
 
 def cleanup() -> None:

@@ -26,6 +26,7 @@ prints, shows progress bars and writes checkpoints.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ from segmentation._checks import check_int
 from segmentation.data.images import IGNORE_INDEX
 from segmentation.data.loading import pad_collate, resize_pair
 from segmentation.data.transforms import SuperpixelGraph
+from segmentation.engine import _faults
 from segmentation.engine.checkpoint import (
     load_checkpoint,
     restore_training_state,
@@ -55,11 +57,26 @@ from segmentation.engine.distributed import (
     reduce_across_processes,
 )
 from segmentation.engine.evaluate import evaluate
+from segmentation.engine.preemption import (
+    PreemptionHandler,
+    TrainingInterrupted,
+    leave_signals_to_the_main_process,
+)
+from segmentation.engine.resume import (
+    BufferSnapshot,
+    ResumeSampler,
+    all_agree,
+    all_finite,
+    gather_rng_states,
+    position_of,
+    set_rng_state,
+)
+from segmentation.models.evolving import model_loss
 from segmentation.models.segmenter import (
-    GraphLSTMSegmenter,
     ModelConfig,
+    NonFiniteScores,
     batch_inputs,
-    segmentation_loss,
+    build_segmenter,
 )
 
 __all__ = [
@@ -92,19 +109,23 @@ class TrainingDiverged(RuntimeError):
     loss : float
         The loss of the global batch (NaN or infinite).
     epoch, step : int or None
-        Where it happened (``step`` counts the optimisation steps of the whole
-        run from 0); ``None`` where the raiser does not know.
+        Where it happened, counted from 0 (``step`` counts the optimisation
+        steps of the whole run); ``None`` where the raiser does not know. The
+        message counts epochs from 1, as the training log does.
     lr : float or None
         The learning rate of that step.
+    advice : str
+        What the message adds: where the last finite weights are, what to try.
     """
 
     def __init__(self, loss: float, epoch: int | None = None, step: int | None = None,
-                 lr: float | None = None) -> None:
+                 lr: float | None = None, advice: str = "") -> None:
         self.loss, self.epoch, self.step, self.lr = loss, epoch, step, lr
         where = "".join(f", {name} {value}" for name, value in
-                        (("epoch", epoch), ("step", step)) if value is not None)
+                        (("epoch", None if epoch is None else epoch + 1), ("step", step))
+                        if value is not None)
         rate = f", learning rate {lr:.3g}" if lr is not None else ""
-        super().__init__(f"training diverged: loss is {loss}{where}{rate}")
+        super().__init__(f"training diverged: loss is {loss}{where}{rate}{advice}")
 
 
 @dataclass
@@ -290,12 +311,19 @@ def training_step(
     Raises
     ------
     TrainingDiverged
-        If that loss is not finite (on every process alike).
+        If that loss is not finite (on every process alike), or the model's
+        confidence scores are not (:class:`~segmentation.models.segmenter.NonFiniteScores`);
+        the weights are then unchanged.
     """
     device = batch.image.device
-    with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=amp):
-        out = model(*batch_inputs(batch))
-        loss_sum = segmentation_loss(out, batch.mask, IGNORE_INDEX, reduction="sum")
+    try:
+        with torch.autocast(device.type, dtype=autocast_dtype(device), enabled=amp):
+            out = model(*batch_inputs(batch))
+            loss_sum = model_loss(out, batch.mask, IGNORE_INDEX, reduction="sum")
+    except NonFiniteScores:
+        # Diverged weights or activations: a loss that is not finite, which the
+        # all-reduce below makes every process see (none is left waiting in it).
+        loss_sum = torch.tensor(float("nan"), device=device)
     valid = (batch.mask != IGNORE_INDEX).sum()
     totals = reduce_across_processes(
         torch.stack([loss_sum.detach().double(), valid.double()])
@@ -331,6 +359,8 @@ def train_one_epoch(
     amp: bool = False,
     freeze_bn: bool = False,
     progress: str | None = None,
+    losses: list[float] | None = None,
+    step_end: Callable[[list[float]], None] | None = None,
 ) -> float:
     """Train on every batch of ``loader`` once; the mean of the steps' global losses.
 
@@ -338,10 +368,19 @@ def train_one_epoch(
     ``last_epoch`` counts the steps of the whole run. ``progress`` is the
     description of a progress bar (none if ``None``).
 
+    Parameters
+    ----------
+    losses : list of float, optional
+        The losses of the steps of this epoch done before ``loader``'s first
+        batch (an epoch resumed in its middle); appended to in place.
+    step_end : callable, optional
+        Called with ``losses`` after every step (step checkpoints, signals).
+
     Raises
     ------
     TrainingDiverged
-        With the epoch, the step and its learning rate.
+        With the epoch, the step and its learning rate. The model is then as
+        before that step: weights, and BatchNorm statistics too.
     """
     set_train_mode(model, freeze_bn)
     batches = loader
@@ -349,14 +388,21 @@ def train_one_epoch(
         from tqdm import tqdm
 
         batches = tqdm(loader, desc=progress, leave=False)
-    losses = []
+    losses = [] if losses is None else losses
+    # A forward updates the BatchNorm statistics before its loss is known.
+    statistics = BufferSnapshot(model)
     for batch in batches:
-        batch = batch.to(device, non_blocking=True)
+        batch = _faults.inject(lr_scheduler.last_epoch, get_rank(),
+                               batch.to(device, non_blocking=True))
+        statistics.take()
         try:
             losses.append(training_step(model, batch, optimizer, scaler, amp))
         except TrainingDiverged as err:
+            statistics.restore()
             raise TrainingDiverged(err.loss, epoch, lr_scheduler.last_epoch, err.lr) from None
         lr_scheduler.step()
+        if step_end is not None:
+            step_end(losses)
     return float(np.mean(losses))
 
 
@@ -376,8 +422,8 @@ def _check_train_arguments(train_config: TrainConfig, train_graphs, val_graphs,
 
 
 def _build_model(model_config: ModelConfig, train_config: TrainConfig, world: int,
-                 pretrained: bool) -> GraphLSTMSegmenter:
-    model = GraphLSTMSegmenter(model_config)
+                 pretrained: bool) -> torch.nn.Module:
+    model = build_segmenter(model_config)
     if pretrained and train_config.backbone_weights is not None:
         if not hasattr(model.backbone, "load_pretrained"):
             raise ValueError(
@@ -392,16 +438,19 @@ def _build_model(model_config: ModelConfig, train_config: TrainConfig, world: in
 
 
 def _epoch_loader(train_graphs, sampler: EpochSampler, epoch: int, train_config: TrainConfig,
-                  local_batch: int, num_workers: int) -> DataLoader:
+                  local_batch: int, num_workers: int, steps_done: int = 0) -> DataLoader:
     # Everything random in an epoch derives from (seed, epoch): resumable exactly.
     epoch_seed = train_config.seed * _SEED_STRIDE + epoch
     torch.manual_seed(epoch_seed + get_rank() * _RANK_SEED_STRIDE)
     sampler.set_epoch(epoch)
     if hasattr(train_graphs, "set_epoch"):
         train_graphs.set_epoch(epoch)  # before the iterator copies it into the workers
+    if steps_done:  # the rest of an epoch resumed in its middle
+        sampler = ResumeSampler(sampler, min(steps_done * local_batch, len(sampler)))
     # The loader's own generator (worker seeds) leaves the global RNG alone.
     return DataLoader(train_graphs, batch_size=local_batch, sampler=sampler,
                       num_workers=num_workers, collate_fn=pad_collate,
+                      worker_init_fn=leave_signals_to_the_main_process,
                       pin_memory=torch.device(train_config.device).type == "cuda",
                       generator=torch.Generator().manual_seed(epoch_seed))
 
@@ -417,6 +466,8 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
     num_workers: int = 0,
+    checkpoint_every: int | None = None,
+    preemption: PreemptionHandler | None = None,
 ) -> dict:
     """Train, validate every epoch, and keep ``last.pt`` and ``best.pt`` in ``out_dir``.
 
@@ -433,17 +484,41 @@ def train(
         starts); images may differ in size (batches are padded by
         :func:`segmentation.data.loading.pad_collate`).
     resume : path, optional
-        A checkpoint of an earlier run (``last.pt``) to continue from. Its model
-        config must equal ``model_config``. Every process loads it.
+        A checkpoint of an earlier run (``last.pt``) to continue from, written
+        at the end of an epoch or in its middle. Its model config must equal
+        ``model_config`` (the error names the fields that differ). Every
+        process loads it. A checkpoint already at the end of epoch
+        ``train_config.epochs`` (or past it) leaves nothing to train: that is
+        logged, nothing is written, and its history and best score are returned.
     num_workers : int, optional
         ``DataLoader`` worker processes that build the graphs (started anew
         every epoch).
+    checkpoint_every : int, optional
+        Also write ``last.pt`` after every ``checkpoint_every`` steps of an
+        epoch, with the position in the epoch, the losses of its steps so far
+        and the state of every random generator of every process: a run
+        resumed from it ends with the weights of one that never stopped.
+    preemption : PreemptionHandler, optional
+        Asked at the end of every step and every epoch whether a process
+        received SIGTERM or SIGINT; if one did, ``last.pt`` is written and
+        :class:`~segmentation.engine.preemption.TrainingInterrupted` raised.
 
     Returns
     -------
     dict
         ``history`` (per-epoch loss and validation scores), ``best_miou``,
         ``best_epoch``.
+
+    Raises
+    ------
+    TrainingDiverged
+        If the loss of a step is not finite; ``last.pt`` then holds the model
+        from before that step (when it is finite).
+    TrainingInterrupted
+        On a signal recorded by ``preemption``, after writing ``last.pt``.
+    OSError
+        If a checkpoint cannot be written (on every process alike); the one
+        written before stays intact.
     """
     rank, world = get_rank(), get_world_size()
     main = rank == 0
@@ -454,6 +529,8 @@ def train(
             pass
 
     _check_train_arguments(train_config, train_graphs, val_graphs, num_workers, world)
+    if checkpoint_every is not None:
+        check_int(checkpoint_every, "checkpoint_every", minimum=1)
     local_batch = train_config.batch_size // world
     out_dir = Path(out_dir)
     device = torch.device(train_config.device)
@@ -471,11 +548,25 @@ def train(
     lr_scheduler = build_lr_scheduler(optimizer, train_config,
                                       train_config.epochs * steps_per_epoch)
     state = {"epoch": -1, "history": [], "best_miou": -1.0, "best_epoch": -1}
+    start_epoch, start_step, resumed_losses, resumed_rng = 0, 0, [], None
     if resume is not None:
         payload = load_checkpoint(resume, map_location=device)
         state = restore_training_state(payload, model_config, model, optimizer,
                                        lr_scheduler, scaler, path=resume)
-        log(f"resumed from {resume} at epoch {state['epoch'] + 1}")
+        start_epoch, start_step = position_of(payload)
+        if start_epoch >= train_config.epochs:
+            log(f"nothing to train: checkpoint {str(resume)!r} is already at epoch "
+                f"{start_epoch} of {train_config.epochs}")
+            return {"history": state["history"], "best_miou": state["best_miou"],
+                    "best_epoch": state["best_epoch"]}
+        if start_step:
+            resumed_losses = [float(v) for v in payload["epoch_losses"]]
+            resumed_rng = payload.get("rng_states")
+            log(f"resumed from {resume} in epoch {start_epoch + 1}, after step {start_step} "
+                f"of {steps_per_epoch}")
+        else:
+            log(f"resumed from {resume} after epoch {start_epoch}; training epochs "
+                f"{start_epoch + 1} to {train_config.epochs}")
     history = state["history"]
     best_miou, best_epoch = state["best_miou"], state["best_epoch"]
     net = model
@@ -485,15 +576,64 @@ def train(
         # graph search.
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
                                       else None)
+
+    def payload(epoch: int) -> dict:
+        return training_state(
+            model_config, train_config, class_names, model, optimizer, lr_scheduler,
+            scaler, epoch=epoch, history=history, best_miou=best_miou,
+            best_epoch=best_epoch, world_size=world)
+
+    def write(path: Path, make_payload: Callable[[], dict]) -> None:
+        # Rank 0 writes; every process learns whether it could, and all fail alike.
+        error = None
+        if main:
+            try:
+                save_checkpoint(path, make_payload())
+            except OSError as err:
+                error = err
+        if not all_agree(error is None):
+            raise error or OSError(f"cannot write checkpoint {str(path)!r} (see process 0)")
+
+    def write_in_epoch(epoch: int, losses: list[float]) -> None:
+        # After len(losses) steps of `epoch`: what an exact resumption needs.
+        rng_states = gather_rng_states(device)
+        write(out_dir / "last.pt", lambda: {
+            **payload(epoch - 1), "position": {"epoch": epoch, "step": len(losses)},
+            "epoch_losses": list(losses), "rng_states": rng_states})
+
+    def stop_signal() -> int:
+        return preemption.agreed_stop() if preemption is not None else 0
+
+    def step_end(epoch: int, losses: list[float]) -> None:
+        signum, done = stop_signal(), len(losses)
+        if signum or (checkpoint_every and done % checkpoint_every == 0
+                      and done < steps_per_epoch):
+            write_in_epoch(epoch, losses)
+        if signum:
+            raise TrainingInterrupted(signum, out_dir / "last.pt", epoch, done)
+
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    for epoch in range(state["epoch"] + 1, train_config.epochs):
+    for epoch in range(start_epoch, train_config.epochs):
+        steps_done = start_step if epoch == start_epoch else 0
         loader = _epoch_loader(train_graphs, sampler, epoch, train_config, local_batch,
-                               num_workers)
-        loss = train_one_epoch(
-            net, optimizer, lr_scheduler, loader, device, epoch, scaler=scaler,
-            amp=train_config.amp, freeze_bn=train_config.freeze_bn,
-            progress=f"epoch {epoch + 1}/{train_config.epochs}" if progress else None)
+                               num_workers, steps_done)
+        losses = resumed_losses if steps_done else []
+        if steps_done and resumed_rng is not None and len(resumed_rng) == world:
+            set_rng_state(resumed_rng[rank], device)  # as the run drew, mid-epoch
+        try:
+            loss = train_one_epoch(
+                net, optimizer, lr_scheduler, loader, device, epoch, scaler=scaler,
+                amp=train_config.amp, freeze_bn=train_config.freeze_bn,
+                progress=f"epoch {epoch + 1}/{train_config.epochs}" if progress else None,
+                losses=losses, step_end=functools.partial(step_end, epoch))
+        except TrainingDiverged as err:
+            # The model is still the one from before the step: keep it if finite.
+            kept = all_finite(model)
+            if kept:
+                write_in_epoch(epoch, losses)
+            raise TrainingDiverged(err.loss, err.epoch, err.step, err.lr, _divergence_advice(
+                out_dir / "last.pt", kept, err.lr, train_config.amp)) from None
         broadcast_buffers(model)  # validate the model rank 0 saves
         scores = evaluate(model, val_graphs, local_batch, device, class_names,
                           seed=train_config.seed, num_workers=num_workers)
@@ -502,15 +642,22 @@ def train(
         improved = scores["miou"] > best_miou
         if improved:
             best_miou, best_epoch = scores["miou"], epoch
-        if main:
-            payload = training_state(
-                model_config, train_config, class_names, model, optimizer, lr_scheduler,
-                scaler, epoch=epoch, history=history, best_miou=best_miou,
-                best_epoch=best_epoch, world_size=world)
-            save_checkpoint(out_dir / "last.pt", payload)
-            if improved:
-                save_checkpoint(out_dir / "best.pt", payload)
+        write(out_dir / "last.pt", functools.partial(payload, epoch))
+        if improved:
+            write(out_dir / "best.pt", functools.partial(payload, epoch))
         log(f"epoch {epoch + 1}/{train_config.epochs}  loss {loss:.4f}  "
             f"val mIoU {100 * scores['miou']:.2f}  pixel acc "
             f"{100 * scores['pixel_accuracy']:.2f}{'  (best)' if improved else ''}")
+        signum = stop_signal()
+        if signum and epoch + 1 < train_config.epochs:
+            raise TrainingInterrupted(signum, out_dir / "last.pt", epoch, steps_per_epoch)
     return {"history": history, "best_miou": best_miou, "best_epoch": best_epoch}
+
+
+def _divergence_advice(checkpoint: Path, kept: bool, lr: float | None, amp: bool) -> str:
+    kept_text = (f"; {checkpoint} holds the weights from before this step" if kept else
+                 f"; the weights are no longer finite, {checkpoint} keeps the last checkpoint")
+    lower = f" (e.g. {lr / 2:.3g})" if lr else ""
+    if amp:
+        return f"{kept_text}; try a lower --lr{lower} or training without --amp"
+    return f"{kept_text}; try a lower --lr{lower} (--amp, which can overflow, is off)"

@@ -2,6 +2,7 @@
 of pixels into superpixels and back, and the update orders of the superpixels.
 
 Modules: :mod:`~segmentation.models.segmenter` (:class:`GraphLSTMSegmenter`),
+:mod:`~segmentation.models.evolving` (the structure-evolving network),
 :mod:`~segmentation.models.backbones` (a small CNN and dilated ResNets),
 :mod:`~segmentation.models.pooling` (:func:`pool`, :func:`unpool`),
 :mod:`~segmentation.models.orders` (scores that set the update order).

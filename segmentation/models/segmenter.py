@@ -53,13 +53,22 @@ __all__ = [
     "BACKBONES",
     "GraphLSTMSegmenter",
     "ModelConfig",
+    "NonFiniteScores",
     "SegmenterOutput",
     "batch_inputs",
+    "build_segmenter",
     "segmentation_loss",
 ]
 
 #: The backbones of :class:`ModelConfig` (and of ``train.py --backbone``).
 BACKBONES = ("small", *RESNETS)
+GRAPH_MODELS = ("stack", "evolving")
+ACCEPTANCES = ("graph", "clique")
+
+
+class NonFiniteScores(RuntimeError):
+    """The confidence scores that order the superpixels are not finite (NaN weights
+    or overflowing activations): there is no update order to follow."""
 
 
 @dataclass
@@ -88,6 +97,14 @@ class ModelConfig:
         stride 8 and start from random weights unless ImageNet weights are
         loaded (:meth:`segmentation.models.backbones.ResNetBackbone.load_pretrained`,
         ``train.py --backbone-weights``), which happens once, before training.
+    graph_model : {"stack", "evolving"}
+        ``stack``: the Graph LSTM layers share the superpixel graph;
+        ``evolving``: regions merge between layers
+        (:class:`segmentation.models.evolving.EvolvingSegmenter`).
+    merge_weight : float
+        Weight of the merge loss (``evolving`` only).
+    acceptance : {"graph", "clique"}
+        What one Metropolis-Hastings test decides on (``evolving`` only).
     """
 
     num_classes: int
@@ -99,6 +116,9 @@ class ModelConfig:
     n_segments: int = 150
     compactness: float = 10.0
     backbone: str = "small"
+    graph_model: str = "stack"
+    merge_weight: float = 1.0
+    acceptance: str = "graph"
 
     def __post_init__(self) -> None:
         for name in ("num_classes", "in_channels", "width", "hidden"):
@@ -117,6 +137,18 @@ class ModelConfig:
             raise ValueError(
                 f"'backbone' must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"
             )
+        if self.graph_model not in GRAPH_MODELS:
+            raise ValueError(f"'graph_model' must be one of {', '.join(GRAPH_MODELS)}, "
+                             f"got {self.graph_model!r}")
+        if self.graph_model == "evolving" and self.graph_layers < 1:
+            raise ValueError("'graph_model' evolving needs graph_layers >= 1")
+        if (isinstance(self.merge_weight, bool) or not isinstance(self.merge_weight, (int, float))
+                or not self.merge_weight >= 0 or self.merge_weight == float("inf")):
+            raise ValueError(f"'merge_weight' must be a finite number >= 0, "
+                             f"got {self.merge_weight!r}")
+        if self.acceptance not in ACCEPTANCES:
+            raise ValueError(f"'acceptance' must be one of {', '.join(ACCEPTANCES)}, "
+                             f"got {self.acceptance!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -230,7 +262,7 @@ class GraphLSTMSegmenter(nn.Module):
             score = self.node_scores(confidence_logits.to(precise), superpixels, num_nodes, pos,
                                      generator)
             if not bool(torch.isfinite(score).all()):
-                raise RuntimeError(
+                raise NonFiniteScores(
                     "the confidence scores are not finite: the backbone's activations "
                     "overflowed (float16 autocast overflows above 65504: check the backbone "
                     "weights, or train without --amp) or the weights hold NaN"
@@ -260,6 +292,16 @@ def batch_inputs(batch) -> tuple:
     :class:`segmentation.SuperpixelData`: ``image, superpixels, edge_index, num_nodes,
     pos`` (for a wrapped model, e.g. ``DistributedDataParallel``: ``net(*batch_inputs(b))``)."""
     return batch.image, batch.superpixels, batch.edge_index, batch.ptr.diff(), batch.pos
+
+
+def build_segmenter(config: ModelConfig) -> nn.Module:
+    """The network a config describes: :class:`GraphLSTMSegmenter`, or
+    :class:`segmentation.models.evolving.EvolvingSegmenter` for ``graph_model="evolving"``."""
+    if config.graph_model == "evolving":
+        from segmentation.models.evolving import EvolvingSegmenter
+
+        return EvolvingSegmenter(config)
+    return GraphLSTMSegmenter(config)
 
 
 def segmentation_loss(output: SegmenterOutput, mask: Tensor, ignore_index: int = 255,

@@ -2,7 +2,7 @@
 
 A :class:`graphlstm.Schedule` assigns every superpixel a *rank* (when the
 sequential pass updates it) and a *level* (which parallel step updates it:
-superpixels of one level are non-adjacent and run together, SPEC §2). This
+superpixels of one level are non-adjacent and run together; docs/design.md, "Levels"). This
 package turns both into images, one module per subject:
 
 - :mod:`~segmentation.visualize.colors`: :func:`colorize` maps values to RGB

@@ -84,6 +84,19 @@ def test_data_benchmark_counts_slic_runs_and_cache_files(tmp_path):
     assert "| 2 | 2 | 1 |" in format_reports(reports, peak_main)
 
 
+def test_scene_generation_figure_times_each_scene(monkeypatch):
+    from benchmarks.data import loading
+
+    seeds = []
+    real = loading.generate_scene
+    monkeypatch.setattr(loading, "generate_scene",
+                        lambda seed, size: seeds.append((seed, size)) or real(seed, size))
+    seconds = loading.scene_generation_seconds(count=3, size=(32, 40))
+    # One warm-up scene, then the timed ones; no bound on the time itself.
+    assert seeds == [(0, (32, 40)), (0, (32, 40)), (1, (32, 40)), (2, (32, 40))]
+    assert seconds > 0
+
+
 def test_peak_memory_sees_an_allocation():
     import mmap
 

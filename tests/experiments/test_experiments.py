@@ -27,7 +27,8 @@ def test_configurations_cover_layers_orders_and_the_baseline():
         assert CONFIGURATIONS[f"graph-lstm-{order}"] == dict(graph_layers=2, order=order)
         assert CONFIGURATIONS[f"graph-lstm-{order}-1-layer"] == dict(graph_layers=1, order=order)
     assert CONFIGURATIONS["no-graph-lstm"]["graph_layers"] == 0
-    assert len(CONFIGURATIONS) == 9
+    assert CONFIGURATIONS["evolving"]["graph_model"] == "evolving"
+    assert len(CONFIGURATIONS) == 11
 
 
 def test_standard_comparisons():
@@ -106,11 +107,53 @@ def test_script_errors_are_one_line(argv, message, capsys):
     assert len(err) == 1 and message in err[0]
 
 
-def test_oracle_cue_in_reach_orders():
-    rates = experiments.oracle_cue_in_reach(test_scenes=3, n_segments=150, min_hops=4)
+def test_oracle_cue_in_reach_orders(monkeypatch):
+    import torch
+
+    from graphlstm.reference import reach_reference
+    from segmentation.data.datasets.long_range import BEACON, COLD_GATE, WARM_GATE
+
+    graphs = []
+    build_graphs = experiments.build_graphs
+    monkeypatch.setattr(experiments, "build_graphs",
+                        lambda *args, **kwargs: graphs.extend(build_graphs(*args, **kwargs))
+                        or graphs)
+    # Beacons 2 hops or more from the gates: every order but one reaches them
+    # sometimes, so each rate below is a real count.
+    rates = experiments.oracle_cue_in_reach(test_scenes=4, n_segments=100, min_hops=2, seed=5)
     assert list(rates) == ["gates last", "gates first", "random", "raster"]
-    for one, two in rates.values():
-        assert 0.0 <= one <= two <= 1.0  # a second layer only adds to the reach
-    # Gates first: a gate reads no earlier node, and in the second layer only its
-    # in-neighbours' first-layer states, which the beacon (>= 4 hops) cannot reach.
+    assert len(graphs) == 4
+    # Every rate again, from each order's definition and the plain depth-first
+    # reach of graphlstm.reference: the share of gate superpixels (any pixel of a
+    # gate) whose reach holds a beacon superpixel.
+    expected = {name: [[0, 0], [0, 0]] for name in rates}  # [hits, gates] per layer count
+    for graph in graphs:
+        num = int(graph.num_nodes)
+        labels = graph.superpixels.reshape(graph.mask.shape[-2:]).flatten().tolist()
+        mask = graph.mask.flatten().tolist()
+        gates = sorted({s for s, m in zip(labels, mask, strict=True)
+                        if m in (WARM_GATE, COLD_GATE)})
+        beacons = {s for s, m in zip(labels, mask, strict=True) if m == BEACON}
+        assert gates and beacons
+        # Gates last: the others, then the gates, each group in the order of a
+        # uniform draw seeded by `seed` (largest first); gates first reverses it.
+        noise = torch.rand(num, generator=torch.Generator().manual_seed(5)).tolist()
+        by_noise = sorted(range(num), key=lambda v: -noise[v])
+        last = [v for v in by_noise if v not in gates] + [v for v in by_noise if v in gates]
+        permutation = torch.randperm(num, generator=torch.Generator().manual_seed(5)).tolist()
+        x, y = graph.pos[:, 0].tolist(), graph.pos[:, 1].tolist()
+        orders = {"gates last": last, "gates first": last[::-1],
+                  "random": sorted(range(num), key=lambda v: -permutation[v]),
+                  "raster": sorted(range(num), key=lambda v: (round(y[v]), x[v], v))}
+        for name, order in orders.items():
+            for layers in (1, 2):
+                reach = reach_reference(graph.edge_index, num, gates, torch.tensor(order),
+                                        num_layers=layers)
+                hits = sum(any(row[b] for b in beacons) for row in reach.tolist())
+                expected[name][layers - 1][0] += hits
+                expected[name][layers - 1][1] += len(gates)
+    for name, counts in expected.items():
+        assert rates[name] == [hits / total for hits, total in counts], name
+    # Gates first: in one layer a gate reads only gates updated before it.
     assert rates["gates first"][0] == 0.0
+    assert all(0.0 < rates[name][1] < 1.0 for name in rates)

@@ -9,7 +9,7 @@ from graphlstm import GraphLSTM
 from graphlstm.functional import graph_lstm_gated_recurrence, graph_lstm_recurrence
 from graphlstm.reference import graph_lstm_reference
 from graphlstm.schedule import build_schedule
-from tests.helpers import gated_case, run_gated
+from tests.helpers import gated_case, gated_graph, run_gated
 
 # Every test runs on the compiled kernels and on the PyTorch reference path.
 pytestmark = pytest.mark.usefixtures("engine")
@@ -109,29 +109,35 @@ def test_zero_scale_removes_the_edge():
 # --------------------------------------------------------------------------
 
 
-def gated_sequential(sched, t):
-    """The gated recurrence literally: nodes one after the other in the update order
-    (every visited source comes earlier), one edge at a time, from the projections in
-    node order, with autograd."""
+def gated_sequential(edge_index, order, sched, t):
+    """The gated recurrence literally: nodes one after the other in ``order``, one edge
+    (column of ``edge_index``) at a time, from the projections in node order, with
+    autograd. An in-edge is visited when its source comes earlier in ``order``
+    (decided here, not taken from the schedule; self-loops are dropped). From the
+    schedule only the documented pairing of the scales with edge columns
+    (``visited_scale[k]`` belongs to column ``visited_eid[k]``, likewise unvisited)."""
     hidden = t["h"].size(1)
     h3, h4 = 3 * hidden, 4 * hidden
-    perm = sched.perm.tolist()
-    vis_src, vis_dst = sched.visited_src.tolist(), sched.visited_dst.tolist()
-    unv_src, unv_dst = sched.unvisited_edge_index.tolist()
+    order = order.tolist()
+    rank = {v: k for k, v in enumerate(order)}
+    columns = list(enumerate(zip(*edge_index.tolist(), strict=True)))
+    scale_of = dict(zip(sched.visited_eid.tolist(), t["visited_scale"], strict=True))
+    unvisited = dict(zip(sched.unvisited_eid.tolist(), t["unvisited_scale"], strict=True))
+    assert not set(scale_of) & set(unvisited)
+    scale_of.update(unvisited)
+    assert sorted(scale_of) == [e for e, (j, i) in columns if j != i]  # each edge once
     new_h, new_m = {}, {}
-    for i in sched.order.tolist():
+    for i in order:
         h_bar = t["h"].new_zeros(hidden)
         m_bar = t["h"].new_zeros(hidden)
-        edges = [(vis_src[e], t["visited_scale"][e], True) for e in range(len(vis_dst))
-                 if vis_dst[e] == i]
-        edges += [(unv_src[e], t["unvisited_scale"][e], False) for e in range(len(unv_dst))
-                  if unv_dst[e] == i]
         input_forget = t["pre"][i, h3:]
-        for j, s, visited in edges:
-            h_j, m_j = (new_h[j], new_m[j]) if visited else (t["h"][j], t["m"][j])
+        for e, (j, dst) in columns:
+            if dst != i or j == i:
+                continue
+            h_j, m_j = (new_h[j], new_m[j]) if rank[j] < rank[i] else (t["h"][j], t["m"][j])
             gate = torch.sigmoid(input_forget + t["from_h"][j, h4:])
-            h_bar = h_bar + s * h_j
-            m_bar = m_bar + s * gate * m_j
+            h_bar = h_bar + scale_of[e] * h_j
+            m_bar = m_bar + scale_of[e] * gate * m_j
         z = t["pre"][i, :h3] + t["from_h"][i, :h3] + t["weight_n"] @ h_bar
         u, o = torch.sigmoid(z[:hidden]), torch.sigmoid(z[hidden:2 * hidden])
         c = torch.tanh(z[2 * hidden:] / 2)  # the third block holds 2c
@@ -139,17 +145,17 @@ def gated_sequential(sched, t):
         m = f * t["m"][i] + m_bar + u * c
         new_m[i] = m
         new_h[i] = torch.tanh(o * m)
-    assert sorted(perm) == sorted(new_h)
-    order = range(sched.num_nodes)
-    return torch.cat([torch.stack([new_h[v] for v in order]),
-                      torch.stack([new_m[v] for v in order])], 1)
+    nodes = range(len(order))
+    return torch.cat([torch.stack([new_h[v] for v in nodes]),
+                      torch.stack([new_m[v] for v in nodes])], 1)
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_gated_recurrence_equals_the_sequential_definition(seed):
     sched, t = gated_case(seed)
+    edge_index, order, _ = gated_graph(seed)
     got = run_gated(sched, t)
-    expected = gated_sequential(sched, t)
+    expected = gated_sequential(edge_index, order, sched, t)
     torch.testing.assert_close(got, expected, atol=1e-10, rtol=0)
     grad_out = torch.randn_like(got)
     grads = torch.autograd.grad(got, list(t.values()), grad_out)

@@ -1,4 +1,4 @@
-"""GraphLSTMStack (SPEC §3.1b) against a composition of the sequential references."""
+"""GraphLSTMStack (docs/design.md, "Stacks") against a composition of the sequential references."""
 
 import pytest
 import torch

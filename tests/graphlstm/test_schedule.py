@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from torch_geometric.data import Batch, Data
@@ -9,7 +11,8 @@ pytestmark = pytest.mark.usefixtures("engine")
 
 
 def brute_force_levels(edge_index, order):
-    """SPEC §2 literally: level(v) = 1 + max level of earlier neighbours, either direction."""
+    """docs/design.md, "Levels", literally: level(v) = 1 + max level of earlier
+    neighbours, either direction."""
     n = order.numel()
     rank = {v: k for k, v in enumerate(order.tolist())}
     neighbours = [set() for _ in range(n)]
@@ -154,6 +157,24 @@ def test_bad_input(kwargs, exc, match):
 
 
 def test_to_moves_every_tensor():
-    s = build_schedule(torch.tensor([[0, 1], [1, 2]]), 3).to("cpu")
-    assert s.device == torch.device("cpu")
-    assert "num_levels=3" in repr(s)
+    # A cycle with a chord and a self-loop: visited and unvisited edges, several levels.
+    edge_index = torch.tensor([[0, 1, 2, 3, 0, 2, 1], [1, 2, 3, 0, 2, 0, 1]])
+    s = build_schedule(edge_index, 4, order=torch.tensor([2, 0, 3, 1]))
+    names = [f.name for f in dataclasses.fields(s)]
+    tensors = [name for name in names if isinstance(getattr(s, name), torch.Tensor)]
+    others = [name for name in names if name not in tensors]
+    assert {"order", "perm", "visited_eid", "unvisited_edge_index_pos"} <= set(tensors)
+    # The meta device: a real move on a CPU-only machine (no data, shapes and dtypes kept).
+    moved = s.to("meta")
+    assert moved is not s and moved.device == torch.device("meta")
+    for name in tensors:
+        before, after = getattr(s, name), getattr(moved, name)
+        assert after.device.type == "meta", name
+        assert (after.shape, after.dtype) == (before.shape, before.dtype), name
+        assert before.device.type == "cpu", name  # the original stays where it was
+    for name in others:
+        assert getattr(moved, name) == getattr(s, name), name
+    same = s.to("cpu")
+    for name in tensors:
+        assert torch.equal(getattr(same, name), getattr(s, name)), name
+    assert f"num_levels={s.num_levels}" in repr(moved)

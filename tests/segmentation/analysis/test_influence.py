@@ -19,7 +19,7 @@ from segmentation.data.datasets import SyntheticScenes
 from segmentation.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
 from segmentation.engine.train import build_graphs
 from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig
-from tests.helpers import program, run_captured
+from tests.helpers import program, record_saved_figures, run_captured, saved_figure
 
 HEIGHT, WIDTH, BLOCK = 48, 64, 8
 
@@ -95,8 +95,10 @@ def test_influence_picture_shades_the_reach_and_nothing_else(scene, alpha):
 
 
 @pytest.mark.parametrize("with_values", [False, True])
-def test_plot_influence_panels_are_the_reach_of_each_order(scene, tmp_path, with_values):
+def test_plot_influence_panels_are_the_reach_of_each_order(scene, tmp_path, with_values,
+                                                          monkeypatch):
     image, labels, edge_index, schedules = scene
+    saved = record_saved_figures(monkeypatch)
     num = int(labels.max()) + 1
     target = int(labels[20, 30])
     values = None
@@ -105,7 +107,7 @@ def test_plot_influence_panels_are_the_reach_of_each_order(scene, tmp_path, with
         values = {name: rng.uniform(1e-6, 1.0, num) for name in schedules}
     fig = vis.plot_influence(image, labels, edge_index, target, schedules, values=values,
                              num_layers=2, path=tmp_path / "i.png")
-    assert (tmp_path / "i.png").exists()
+    saved_figure(tmp_path / "i.png", saved, fig)  # the file holds the figure checked
     for i, (name, schedule) in enumerate(schedules.items()):
         picture = np.asarray(fig.axes[i].images[0].get_array())
         reach = reachable(edge_index, num, [target], order=schedule.order, num_layers=2)[0]
@@ -177,12 +179,14 @@ def photo(tmp_path):
     return tmp_path / "photo.png", image
 
 
-def test_script_draws_the_reach_of_each_order(script, capsys, photo, tmp_path):
+def test_script_draws_the_reach_of_each_order(script, capsys, photo, tmp_path, monkeypatch):
     path, image = photo
+    saved = record_saved_figures(monkeypatch)
     code, out, err = call(script, capsys, path, "--influence", "30,20", "--order",
                           "score,reverse-score,random", "--n-segments", 30, "--layers", 2,
                           "--out", tmp_path / "influence.png")
     assert code == 0, err
+    fig = saved_figure(tmp_path / "influence.png", saved)
     labels = slic_superpixels(image, n_segments=30)
     edge_index, _ = region_adjacency(labels)
     num, target = int(labels.max()) + 1, int(labels[20, 30])
@@ -194,8 +198,16 @@ def test_script_draws_the_reach_of_each_order(script, capsys, photo, tmp_path):
                              ("random", random_score(num, torch.Generator().manual_seed(0))))}
     assert f"target superpixel {target} at (30, 20)" in out
     assert "reach " + ", ".join(f"{k}: {v}" for k, v in sizes.items()) in out
-    with Image.open(tmp_path / "influence.png") as png:
-        assert png.format == "PNG"
+    # The picture: one panel per order, shading exactly that order's reach.
+    panels = [ax for ax in fig.axes if ax.images]
+    for ax, (name, s) in zip(panels, (("smooth score", smooth),
+                                      ("reverse smooth score", -smooth),
+                                      ("random", random_score(num, torch.Generator()
+                                                              .manual_seed(0)))),
+                             strict=True):
+        picture = np.asarray(ax.images[0].get_array())
+        reach = reachable(edge_index, num, [target], score=s, num_layers=2)[0]
+        assert np.array_equal(shaded_superpixels(picture, image, labels), reach.numpy()), name
 
 
 def test_script_with_a_checkpoint_uses_the_models_layers(script, capsys, photo, tmp_path):

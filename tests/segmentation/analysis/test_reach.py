@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import shortest_path
 
@@ -17,6 +16,7 @@ from segmentation.analysis.reach import (
 )
 from segmentation.data.datasets import SyntheticScenes
 from segmentation.models.orders import score_from_image, smooth_random_field
+from tests.helpers import record_saved_figures, saved_figure
 
 
 @pytest.fixture(scope="module")
@@ -67,15 +67,35 @@ def test_statistics_match_a_recomputation(image, rows):
     assert rows[0]["least_confident_reach"] > rows[1]["least_confident_reach"]
 
 
-def test_table_and_plot(rows, tmp_path):
+def test_table_and_plot(rows, tmp_path, monkeypatch):
     table = format_reach_table(rows, hops=(1, 2)).splitlines()
     assert len(table) == 2 + len(rows)
     assert f"| {rows[0]['nodes']:,} | smooth score | {rows[0]['mean_reach']:.1f} |" in table[2]
     from segmentation.visualize import plot_reach_statistics
 
+    saved = record_saved_figures(monkeypatch)
     path = plot_reach_statistics(rows, tmp_path / "reach.png")
-    with Image.open(path) as png:
-        assert png.format == "PNG"
+    fig = saved_figure(path, saved)
+    # What the figure draws: (a) one curve P(reach | k hops) per row, against k, in
+    # its kind's colour; (b) per kind, mean reach and least-confident reach against N.
+    left, right = fig.axes[:2]
+    assert len(left.lines) == len(rows)
+    colours = {}
+    for line, row in zip(left.lines, rows, strict=True):
+        assert np.array_equal(line.get_xdata(), np.arange(len(row["p_reach"])))
+        assert np.array_equal(line.get_ydata(), np.asarray(row["p_reach"], dtype=np.float64))
+        colours.setdefault(row["kind"], line.get_color())
+        assert line.get_color() == colours[row["kind"]]
+    kinds = list(colours)
+    assert len(set(colours.values())) == len(kinds)
+    assert len(right.lines) == 2 * len(kinds)
+    for kind, (mean, least) in zip(kinds, zip(right.lines[::2], right.lines[1::2],
+                                                strict=True), strict=True):
+        mine = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["nodes"])
+        for line, key in ((mean, "mean_reach"), (least, "least_confident_reach")):
+            assert list(line.get_xdata()) == [r["nodes"] for r in mine]
+            assert list(line.get_ydata()) == [r[key] for r in mine]
+            assert line.get_color() == colours[kind]
     with pytest.raises(ValueError, match="rows"):
         plot_reach_statistics([{"kind": "random"}], tmp_path / "bad.png")
     with pytest.raises(ValueError, match="path"):

@@ -18,9 +18,17 @@ import torch
 from PIL import Image
 
 from graphlstm import build_schedule
-from segmentation import region_adjacency, slic_superpixels, superpixel_centroids
-from segmentation.models.orders import raster_score
-from tests.helpers import SCRIPTS, program, run_captured
+from segmentation import region_adjacency, slic_superpixels
+from tests.helpers import (
+    SCRIPTS,
+    levels_of_order,
+    order_by_score,
+    png_pixels,
+    program,
+    run_captured,
+    segment_means,
+    touching_pairs,
+)
 
 SCRIPT = SCRIPTS / "show_order.py"
 
@@ -73,15 +81,34 @@ def test_picture_and_gif_with_one_frame_per_level(files, rgb):
     result = run(files / "rgb.png", "--order", "raster", "--n-segments", 20, "--numbers",
                  "--out", "order.png", "--animate", "levels.gif", cwd=files)
     assert result.returncode == 0, result.stderr
+    from segmentation import visualize as vis
+
     labels = slic_superpixels(rgb, n_segments=20)
-    edge_index, _ = region_adjacency(labels)
     num = int(labels.max()) + 1
-    levels = build_schedule(edge_index, num,
-                            score=raster_score(superpixel_centroids(labels), WIDTH)).num_levels
+    # The raster order from its definition (rows of rounded centroid y, top first,
+    # then x), its levels by a plain loop.
+    rows, cols = np.indices(labels.shape)
+    y, x = segment_means(labels, rows), segment_means(labels, cols)
+    order = sorted(range(num), key=lambda v: (round(y[v]), x[v], v))
+    level = levels_of_order(order, touching_pairs(labels), num)
+    levels = max(level) + 1
+    edge_index, _ = region_adjacency(labels)
+    schedule = build_schedule(edge_index, num, order=torch.tensor(order))
+    assert schedule.level.tolist() == level
+    # The picture: that order drawn with its numbers, as plot_update_order draws it.
+    vis.plot_update_order(rgb, labels, schedule, numbers=True, path=files / "expected.png",
+                          title=f"raster order: {num} superpixels, {levels} levels")
+    np.testing.assert_array_equal(png_pixels(files / "order.png"),
+                                  png_pixels(files / "expected.png"))
+    # The animation: one frame per level and the empty start, each (up to the GIF
+    # palette) the frame of that many levels of this order.
+    frames = np.stack(vis.level_frames(rgb, labels, schedule)).astype(float)
     with Image.open(files / "levels.gif") as gif:
-        assert gif.n_frames == levels + 1
-    with Image.open(files / "order.png") as png:
-        assert png.format == "PNG"
+        assert gif.n_frames == levels + 1 == len(frames)
+        for i in range(gif.n_frames):
+            gif.seek(i)
+            errors = np.abs(frames - np.asarray(gif.convert("RGB"), float)).mean(axis=(1, 2, 3))
+            assert errors.argmin() == i and errors[i] < 3.0, i
     assert f"{num} superpixels" in result.stdout
     assert not [f for f in os.listdir(files) if f.endswith(".tmp")]
 
@@ -136,11 +163,35 @@ def test_bad_options_are_one_line_errors(script, capsys, files, args, needle):
     assert not {"o.txt", "a.gif", "order.png"} & set(os.listdir(files))
 
 
-def test_grayscale_image_with_score_file(script, capsys, files):
+def test_grayscale_image_with_score_file(script, capsys, files, monkeypatch):
+    import segmentation.visualize as vis
+
+    drawn = {}
+    plot_update_order = vis.plot_update_order
+
+    def spy(image, superpixels, schedule, **kwargs):
+        drawn.update(image=image, superpixels=superpixels, order=schedule.order,
+                     panel=kwargs["confidence"])
+        return plot_update_order(image, superpixels, schedule, **kwargs)
+
+    monkeypatch.setattr(vis, "plot_update_order", spy)
     code, out, err = call(script, capsys, files / "gray.png", "--score-image",
                           files / "score.npy", "--n-segments", 12, "--out", files / "g.png")
     assert code == 0, err
-    assert "levels score:" in out
+    score = np.load(files / "score.npy")
+    # The panel shows the score file, and the order is the file's: superpixels by
+    # their mean score, highest first, ties to the smaller label.
+    np.testing.assert_array_equal(drawn["panel"], score)
+    labels = np.asarray(drawn["superpixels"])
+    assert labels.shape == score.shape
+    num = int(labels.max()) + 1
+    expected = order_by_score(segment_means(labels, score))
+    assert drawn["order"].tolist() == expected
+    levels = max(levels_of_order(expected, touching_pairs(labels), num)) + 1
+    assert f"levels score: {levels})" in out
+    # The grayscale image is drawn as it was read: three equal channels.
+    image = np.asarray(drawn["image"])
+    assert (image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all()
     with Image.open(files / "g.png") as png:
         assert png.format == "PNG"
 
@@ -189,10 +240,25 @@ def test_confidence_order_uses_the_model_prediction(script, capsys, files, monke
     fake.load_segmenter = load_segmenter
     monkeypatch.setitem(sys.modules, "segmentation.inference.predictor", fake)
     (files / "model.pt").write_bytes(b"weights")
+    import segmentation.visualize as vis
+
+    drawn = {}
+    plot_update_order = vis.plot_update_order
+
+    def spy(image, superpixels, schedule, **kwargs):
+        drawn.update(superpixels=superpixels, order=schedule.order, panel=kwargs["confidence"])
+        return plot_update_order(image, superpixels, schedule, **kwargs)
+
+    monkeypatch.setattr(vis, "plot_update_order", spy)
     code, out, err = call(script, capsys, files / "rgb.png", "--order", "confidence",
                           "--checkpoint", files / "model.pt", "--out", files / "c.png",
                           "--animate", files / "c.gif")
     assert code == 0, err
+    # Drawn: the model's superpixels in the order of its node scores, highest first,
+    # beside its confidence map.
+    assert np.array_equal(drawn["superpixels"], blocks)
+    assert drawn["order"].tolist() == order_by_score(node_score)
+    assert np.array_equal(drawn["panel"], np.full((HEIGHT, WIDTH), 0.5))
     assert loaded == {"path": str(files / "model.pt"), "image_shape": (HEIGHT, WIDTH, 3)}
     levels = build_schedule(edge_index, 16, score=node_score.double()).num_levels
     assert f"16 superpixels; levels confidence: {levels}" in out

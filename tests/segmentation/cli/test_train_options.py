@@ -70,10 +70,31 @@ def test_resnet_without_weights_says_so_in_one_line(data, tmp_path, capsys):  # 
     assert len(err) == 1 and "random weights" in err[0]
 
 
-def test_amp_trains(data, tmp_path):  # noqa: F811
+def test_amp_trains(data, tmp_path, monkeypatch):  # noqa: F811
+    # Every training forward runs under CPU autocast in bfloat16, and it shows in
+    # the model's outputs; seen from inside the model, not from the config.
+    from segmentation.models.segmenter import GraphLSTMSegmenter
+
+    seen = []
+    forward = GraphLSTMSegmenter.forward
+
+    def spy(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        dtypes = {t.dtype for t in out
+                  if isinstance(t, torch.Tensor) and t.is_floating_point()}
+        seen.append((self.training, torch.is_autocast_enabled("cpu"),
+                     torch.get_autocast_dtype("cpu"), dtypes))
+        return out
+
+    monkeypatch.setattr(GraphLSTMSegmenter, "forward", spy)
     out = tmp_path / "run"
     assert run("train", ["--data", str(data), "--out", str(out), "--epochs", "2", *TINY,
                          "--amp"]) == 0
+    training = [call for call in seen if call[0]]
+    assert len(training) == 4  # 8 images, batch 4, 2 epochs
+    for _, autocast, dtype, dtypes in training:
+        assert autocast and dtype == torch.bfloat16
+        assert torch.bfloat16 in dtypes
     payload = torch.load(out / "last.pt", weights_only=True)
     assert payload["train_config"]["amp"] is True
     losses = [r["loss"] for r in payload["history"]]

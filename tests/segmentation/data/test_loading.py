@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader
 from torch_geometric.data import Batch
 
@@ -434,9 +435,18 @@ def test_dataset_rejects_bad_arguments():
 
 
 def test_image_size_resizes_before_the_graph():
+    # The graph of each item is the one SLIC builds on the resized pair: the image
+    # resized bilinearly, the mask by nearest neighbour (PIL's filters, here).
     scenes = MixedScenes(2)
     dataset = SuperpixelDataset(scenes, graph_transform(), image_size=30)
-    assert [tuple(dataset[i].superpixels.shape) for i in range(2)] == [(1, 30, 30)] * 2
+    for i in range(2):
+        image, mask = scenes[i]
+        assert image.shape[:2] != (30, 30)
+        image = np.asarray(Image.fromarray(image).resize((30, 30), Image.BILINEAR))
+        mask = np.asarray(Image.fromarray(mask).resize((30, 30), Image.NEAREST))
+        item = dataset[i]
+        assert tuple(item.superpixels.shape) == (1, 30, 30)
+        assert_same_graph(item, graph_transform()((image, mask)))
 
 
 # --------------------------------------------------------------- the cache

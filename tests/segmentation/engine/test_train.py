@@ -232,7 +232,8 @@ def test_a_non_finite_loss_raises_training_diverged_with_where_and_lr(batch):
     err = caught.value
     assert (err.epoch, err.step, err.lr) == (3, 0, 0.25) and err.loss != err.loss  # NaN
     assert isinstance(err, RuntimeError)
-    assert "epoch 3" in str(err) and "step 0" in str(err) and "0.25" in str(err)
+    # The message counts epochs from 1 (index 3 is the fourth epoch).
+    assert "epoch 4" in str(err) and "step 0" in str(err) and "0.25" in str(err)
     # The optimiser did not step: the weights are those from before.
     for name, parameter in model.named_parameters():
         assert torch.equal(parameter, before[name]), name

@@ -1,5 +1,7 @@
-"""ResNet backbones: torchvision's names and shapes, dilation, weights files, normalisation."""
+"""ResNet backbones: torchvision's names, shapes and numbers, dilation, weights files,
+normalisation."""
 
+import importlib.util
 import json
 
 import pytest
@@ -18,8 +20,16 @@ from segmentation.models.backbones import (
 )
 from tests.helpers import ROOT
 
+DATA = ROOT / "tests" / "data"
 # Written by torchvision itself (tests/data/make_torchvision_resnet_keys.py).
-FIXTURE = json.loads((ROOT / "tests" / "data" / "torchvision_resnet_keys.json").read_text())
+FIXTURE = json.loads((DATA / "torchvision_resnet_keys.json").read_text())
+# torchvision's (and, for the dilated ResNet-18, timm's) float64 features of hashed
+# weights and input, which the generating script rebuilds without either library.
+_spec = importlib.util.spec_from_file_location(
+    "make_torchvision_resnet_features", DATA / "make_torchvision_resnet_features.py")
+REFERENCE = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(REFERENCE)
+FEATURES = torch.load(DATA / "torchvision_resnet_features.pt", weights_only=True)
 
 
 def torchvision_shapes(name, keep_fc=False):
@@ -95,6 +105,44 @@ def test_torchvision_state_dict_loads_strictly_without_fc(tmp_path):
         assert torch.equal(value, state[key]), key
 
 
+def assert_torchvisions_features(features, name, variant):
+    expected = {part: FEATURES[f"{name}/{variant}/{part}"]
+                for part in ("shape", "channels", "channel_sum")}
+    assert tuple(features.shape) == tuple(expected["shape"].tolist())
+    got = REFERENCE.summarise(features)
+    # Activations are of order 1 to 50. Bit for bit here; a BLAS or convolution kernel
+    # that sums in another order may differ by ~1e-13.
+    torch.testing.assert_close(got["channels"], expected["channels"], rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(got["channel_sum"], expected["channel_sum"], rtol=1e-9,
+                               atol=1e-9)
+
+
+@pytest.mark.parametrize("name", REFERENCE.NAMES)
+def test_resnet_computes_torchvisions_features(name, tmp_path):
+    # A torchvision state dict (fc included) through the weights-file path, then
+    # the backbone's own forward from a [0, 1] image: the body's output is the
+    # dilated network's features, the plain ResNet's are torchvision's resnetXX.
+    state = REFERENCE.resnet_weights(torchvision_shapes(name, keep_fc=True))
+    path = tmp_path / f"{name}.pth"
+    torch.save(state, path)
+    backbone = ResNetBackbone(name, width=4)
+    backbone.load_pretrained(path)
+    backbone = backbone.double().eval()
+    body_output = {}
+    backbone.body.register_forward_hook(lambda module, args, out: body_output.update(out=out))
+    image = REFERENCE.input_image()
+    with torch.no_grad():
+        backbone(image)
+    assert_torchvisions_features(body_output["out"], name, "dilated")
+
+    plain = ResNet(name, replace_stride_with_dilation=(False, False, False))
+    plain.load_state_dict(backbone.body.state_dict(), strict=True)
+    mean = FEATURES["imagenet_mean"].view(1, 3, 1, 1)
+    std = FEATURES["imagenet_std"].view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert_torchvisions_features(plain.double().eval()((image - mean) / std), name, "plain")
+
+
 @pytest.mark.parametrize("case", ["missing", "garbage", "not a state dict", "other net",
                                   "wrong shape", "extra key"])
 def test_bad_weights_files_are_clear_errors(case, tmp_path):
@@ -124,18 +172,25 @@ def test_bad_weights_files_are_clear_errors(case, tmp_path):
 
 
 def test_resnet_normalises_with_imagenet_statistics():
+    # The statistics torchvision's ImageNet weights declare (their preset transform).
+    mean = FEATURES["imagenet_mean"].view(1, 3, 1, 1)
+    std = FEATURES["imagenet_std"].view(1, 3, 1, 1)
+    assert torch.tensor(IMAGENET_MEAN, dtype=torch.float64).tolist() == mean.flatten().tolist()
+    assert torch.tensor(IMAGENET_STD, dtype=torch.float64).tolist() == std.flatten().tolist()
     torch.manual_seed(0)
-    backbone = ResNetBackbone("resnet18", width=4).eval()
+    backbone = ResNetBackbone("resnet18", width=4).double().eval()
     # Not in the state dict: checkpoints hold weights only.
     assert not any(k in ("mean", "std") for k in backbone.state_dict())
-    image = torch.rand(1, 3, 40, 56)
-    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    seen = {}
+    backbone.body.register_forward_pre_hook(lambda module, args: seen.update(body_input=args[0]))
+    backbone.body.register_forward_hook(lambda module, args, out: seen.update(body_output=out))
+    image = torch.rand(1, 3, 40, 56, dtype=torch.float64)
     with torch.no_grad():
-        expected = F.interpolate(backbone.proj(backbone.body((image - mean) / std)),
-                                 size=(40, 56), mode="bilinear", align_corners=False)
-        torch.testing.assert_close(backbone(image), expected)
-    assert IMAGENET_MEAN == (0.485, 0.456, 0.406) and IMAGENET_STD == (0.229, 0.224, 0.225)
+        out = backbone(image)
+        torch.testing.assert_close(seen["body_input"], (image - mean) / std, rtol=0, atol=1e-15)
+        expected = F.interpolate(backbone.proj(seen["body_output"]), size=(40, 56),
+                                 mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
 
 
 def test_small_backbone_keeps_its_normalisation():

@@ -25,8 +25,16 @@ from PIL import Image
 from graphlstm import build_schedule, reachable
 from graphlstm.lattice import lattice_graph
 from segmentation import region_adjacency, slic_superpixels
+from segmentation.models.orders import smooth_random_field
 from segmentation.visualize import OrderExplorer, lattice_explorer, order_explorer
-from tests.helpers import program, run_captured
+from tests.helpers import (
+    levels_of_order,
+    order_by_score,
+    program,
+    run_captured,
+    segment_means,
+    touching_pairs,
+)
 
 HEIGHT, WIDTH = 48, 64
 ROOT = Path(__file__).resolve().parents[3]
@@ -252,7 +260,22 @@ def test_script_writes_the_page_with_every_order(script, capsys, scene, tmp_path
     assert data["layers"] == 3
     labels = slic_superpixels(image, n_segments=30)
     assert np.array_equal(decode_labels(data), labels)
-    assert f"{int(labels.max()) + 1} superpixels" in out
+    assert np.array_equal(decode_image(data), image)
+    # Each order's ranks and levels from its definition (seed 0), levels by a plain loop.
+    num = int(labels.max()) + 1
+    smooth = segment_means(labels, smooth_random_field(labels.shape, 0.1, 0))
+    permutation = torch.randperm(num, generator=torch.Generator().manual_seed(0))
+    rows, cols = np.indices(labels.shape)
+    y, x = segment_means(labels, rows), segment_means(labels, cols)
+    orders = [order_by_score(smooth), order_by_score(-smooth), order_by_score(permutation),
+              sorted(range(num), key=lambda v: (round(y[v]), x[v], v))]
+    pairs = touching_pairs(labels)
+    for entry, order in zip(data["orders"], orders, strict=True):
+        rank = np.empty(num, np.int64)
+        rank[order] = np.arange(num)
+        assert np.array_equal(decode(entry["ranks"]), rank), entry["name"]
+        assert decode(entry["levels"]).tolist() == levels_of_order(order, pairs, num)
+    assert f"{num} superpixels" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["page.html", "photo.png"]
 
 

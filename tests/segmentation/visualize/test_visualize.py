@@ -14,6 +14,15 @@ from scipy import ndimage
 from graphlstm import build_schedule
 from segmentation import region_adjacency, slic_superpixels
 from segmentation import visualize as vis
+from segmentation.models.orders import smooth_random_field
+from tests.helpers import (
+    levels_of_order,
+    order_by_score,
+    record_saved_figures,
+    saved_figure,
+    segment_means,
+    touching_pairs,
+)
 
 HEIGHT, WIDTH, BLOCK = 48, 64, 8
 
@@ -197,12 +206,12 @@ def test_grayscale_and_float_images(scene, kind):
     assert (np.diff(index[schedule.order.numpy()]) > 0).all()
 
 
-def test_figure_is_saved_atomically(scene, tmp_path):
+def test_figure_is_saved_atomically(scene, tmp_path, monkeypatch):
     image, labels, schedule, _ = scene
     out = tmp_path / "order.png"
-    vis.plot_update_order(image, labels, schedule, path=out)
-    with Image.open(out) as img:
-        assert img.format == "PNG" and img.width > WIDTH
+    saved = record_saved_figures(monkeypatch)
+    fig = vis.plot_update_order(image, labels, schedule, path=out)
+    saved_figure(out, saved, fig)  # the file holds the figure returned
     assert sorted(os.listdir(tmp_path)) == ["order.png"]
     with pytest.raises(ValueError, match="path"):
         vis.plot_update_order(image, labels, schedule, path=tmp_path / "order.txt")
@@ -233,13 +242,14 @@ def test_plot_update_order_rejects_bad_confidence(scene):
             vis.plot_update_order(image, labels, schedule, confidence=bad)
 
 
-def test_order_comparison_has_one_row_per_order(scene, tmp_path):
+def test_order_comparison_has_one_row_per_order(scene, tmp_path, monkeypatch):
     image, labels, schedule, masks = scene
     edge_index, _ = region_adjacency(labels)
     other = build_schedule(edge_index, schedule.num_nodes)  # index order
+    saved = record_saved_figures(monkeypatch)
     fig = vis.plot_order_comparison(image, labels, {"a": schedule, "index": other},
                                     path=tmp_path / "c.png")
-    assert (tmp_path / "c.png").exists()
+    saved_figure(tmp_path / "c.png", saved, fig)  # the file holds the figure checked
     assert "index" in fig.axes[2].get_title() and f"{other.num_levels} levels" in (
         fig.axes[3].get_title())
     panel = np.asarray(fig.axes[2].images[0].get_array())
@@ -404,15 +414,15 @@ def test_wavefront_frames_reject_bad_input(kwargs, name):
         vis.lattice_wavefront_frames(**kwargs)
 
 
-def test_lattice_picture_shows_every_direction(tmp_path):
+def test_lattice_picture_shows_every_direction(tmp_path, monkeypatch):
+    saved = record_saved_figures(monkeypatch)
     fig = vis.plot_lattice_wavefront((3, 4), path=tmp_path / "lattice.png")
     pictures = [ax for ax in fig.axes if ax.images]
     assert len(pictures) == 4
     for direction, ax in enumerate(pictures):
         assert np.array_equal(ax.images[0].get_array(), anti_diagonal((3, 4), direction))
         assert len(ax.texts) == 12 and f"direction {direction}" in ax.get_title()
-    with Image.open(tmp_path / "lattice.png") as img:
-        assert img.format == "PNG"
+    saved_figure(tmp_path / "lattice.png", saved, fig)  # the file holds the figure checked
 
 
 # --------------------------------------------------------------------------- levels vs N
@@ -429,21 +439,29 @@ def test_levels_vs_superpixels_counts(small_image):
     result = vis.levels_vs_superpixels((12, 60), image=small_image, seed=1)
     assert result["n_segments"] == [12, 60]
     assert set(result["levels"]) == set(vis.LEVEL_ORDER_KINDS)
+    # Each kind's order rebuilt from its definition, its levels by a plain loop over
+    # the order on the pixels' 4-neighbour adjacency.
+    height, width = small_image.shape[:2]
+    field = smooth_random_field((height, width), 0.1, 1)
+    rows, cols = np.mgrid[0:height, 0:width]
     for i, n_segments in enumerate((12, 60)):
         labels = slic_superpixels(small_image, n_segments=n_segments)
         num = int(labels.max()) + 1
         assert result["num_nodes"][i] == num
-        for kind in vis.LEVEL_ORDER_KINDS:
-            # More than one level (there are edges) but fewer than a sequential pass.
-            assert 2 <= result["levels"][kind][i] <= num
-    # Random: the schedule of the seeded permutation on the same graph.
-    labels = slic_superpixels(small_image, n_segments=60)
-    edge_index, _ = region_adjacency(labels)
-    num = int(labels.max()) + 1
-    order = torch.argsort(torch.randperm(num, generator=torch.Generator().manual_seed(1)),
-                          descending=True)
-    assert result["levels"]["random"][1] == build_schedule(edge_index, num,
-                                                           order=order).num_levels
+        # Random: the seeded permutation's values as scores, highest first.
+        permutation = torch.randperm(num, generator=torch.Generator().manual_seed(1))
+        # Raster: rows of rounded centroid y, top first, then centroid x.
+        y, x = segment_means(labels, rows), segment_means(labels, cols)
+        orders = {"smooth score": order_by_score(segment_means(labels, field)),
+                  "random": order_by_score(permutation),
+                  "raster": sorted(range(num), key=lambda v: (round(y[v]), x[v], v))}
+        pairs = touching_pairs(labels)
+        for kind, order in orders.items():
+            levels = max(levels_of_order(order, pairs, num)) + 1
+            assert result["levels"][kind][i] == levels, (kind, n_segments)
+    # The orders differ, and so do some of their level counts (a kind mixed up with
+    # another would show).
+    assert len({tuple(result["levels"][kind]) for kind in orders}) > 1
 
 
 @pytest.mark.parametrize("kwargs, name", [
@@ -462,9 +480,21 @@ def test_plot_levels_with_defaults_only_a_path(tmp_path, monkeypatch):
     # smaller image so the test stays fast.
     big = np.kron(np.eye(2, dtype=np.uint8) * 200 + 30, np.ones((48, 48), np.uint8))
     monkeypatch.setattr(vis.plots, "_default_image", lambda: big)
+    saved = record_saved_figures(monkeypatch)
     out = vis.plot_levels_vs_superpixels(tmp_path / "levels.png")
-    with Image.open(out) as img:
-        assert img.format == "PNG"
+    fig = saved_figure(out, saved)
+    # Drawn: the N line, then each kind's level counts against N (sorted by N), as
+    # levels_vs_superpixels gives them for the same defaults.
+    results = vis.levels_vs_superpixels(image=big)
+    nodes = np.asarray(results["num_nodes"], dtype=np.float64)
+    by_nodes = np.argsort(nodes)
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.lines[1:]] == list(results["levels"])
+    assert np.array_equal(ax.lines[0].get_xdata(), [nodes.min(), nodes.max()])
+    assert np.array_equal(ax.lines[0].get_ydata(), [nodes.min(), nodes.max()])
+    for line, levels in zip(ax.lines[1:], results["levels"].values(), strict=True):
+        assert np.array_equal(line.get_xdata(), nodes[by_nodes])
+        assert np.array_equal(line.get_ydata(), np.asarray(levels, np.float64)[by_nodes])
     with pytest.raises(ValueError, match="path"):
         vis.plot_levels_vs_superpixels(tmp_path / "levels.bmp")
     assert os.listdir(tmp_path) == ["levels.png"]
