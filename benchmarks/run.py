@@ -51,10 +51,10 @@ def main(argv=None) -> int:
     parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("cases", nargs="*", default=["graph-lstm"], metavar="CASE",
                         help=f"what to measure: {', '.join(CASES)} or all (default: graph-lstm)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads (default 1: shared machines stall OpenMP); the "
                              "graph-lstm case measures 1 and 2 threads side by side")
-    parser.add_argument("--repeats", type=int, default=10, help="timed repeats (median)")
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed repeats (median)")
     parser.add_argument("--quick", action="store_true",
                         help="smaller graph-lstm run: ~1,000 superpixels only")
     parser.add_argument("--out", default="levels.png", help="PNG written by the levels case")

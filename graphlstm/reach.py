@@ -29,7 +29,7 @@ node sees of the previous states: one hop in every direction always comes in.
 
 **With more layers** (a stack whose layer :math:`l > 0` starts from the final
 state of layer :math:`l - 1`: :class:`graphlstm.nn.GraphLSTMStack`,
-docs/design.md, "Stacks", and so :class:`segmentation.model.GraphLSTMSegmenter`), the reaches
+docs/design.md, "Stacks", and so :class:`segmentation.models.GraphLSTMSegmenter`), the reaches
 compose:
 the output of :math:`v` after :math:`L` layers depends on :math:`x_u` for
 :math:`u \in (R \circ S)^{L-1} R(v)`, with :math:`R(A) = \bigcup_{a \in A}

@@ -20,7 +20,7 @@ import torch
 from skimage import data, transform
 
 from benchmarks.layers.graph_lstm import median_time
-from segmentation.cli._common import ArgumentParser
+from segmentation.cli._common import ArgumentParser, positive_int
 from segmentation.data.adjacency import region_adjacency
 from segmentation.data.features import superpixel_features_and_centroids
 from segmentation.data.superpixels import slic_superpixels
@@ -30,9 +30,11 @@ ACCEPTANCE_RATIO = 0.20
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=512, help="image side in pixels (512)")
-    parser.add_argument("--n-segments", type=int, default=1000, help="SLIC segments (1000)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per step (7)")
+    parser.add_argument("--size", type=positive_int, default=512,
+                        help="image side in pixels (512)")
+    parser.add_argument("--n-segments", type=positive_int, default=1000,
+                        help="SLIC segments (1000)")
+    parser.add_argument("--repeats", type=positive_int, default=7, help="timed runs per step (7)")
     parser.add_argument(
         "--connectivity", type=int, default=4, choices=(4, 8), help="RAG connectivity (4)"
     )

@@ -39,6 +39,7 @@ from segmentation.data.images import check_image
 __all__ = [
     "REACH_ORDER_KINDS",
     "cue_in_reach",
+    "share_of_targets_reaching_cues",
     "format_reach_table",
     "hop_distances",
     "reach_statistics",
@@ -203,6 +204,26 @@ def cue_in_reach(graphs: Sequence, score_fn, num_layers: int = 1, cue_labels=(2,
     float
         In ``[0, 1]``; NaN if no graph holds a target.
     """
+    def reach_of(graph, targets: torch.Tensor) -> torch.Tensor:
+        return reachable(graph.edge_index, int(graph.num_nodes), targets,
+                         score=score_fn(graph), num_layers=num_layers)
+
+    return share_of_targets_reaching_cues(graphs, reach_of, cue_labels, target_labels)
+
+
+def share_of_targets_reaching_cues(graphs, reach_of, cue_labels, target_labels) -> float:
+    """The share of target superpixels whose reach holds a cue superpixel.
+
+    The counting of :func:`cue_in_reach`, for any model's reach: ``reach_of(graph,
+    targets)`` returns a bool tensor ``[len(targets), N]``, row ``t`` the superpixels
+    that target ``targets[t]`` can read. Graphs without a target are skipped
+    (``reach_of`` is not called for them).
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; NaN if no graph holds a target.
+    """
     hits, total = 0, 0
     for graph in graphs:
         labels = graph.superpixels.reshape(graph.mask.shape[-2:])
@@ -211,8 +232,7 @@ def cue_in_reach(graphs: Sequence, score_fn, num_layers: int = 1, cue_labels=(2,
         cues = torch.unique(labels[torch.isin(mask, torch.tensor(list(cue_labels)))])
         if targets.numel() == 0:
             continue
-        reach = reachable(graph.edge_index, int(graph.num_nodes), targets,
-                          score=score_fn(graph), num_layers=num_layers)
+        reach = reach_of(graph, targets)
         hits += int(reach[:, cues].any(dim=1).sum())
         total += targets.numel()
     return hits / total if total else float("nan")

@@ -160,6 +160,32 @@ def device(text: str) -> str:
     return text
 
 
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    """``--device`` of the commands that run under torchrun (train, evaluate, segment)."""
+    parser.add_argument("--device", type=device, default="cpu",
+                        help="cpu or cuda (under torchrun: every process its cuda:LOCAL_RANK)")
+
+
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads``: torch CPU threads (default: torch's choice); see :func:`start_process`."""
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
+
+
+def start_process(threads: int | None, device_name: str):
+    """Set the torch CPU threads (when given) and, under torchrun, join the process group.
+
+    Returns this process's device (``cuda:LOCAL_RANK`` under torchrun with CUDA);
+    the caller ends with :func:`segmentation.engine.distributed.cleanup`.
+    """
+    import torch
+
+    from segmentation.engine.distributed import init_distributed_mode
+
+    if threads:
+        torch.set_num_threads(threads)
+    return init_distributed_mode(device_name)
+
+
 def check_writable_folder(path, flag: str, value=None) -> None:
     """Fail early, naming ``flag``, where files cannot be written into the folder
     ``path`` (read-only disk, no permission, a file in the way).

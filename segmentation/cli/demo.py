@@ -29,7 +29,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", scenes: int = 320, epochs:
     """
     from segmentation.data.datasets import write_synthetic_voc
     from segmentation.data.images import read_image
-    from segmentation.data.loading import _SYNTHETIC_VAL_OFFSET, load_training_data
+    from segmentation.data.loading import SYNTHETIC_VAL_SEED_OFFSET, load_training_data
     from segmentation.engine.evaluate import evaluate_checkpoint, format_scores
     from segmentation.engine.train import TrainConfig, train
     from segmentation.inference.files import segment_files
@@ -49,7 +49,7 @@ def run_demo(out_dir: str | os.PathLike = "demo_out", scenes: int = 320, epochs:
           class_names, progress=False, log=lambda line: log("    " + line))
     checkpoint = run_dir / "best.pt"
     log(f"3/4 evaluating on held-out scenes written to {data_dir}")
-    write_synthetic_voc(data_dir, 0, 32, seed=seed + 2 * _SYNTHETIC_VAL_OFFSET)
+    write_synthetic_voc(data_dir, 0, 32, seed=seed + 2 * SYNTHETIC_VAL_SEED_OFFSET)
     scores = evaluate_checkpoint(str(data_dir), str(checkpoint), split="val")
     log(format_scores(scores))
     images = sorted((data_dir / "JPEGImages").iterdir())[:4]

@@ -15,11 +15,13 @@ import sys
 
 from segmentation.cli._common import (
     ArgumentParser,
+    add_device_argument,
+    add_threads_argument,
     check_writable_folder,
-    device,
     non_negative_int,
     positive_int,
     run_main,
+    start_process,
 )
 
 
@@ -30,8 +32,7 @@ def main(argv=None) -> int:
     parser.add_argument("--split", default="val")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (miou, per_class_iou, pixel_accuracy)")
-    parser.add_argument("--device", type=device, default="cpu",
-                        help="cpu or cuda (under torchrun: every process its cuda:LOCAL_RANK)")
+    add_device_argument(parser)
     parser.add_argument("--batch-size", type=positive_int, default=8,
                         help="images per batch (per process); images of one size share a "
                         "forward pass")
@@ -40,21 +41,17 @@ def main(argv=None) -> int:
                         "graphs while the model runs (0 = in the main process)")
     parser.add_argument("--cache", metavar="DIR",
                         help="cache superpixel graphs here (reused by later runs)")
-    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    add_threads_argument(parser)
     parser.add_argument("--image-size", type=positive_int, metavar="S",
                         help="resize images to SxS first (default: original size)")
     args = parser.parse_args(argv)
     if args.cache is not None:
         check_writable_folder(args.cache, "--cache")
 
-    from segmentation.engine.distributed import cleanup, init_distributed_mode, is_main_process
+    from segmentation.engine.distributed import cleanup, is_main_process
     from segmentation.engine.evaluate import evaluate_checkpoint, format_scores
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    process_device = init_distributed_mode(args.device)  # torchrun: cuda:LOCAL_RANK
+    process_device = start_process(args.threads, args.device)  # torchrun: cuda:LOCAL_RANK
     main_process = is_main_process()
     try:
         scores = evaluate_checkpoint(

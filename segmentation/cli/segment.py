@@ -19,11 +19,13 @@ import sys
 
 from segmentation.cli._common import (
     ArgumentParser,
+    add_device_argument,
+    add_threads_argument,
     check_writable_folder,
-    device,
     non_negative_int,
     positive_int,
     run_main,
+    start_process,
     unit_float,
 )
 
@@ -33,8 +35,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
     parser.add_argument("--checkpoint", required=True, metavar="CKPT")
     parser.add_argument("--out", required=True, metavar="DIR")
-    parser.add_argument("--device", type=device, default="cpu",
-                        help="cpu or cuda (under torchrun: every process its cuda:LOCAL_RANK)")
+    add_device_argument(parser)
     parser.add_argument("--batch-size", type=positive_int, default=1, metavar="B",
                         help="images per forward pass (images of one size share it; "
                         "labels do not depend on it)")
@@ -51,7 +52,7 @@ def build_parser() -> ArgumentParser:
                         help="do not write NAME_overlay.png")
     parser.add_argument("--alpha", type=unit_float, default=0.5,
                         help="opacity of the class colours in the overlay (0-1)")
-    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    add_threads_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -60,14 +61,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     check_writable_folder(args.out, "--out")
 
-    from segmentation.engine.distributed import cleanup, init_distributed_mode, is_main_process
+    from segmentation.engine.distributed import cleanup, is_main_process
     from segmentation.inference.files import segment_files
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    device = init_distributed_mode(args.device)  # torchrun: join the group, cuda:LOCAL_RANK
+    device = start_process(args.threads, args.device)  # torchrun: join the group, cuda:LOCAL_RANK
     main_process = is_main_process()
     try:
         summary = segment_files(

@@ -24,13 +24,15 @@ import sys
 from segmentation.cli._common import (
     ArgumentParser,
     CLIError,
+    add_device_argument,
+    add_threads_argument,
     check_writable_folder,
-    device,
     non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
     run_main,
+    start_process,
 )
 from segmentation.engine.train import LR_SCHEDULES
 from segmentation.models.orders import ORDER_KINDS
@@ -58,7 +60,7 @@ def build_parser() -> ArgumentParser:
                         help="learning rate per step: poly = lr * (1 - step/steps)^0.9 "
                         "(default), or constant")
     parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--device", type=device, default="cpu")
+    add_device_argument(parser)
     parser.add_argument("--graph-layers", type=non_negative_int, default=2,
                         help="Graph LSTM layers (0 = the baseline without graph context)")
     parser.add_argument("--graph-model", choices=("stack", "evolving"), default="stack",
@@ -102,7 +104,7 @@ def build_parser() -> ArgumentParser:
                         help="random flip and scale (0.5-2.0) of the training images")
     parser.add_argument("--crop-size", type=positive_int, metavar="S",
                         help="with --augment: random SxS crop (padded with ignore)")
-    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    add_threads_argument(parser)
     parser.add_argument("--resume", nargs="?", const="", metavar="CKPT",
                         help="continue from CKPT (default: OUT/last.pt); 'auto': from "
                         "OUT/last.pt when it exists, else start fresh (the same command line "
@@ -120,11 +122,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.crop_size is not None and not args.augment:
         parser.error("--crop-size needs --augment (the crop is part of the augmentation)")
-    import torch
-
     from segmentation.engine.distributed import (
         cleanup,
-        init_distributed_mode,
         is_main_process,
         launched_world_size,
     )
@@ -157,9 +156,7 @@ def main(argv=None) -> int:
         if not os.path.isfile(resume):
             raise CLIError(f"--resume: checkpoint {resume!r} does not exist")
     _check_writable(args.out)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = init_distributed_mode(args.device)
+    device = start_process(args.threads, args.device)
     try:
         return _train(args, str(device), resume, is_main_process())
     finally:

@@ -43,6 +43,7 @@ from segmentation.data.transforms import SuperpixelData, SuperpixelGraph
 from segmentation.models.pooling import PAD_LABEL
 
 __all__ = [
+    "SYNTHETIC_VAL_SEED_OFFSET",
     "RandomFlipScaleCrop",
     "SuperpixelDataset",
     "group_by_size",
@@ -445,8 +446,10 @@ def _rebuild_graph(
     return transform._data(graph, image, mask)
 
 
-# Validation scenes are drawn from a stream of seeds far from the training ones.
-_SYNTHETIC_VAL_OFFSET = 1_000_003
+#: How far the seeds of generated validation scenes lie from the training seed:
+#: :func:`load_training_data` draws them from ``seed + SYNTHETIC_VAL_SEED_OFFSET``, far
+#: from the training stream (``seed``); further held-out scenes can use multiples of it.
+SYNTHETIC_VAL_SEED_OFFSET = 1_000_003
 
 
 def load_training_data(
@@ -481,7 +484,7 @@ def load_training_data(
     if synthetic is not None:
         n_val = synthetic_val or max(8, synthetic // 4)
         train_samples = SyntheticScenes(synthetic, seed=seed)
-        val_samples = SyntheticScenes(n_val, seed=seed + _SYNTHETIC_VAL_OFFSET)
+        val_samples = SyntheticScenes(n_val, seed=seed + SYNTHETIC_VAL_SEED_OFFSET)
         class_names = list(SYNTHETIC_CLASSES)
     else:
         train_samples = VOCSegmentation(data, split=train_split)

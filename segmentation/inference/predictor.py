@@ -91,14 +91,13 @@ class Segmenter:
     @torch.no_grad()
     def predict(self, image: np.ndarray, seed: int = 0) -> Prediction:
         """Segment one ``H×W×3`` (or grayscale ``H×W``) uint8 or float image."""
+        # Checked here, once: check_image returns H×W or H×W×3 (one channel squeezed,
+        # alpha dropped), so the transform's own input checks are skipped below.
         image = check_image(image, name="image")
-        if image.ndim == 3 and image.shape[2] == 1:
-            image = image[..., 0]
         if image.ndim == 2:
             image = np.repeat(image[..., None], 3, axis=2)
-        elif image.shape[2] == 4:
-            image = image[..., :3]
-        graph = self.transform(image).to(self.device)
+        graph = self.transform._data(self.transform._graph(image), image, None)
+        graph = graph.to(self.device)
         generator = torch.Generator().manual_seed(seed)
         out = self.model.forward_batch(pad_collate([graph]), generator)
         probs = out.logits.softmax(1)[0]

@@ -37,11 +37,10 @@ from torch import Tensor
 
 from graphlstm import EvolvingGraphLSTM, Schedule, build_schedule
 from graphlstm.nn.evolving_graph_lstm import Hierarchy
-from segmentation.models.pooling import pool, unpool
+from segmentation.models.pooling import pool
 from segmentation.models.segmenter import (
     GraphLSTMSegmenter,
     ModelConfig,
-    NonFiniteScores,
     segmentation_loss,
 )
 
@@ -111,30 +110,15 @@ class EvolvingSegmenter(GraphLSTMSegmenter):
         pos: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> EvolvingSegmenterOutput:
-        if image.dim() != 4 or image.size(1) != self.config.in_channels:
-            raise ValueError(f"'image' must have shape [B, {self.config.in_channels}, H, W], "
-                             f"got {list(image.shape)}")
-        if superpixels.dim() != 3 or superpixels.shape[0] != image.shape[0] or (
-            superpixels.shape[-2:] != image.shape[-2:]
-        ):
-            raise ValueError(
-                f"'superpixels' must have shape [B, H, W] = {[image.size(0), *image.shape[-2:]]}, "
-                f"got {list(superpixels.shape)}"
-            )
+        self._check_inputs(image, superpixels)
         feats = self.backbone(image)
         confidence_logits = self.confidence_head(feats)
         with torch.autocast(image.device.type, enabled=False):
             precise = torch.promote_types(feats.dtype, torch.float32)
             precise_feats = feats.to(precise)
             total = int(num_nodes.sum())
-            score = self.node_scores(confidence_logits.to(precise), superpixels, num_nodes, pos,
-                                     generator)
-            if not bool(torch.isfinite(score).all()):
-                raise NonFiniteScores(
-                    "the confidence scores are not finite: the backbone's activations "
-                    "overflowed (float16 autocast overflows above 65504: check the backbone "
-                    "weights, or train without --amp) or the weights hold NaN"
-                )
+            score = self._finite_scores(confidence_logits.to(precise), superpixels, num_nodes,
+                                        pos, generator)
             schedule = build_schedule(edge_index, total, score=score)
             batch = torch.repeat_interleave(torch.arange(num_nodes.numel(),
                                                          device=num_nodes.device), num_nodes)
@@ -144,12 +128,7 @@ class EvolvingSegmenter(GraphLSTMSegmenter):
             nodes, _, hierarchy = self.graph_lstm(nodes, edge_index, score=score,
                                                   score_fn=score_fn, batch=batch.to(nodes.device),
                                                   generator=generator)
-            fuse = self.classifier[0]
-            width = feats.size(1)
-            node_part = F.linear(nodes, fuse.weight[:, width:, 0, 0])
-            node_pixels = unpool(node_part, superpixels, num_nodes)
-        hidden = F.conv2d(feats, fuse.weight[:, :width], fuse.bias) + node_pixels.to(feats.dtype)
-        logits = self.classifier[2](self.classifier[1](hidden))
+        logits = self._pixel_logits(feats, nodes, superpixels, num_nodes)
         return EvolvingSegmenterOutput(logits, confidence_logits, score, schedule, hierarchy,
                                        superpixels, num_nodes, float(self.config.merge_weight))
 
@@ -263,18 +242,12 @@ def evolving_cue_in_reach(model: EvolvingSegmenter, graphs, cue_labels, target_l
     evaluation mode) holds a cue superpixel."""
     from torch_geometric.data import Batch
 
-    model.eval()
-    hits, total = 0, 0
-    for graph in graphs:
-        labels = graph.superpixels.reshape(graph.mask.shape[-2:])
-        mask = graph.mask.reshape(labels.shape)
-        targets = torch.unique(labels[torch.isin(mask, torch.tensor(list(target_labels)))])
-        cues = torch.unique(labels[torch.isin(mask, torch.tensor(list(cue_labels)))])
-        if targets.numel() == 0:
-            continue
+    from segmentation.analysis.reach import share_of_targets_reaching_cues
+
+    def reach_of(graph, targets: Tensor) -> Tensor:
         with torch.no_grad():
             out = model.forward_batch(Batch.from_data_list([graph]))
-        reach = hierarchy_reach(out.hierarchy).cpu()
-        hits += int(reach[targets][:, cues].any(dim=1).sum())
-        total += targets.numel()
-    return hits / total if total else float("nan")
+        return hierarchy_reach(out.hierarchy).cpu()[targets]
+
+    model.eval()
+    return share_of_targets_reaching_cues(graphs, reach_of, cue_labels, target_labels)

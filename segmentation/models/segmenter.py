@@ -238,6 +238,29 @@ class GraphLSTMSegmenter(nn.Module):
         pos: Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> SegmenterOutput:
+        self._check_inputs(image, superpixels)
+        feats = self.backbone(image)
+        confidence_logits = self.confidence_head(feats)
+        # The superpixel part runs in float32 also under autocast: the recurrence
+        # carries its memory through every level, and the order must not depend on
+        # low-precision ties of the confidence.
+        with torch.autocast(image.device.type, enabled=False):
+            # At least float32: a float64 model stays float64.
+            precise = torch.promote_types(feats.dtype, torch.float32)
+            precise_feats = feats.to(precise)
+            score = self._finite_scores(confidence_logits.to(precise), superpixels, num_nodes,
+                                        pos, generator)
+            schedule = build_schedule(edge_index, int(num_nodes.sum()), score=score)
+
+            nodes = self.node_in(pool(precise_feats, superpixels, num_nodes))
+            if self.graph_lstm is not None:
+                nodes, _ = self.graph_lstm(nodes, edge_index, schedule=schedule)
+        logits = self._pixel_logits(feats, nodes, superpixels, num_nodes)
+        return SegmenterOutput(logits, confidence_logits, score, schedule)
+
+    # The steps of forward that the structure-evolving model shares.
+
+    def _check_inputs(self, image: Tensor, superpixels: Tensor) -> None:
         if image.dim() != 4 or image.size(1) != self.config.in_channels:
             raise ValueError(
                 f"'image' must have shape [B, {self.config.in_channels}, H, W], "
@@ -250,37 +273,32 @@ class GraphLSTMSegmenter(nn.Module):
                 f"'superpixels' must have shape [B, H, W] = {[image.size(0), *image.shape[-2:]]}, "
                 f"got {list(superpixels.shape)}"
             )
-        feats = self.backbone(image)
-        confidence_logits = self.confidence_head(feats)
-        # The superpixel part runs in float32 also under autocast: the recurrence
-        # carries its memory through every level, and the order must not depend on
-        # low-precision ties of the confidence.
-        with torch.autocast(image.device.type, enabled=False):
-            # At least float32: a float64 model stays float64.
-            precise = torch.promote_types(feats.dtype, torch.float32)
-            precise_feats = feats.to(precise)
-            score = self.node_scores(confidence_logits.to(precise), superpixels, num_nodes, pos,
-                                     generator)
-            if not bool(torch.isfinite(score).all()):
-                raise NonFiniteScores(
-                    "the confidence scores are not finite: the backbone's activations "
-                    "overflowed (float16 autocast overflows above 65504: check the backbone "
-                    "weights, or train without --amp) or the weights hold NaN"
-                )
-            schedule = build_schedule(edge_index, int(num_nodes.sum()), score=score)
 
-            nodes = self.node_in(pool(precise_feats, superpixels, num_nodes))
-            if self.graph_lstm is not None:
-                nodes, _ = self.graph_lstm(nodes, edge_index, schedule=schedule)
-            fuse = self.classifier[0]
-            width = feats.size(1)
-            # The node half of the fusing 1x1 convolution, applied per node (see the
-            # module docstring); its pixel half and the bias follow below.
+    def _finite_scores(self, confidence_logits: Tensor, superpixels: Tensor, num_nodes: Tensor,
+                       pos: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        """:meth:`node_scores`, or :class:`NonFiniteScores` where one is not finite."""
+        score = self.node_scores(confidence_logits, superpixels, num_nodes, pos, generator)
+        if not bool(torch.isfinite(score).all()):
+            raise NonFiniteScores(
+                "the confidence scores are not finite: the backbone's activations "
+                "overflowed (float16 autocast overflows above 65504: check the backbone "
+                "weights, or train without --amp) or the weights hold NaN"
+            )
+        return score
+
+    def _pixel_logits(self, feats: Tensor, nodes: Tensor, superpixels: Tensor,
+                      num_nodes: Tensor) -> Tensor:
+        """The classifier on the pixel features and their superpixels' final node states."""
+        fuse = self.classifier[0]
+        width = feats.size(1)
+        # The node half of the fusing 1x1 convolution, applied per node (see the
+        # module docstring) and in the nodes' precision; its pixel half and the
+        # bias follow on the pixels.
+        with torch.autocast(feats.device.type, enabled=False):
             node_part = F.linear(nodes, fuse.weight[:, width:, 0, 0])
             node_pixels = unpool(node_part, superpixels, num_nodes)
         hidden = F.conv2d(feats, fuse.weight[:, :width], fuse.bias) + node_pixels.to(feats.dtype)
-        logits = self.classifier[2](self.classifier[1](hidden))
-        return SegmenterOutput(logits, confidence_logits, score, schedule)
+        return self.classifier[2](self.classifier[1](hidden))
 
     def forward_batch(self, batch, generator: torch.Generator | None = None) -> SegmenterOutput:
         """Run on a PyG ``Batch`` of :class:`segmentation.SuperpixelData`."""

@@ -168,6 +168,8 @@ def test_segment_benchmarks_report_what_they_ran(tmp_path):
     (["segment", "--batch-sizes", "0"], "--batch-sizes"),
     (["graph-lstm", "--image", "no_such_photo"], "--image"),
     (["graph-lstm", "--image", "download_all"], "--image"),
+    (["graph-lstm", "--threads", "0"], "--threads"),
+    (["graph-lstm", "--repeats", "0"], "--repeats"),
 ])
 def test_segment_benchmark_bad_values_are_one_line(argv, needle, capsys):
     from tests.helpers import run

@@ -1,9 +1,9 @@
 """Write torchvision_resnet_features.pt: what torchvision's ResNet-18/50 compute, in
 float64, with weights and an input that anyone can rebuild without torchvision.
 
-tests/test_backbones.py loads the same weights (:func:`resnet_weights`, saved as a
-torchvision state dict, ``fc.*`` included) into ``segmentation.backbones`` and
-checks that it reproduces these features.
+tests/segmentation/models/test_backbones.py loads the same weights
+(:func:`resnet_weights`, saved as a torchvision state dict, ``fc.*`` included) into
+``segmentation.models.backbones`` and checks that it reproduces these features.
 
 Run once with torchvision and timm installed (the project itself needs neither):
 

@@ -1,5 +1,6 @@
 """Write torchvision_resnet_keys.json: the state-dict names and shapes of torchvision's
-ResNet-18/34/50, which tests/test_backbones.py compares with segmentation.models.backbones.ResNet.
+ResNet-18/34/50, which tests/segmentation/models/test_backbones.py compares with
+segmentation.models.backbones.ResNet.
 
 Run once with torchvision installed (the project itself does not need it):
 

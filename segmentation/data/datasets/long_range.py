@@ -310,9 +310,5 @@ class LongRangeScenes(SceneSequence):
             key, self.size, min_hops=self.min_hops, n_segments=self.n_segments,
             compactness=self.compactness)
 
-    def __repr__(self) -> str:
-        return (
-            f"{self.__class__.__name__}(num_scenes={self.num_scenes}, size={self.size}, "
-            f"seed={self.seed}, stream={self.stream}, min_hops={self.min_hops}, "
-            f"n_segments={self.n_segments})"
-        )
+    def _extra_repr(self) -> str:
+        return f", min_hops={self.min_hops}, n_segments={self.n_segments}"

@@ -357,6 +357,16 @@ class SceneSequence(Sequence):
     def _generate(self, key: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(num_scenes={self.num_scenes}, size={self.size}, "
+            f"seed={self.seed}, stream={self.stream}{self._extra_repr()})"
+        )
+
+    def _extra_repr(self) -> str:
+        # The parameters a subclass adds, as ", name=value, ...".
+        return ""
+
     def __len__(self) -> int:
         return self.num_scenes
 
@@ -403,12 +413,6 @@ class SyntheticScenes(SceneSequence):
 
     def _generate(self, key: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         return generate_scene(key, self.size)
-
-    def __repr__(self) -> str:
-        return (
-            f"{self.__class__.__name__}(num_scenes={self.num_scenes}, size={self.size}, "
-            f"seed={self.seed}, stream={self.stream})"
-        )
 
 
 def write_synthetic_voc(

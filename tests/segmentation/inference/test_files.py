@@ -1,4 +1,4 @@
-"""Segmenting many files (issue 13): checked first, streamed, batched, workers, resumable."""
+"""Segmenting many files: checked first, streamed, batched, workers, resumable."""
 
 import io
 import json
