@@ -81,4 +81,9 @@ def test_demo_draws_the_update_order(demo, tmp_path):
     expected = tmp_path / "expected.png"
     plot_update_order(image, pred.superpixels, pred.schedule, confidence=pred.confidence,
                       path=expected)
-    np.testing.assert_array_equal(png_pixels(out / "update_order.png"), png_pixels(expected))
+    drawn, redrawn = png_pixels(out / "update_order.png"), png_pixels(expected)
+    assert drawn.shape == redrawn.shape
+    # The confidence is recomputed here, so a colour can move by rounding (a few
+    # pixels by a few levels); the picture of another scene or order differs widely.
+    differing = np.any(drawn.astype(int) != redrawn, axis=-1).mean()
+    assert differing < 0.002, differing
