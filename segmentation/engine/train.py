@@ -383,27 +383,47 @@ def train_one_epoch(
         before that step: weights, and BatchNorm statistics too.
     """
     set_train_mode(model, freeze_bn)
-    batches = loader
+    batches = iter(loader)
     if progress is not None:
         from tqdm import tqdm
 
-        batches = tqdm(loader, desc=progress, leave=False)
+        batches = tqdm(batches, total=len(loader), desc=progress, leave=False)
     losses = [] if losses is None else losses
     # A forward updates the BatchNorm statistics before its loss is known.
     statistics = BufferSnapshot(model)
-    for batch in batches:
-        batch = _faults.inject(lr_scheduler.last_epoch, get_rank(),
-                               batch.to(device, non_blocking=True))
-        statistics.take()
-        try:
-            losses.append(training_step(model, batch, optimizer, scaler, amp))
-        except TrainingDiverged as err:
-            statistics.restore()
-            raise TrainingDiverged(err.loss, epoch, lr_scheduler.last_epoch, err.lr) from None
-        lr_scheduler.step()
-        if step_end is not None:
-            step_end(losses)
+    try:
+        for batch in batches:
+            batch = _faults.inject(lr_scheduler.last_epoch, get_rank(),
+                                   batch.to(device, non_blocking=True))
+            statistics.take()
+            try:
+                losses.append(training_step(model, batch, optimizer, scaler, amp))
+            except TrainingDiverged as err:
+                statistics.restore()
+                raise TrainingDiverged(err.loss, epoch, lr_scheduler.last_epoch,
+                                       err.lr) from None
+            lr_scheduler.step()
+            if step_end is not None:
+                step_end(losses)
+    finally:
+        _stop_workers(batches)
     return float(np.mean(losses))
+
+
+def _stop_workers(batches) -> None:
+    """End the loader's worker processes now, whatever ended the epoch.
+
+    An exception's traceback keeps the loop's frame, and with it the loader's
+    iterator, alive; its workers, which ignore SIGTERM (they leave stop signals
+    to this process), would then outlive the run and hold up the interpreter's
+    exit, which joins its child processes.
+    """
+    iterator = getattr(batches, "iterable", batches)  # under a tqdm progress bar
+    if hasattr(batches, "close"):
+        batches.close()
+    shutdown = getattr(iterator, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def _check_train_arguments(train_config: TrainConfig, train_graphs, val_graphs,

@@ -1,6 +1,7 @@
 """End to end: train -> checkpoint -> evaluate -> segment on a tiny generated VOC folder."""
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -291,6 +292,9 @@ def test_error_in_a_worker_is_one_line(data, tmp_path, capsys):
     assert "Traceback" not in err and "Caught" not in err
     assert not out.exists() or {p.name for p in out.iterdir()} <= {"graph_cache"}
     assert not out.exists() or not list(out.rglob("*.tmp"))
+    # The loader's workers ended with the run: they ignore SIGTERM, so one left
+    # behind would hold up the interpreter's exit, which joins its children.
+    assert multiprocessing.active_children() == []
 
 
 def test_evaluate_mask_size_mismatch_is_one_line(data, trained, tmp_path, capsys):
