@@ -183,6 +183,26 @@ def _worker(rank: int, world: int, port: int, graphs, setup: TrainBenchSetup, qu
             dist.destroy_process_group()
 
 
+def _run_processes(n: int, args: tuple, queue, grace_s: float = 60.0) -> None:
+    """``mp.spawn`` of the workers, joined; a worker's error is raised as by
+    ``mp.spawn``. Once rank 0 has reported, a process that has not exited within
+    ``grace_s`` (seen once: finished, but held at exit by a leftover thread) is
+    terminated instead of holding up the benchmark."""
+    import torch.multiprocessing as mp
+
+    context = mp.spawn(_worker, args=args, nprocs=n, join=False)
+    reported_at = None
+    while not context.join(timeout=1):
+        if reported_at is None and not queue.empty():
+            reported_at = time.monotonic()
+        if reported_at is not None and time.monotonic() - reported_at > grace_s:
+            for process in context.processes:
+                if process.is_alive():
+                    process.terminate()
+            context.join(timeout=grace_s)
+            return
+
+
 def _build_graphs(setup: TrainBenchSetup) -> tuple[list, float]:
     """The benchmark's scenes as graphs, and the median seconds of SLIC + graph per image."""
     from segmentation.data.datasets import SyntheticScenes
@@ -233,8 +253,7 @@ def bench_train(processes=None, print_fn=print, **options) -> list[dict]:
         if n == 1:
             _worker(0, 1, 0, graphs, setup, queue)
         else:
-            mp.spawn(_worker, args=(n, _free_port(), graphs, setup, queue), nprocs=n,
-                     join=True)
+            _run_processes(n, (n, _free_port(), graphs, setup, queue), queue)
         rows.append({**asdict(setup), **queue.get(), "slic_graph_s_per_image": slic_s,
                      "nodes_per_image": nodes})
     base = rows[0]
