@@ -134,7 +134,14 @@ class EvolvingGraphLSTM(torch.nn.Module):
     dropout : float, optional
         Dropout on the input of every layer but the first (training only).
     residual : bool, optional
-        Residual connections as in :class:`GraphLSTMStack`. (default: ``False``)
+        Residual connections as in :class:`GraphLSTMStack` (every layer whose
+        input and output sizes agree adds its input to its output), with the
+        residual path kept at the input nodes: every input node's output is its
+        own stream plus the outputs of the nodes it belongs to on the levels
+        after, and a merged node's input is the mean of its members' streams.
+        Without evolution this is the stack's residual; with it, a merge adds
+        the region's context to each member instead of replacing the members
+        by their mean. (default: ``False``)
     bias : bool, optional
         If ``False``, the layers' ``lin_x`` have no bias. (default: ``True``)
     threshold : float, optional
@@ -310,6 +317,7 @@ class EvolvingGraphLSTM(torch.nn.Module):
         clusters, assignments, accepted = [], [identity], []
         edge_indices, sizes, merge_probs, batches = [edge_index], [num_nodes], [], [batch]
         h_n, m_n, scores = [], [], []
+        stream = None  # the residual path, at the input nodes
         inputs, weight, level_score, level_batch = x, edge_weight, score, batch
         for level, layer in enumerate(self.layers):
             if level > 0 and self.dropout > 0:
@@ -326,7 +334,15 @@ class EvolvingGraphLSTM(torch.nn.Module):
             h_n.append(unpool(state[0], assignments[-1]))
             m_n.append(unpool(state[1], assignments[-1]))
             if self.residual and inputs.size(1) == out.size(1):
-                out = out + inputs
+                # The residual path stays at the input nodes: a merged node adds
+                # its output to each member's own stream, so a merge never erases
+                # what told its members apart.
+                if stream is None:
+                    stream = unpool(inputs, assignments[-1])
+                stream = stream + unpool(out, assignments[-1])
+                out = pool(stream, assignments[-1], inputs.size(0))
+            else:
+                stream = None
             if level == self.num_layers - 1:
                 inputs = out
                 break
@@ -345,7 +361,8 @@ class EvolvingGraphLSTM(torch.nn.Module):
             if weight is None:
                 weight = torch.ones(edge_index.size(1), dtype=x.dtype, device=x.device)
             edge_index, weight = pool_edges(edge_index, cluster, weight, size)
-            inputs = pool(out, cluster, size)
+            inputs = pool(out, cluster, size) if stream is None else \
+                pool(stream, cluster[assignments[-1]], size)
             state = (pool(state[0], cluster, size), pool(state[1], cluster, size))
             if level_score is not None:
                 level_score = pool(level_score.to(x.dtype), cluster, size)
@@ -359,7 +376,8 @@ class EvolvingGraphLSTM(torch.nn.Module):
 
         hierarchy = Hierarchy(clusters, assignments, edge_indices, sizes, merge_probs,
                               accepted, batches, scores)
-        return unpool(inputs, assignments[-1]), (torch.stack(h_n), torch.stack(m_n)), hierarchy
+        output = unpool(inputs, assignments[-1]) if stream is None else stream
+        return output, (torch.stack(h_n), torch.stack(m_n)), hierarchy
 
     @staticmethod
     def merge_loss(hierarchy: Hierarchy, labels: Tensor, ignore_index: int = -100,
