@@ -69,7 +69,8 @@ def _configurations() -> dict[str, dict]:
     for order in EXPERIMENT_ORDERS:
         configs[f"graph-lstm-{order}-1-layer"] = dict(graph_layers=1, order=order)
     configs["no-graph-lstm"] = dict(graph_layers=0, order="confidence")
-    configs["evolving"] = dict(graph_layers=2, order="confidence", graph_model="evolving")
+    configs["evolving"] = dict(graph_layers=2, order="confidence", graph_model="evolving",
+                               acceptance="graph")
     configs["evolving-clique"] = dict(graph_layers=2, order="confidence",
                                       graph_model="evolving", acceptance="clique")
     return configs

@@ -68,9 +68,9 @@ def build_parser() -> ArgumentParser:
                         "evolving: regions merge between layers (structure-evolving LSTM)")
     parser.add_argument("--merge-weight", type=non_negative_float, default=1.0,
                         help="weight of the merge loss (--graph-model evolving)")
-    parser.add_argument("--acceptance", choices=("graph", "clique"), default="graph",
-                        help="one Metropolis-Hastings test per image or per merged region "
-                        "(--graph-model evolving)")
+    parser.add_argument("--acceptance", choices=("clique", "graph"), default="clique",
+                        help="one Metropolis-Hastings test per merged region (default) or per "
+                        "image (--graph-model evolving)")
     parser.add_argument("--order", default="confidence",
                         choices=ORDER_KINDS,
                         help="update order of the superpixels")

@@ -103,8 +103,11 @@ class ModelConfig:
         (:class:`segmentation.models.evolving.EvolvingSegmenter`).
     merge_weight : float
         Weight of the merge loss (``evolving`` only).
-    acceptance : {"graph", "clique"}
-        What one Metropolis-Hastings test decides on (``evolving`` only).
+    acceptance : {"clique", "graph"}
+        What one Metropolis-Hastings test decides on (``evolving`` only):
+        every proposed region on its own (default), or the whole image, which
+        on graphs of a hundred superpixels or more rejects nearly every
+        proposal in evaluation (see ``docs/evolving.md``).
     """
 
     num_classes: int
@@ -118,7 +121,7 @@ class ModelConfig:
     backbone: str = "small"
     graph_model: str = "stack"
     merge_weight: float = 1.0
-    acceptance: str = "graph"
+    acceptance: str = "clique"
 
     def __post_init__(self) -> None:
         for name in ("num_classes", "in_channels", "width", "hidden"):

@@ -21,7 +21,7 @@ def trained(tmp_path_factory):
     write_synthetic_voc(root, 8, 4, size=(32, 32), seed=0)
     out = tmp_path_factory.mktemp("run")
     argv = ["--data", str(root), "--epochs", "1", "--out", str(out), "--graph-model", "evolving",
-            "--merge-weight", "0.5", "--acceptance", "clique", *TINY]
+            "--merge-weight", "0.5", "--acceptance", "graph", *TINY]
     assert run("train", argv) == 0
     return root, out
 
@@ -33,7 +33,7 @@ def test_checkpoint_rebuilds_the_evolving_model(trained):
     assert payload["model_config"]["merge_weight"] == 0.5
     model = model_from_checkpoint(payload)
     assert isinstance(model, EvolvingSegmenter)
-    assert model.graph_lstm.acceptance == "clique"
+    assert model.graph_lstm.acceptance == "graph"  # not the default: the flag was recorded
 
 
 def test_evaluate_segment_and_resume(trained, tmp_path, capsys):
@@ -46,7 +46,7 @@ def test_evaluate_segment_and_resume(trained, tmp_path, capsys):
     assert (tmp_path / "seg" / f"{image.stem}_labels.png").exists()
     resume = ["--data", str(root), "--epochs", "2", "--out", str(out), "--resume",
               str(out / "last.pt"), "--graph-model", "evolving", "--merge-weight", "0.5",
-              "--acceptance", "clique", *TINY]
+              "--acceptance", "graph", *TINY]
     assert run("train", resume) == 0
     assert load_checkpoint(out / "last.pt")["epoch"] == 1  # 0-based: the second epoch
     # Resuming with the other graph model is refused (one line, exit status 1).
