@@ -363,9 +363,10 @@ def evolve(
     merge probabilities of the edges propose a grouping of the nodes into
     cliques, and a Metropolis-Hastings test decides whether the graph takes
     it. The paper's own equations for the proposal and the target could not
-    be retrieved when this was written (only its abstract was available), so
-    the following is *our* reading, stated so that it can be checked; the
-    docs page ``docs/evolving.md`` says the same.
+    be read here (only its abstract and a reader's notes on it, which say the
+    paper's target rewards candidates that improve the task), so the
+    following is *our* reading, stated so that it can be checked; the docs
+    page ``docs/evolving.md`` says where it differs.
 
     **State.** A bond configuration :math:`b \in \{0, 1\}^P` over the
     undirected pairs of the graph; the graph it stands for, :math:`G(b)`, has
