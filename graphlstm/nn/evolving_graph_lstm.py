@@ -341,8 +341,8 @@ class EvolvingGraphLSTM(torch.nn.Module):
                     stream = unpool(inputs, assignments[-1])
                 stream = stream + unpool(out, assignments[-1])
                 out = pool(stream, assignments[-1], inputs.size(0))
-            else:
-                stream = None
+            elif self.residual:  # a first layer that changes the size starts the stream
+                stream = unpool(out, assignments[-1])
             if level == self.num_layers - 1:
                 inputs = out
                 break

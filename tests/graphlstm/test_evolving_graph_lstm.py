@@ -278,3 +278,32 @@ def test_balanced_merge_loss_and_initial_bias():
     assert all(float(head.bias.detach()) == -2.0 for head in fresh.merge_heads)
     fresh.reset_parameters()
     assert all(float(head.bias.detach()) == -2.0 for head in fresh.merge_heads)
+
+
+@pytest.mark.parametrize("in_channels", [4, 3])
+def test_residual_path_stays_at_the_input_nodes(in_channels):
+    """With merges, every input node's output is its own input (when the first
+    layer keeps the size) plus each level's layer output at the node holding it."""
+    x, edge_index, score = make_graph(5, f=in_channels)
+    model = make_model(in_channels, 4, num_layers=3, residual=True, deterministic=True,
+                       acceptance="clique")
+    inputs, outputs = [], []
+    hooks = [hook for layer in model.layers for hook in (
+        layer.register_forward_pre_hook(lambda m, args: inputs.append(args[0])),
+        layer.register_forward_hook(lambda m, args, out: outputs.append(out[0])))]
+    out, _, hierarchy = model(x, edge_index, score=score)
+    for hook in hooks:
+        hook.remove()
+    assert hierarchy.num_nodes[-2] < hierarchy.num_nodes[0], "the test needs merges"
+    stream = x.clone() if in_channels == 4 else torch.zeros(x.size(0), 4, dtype=DT)
+    for level, assignment in enumerate(hierarchy.assignments):
+        if level > 0:  # a region's input: the mean of its members' streams
+            mean = torch.stack([stream[assignment == node].mean(0)
+                                for node in range(hierarchy.num_nodes[level])])
+            torch.testing.assert_close(inputs[level], mean, rtol=0, atol=1e-12)
+        stream = stream + outputs[level][assignment]
+    torch.testing.assert_close(out, stream, rtol=0, atol=1e-12)
+    # Two input nodes merged into one region keep different outputs.
+    last = hierarchy.assignments[-1]
+    merged = [v for v in range(x.size(0)) if (last == last[v]).sum() > 1]
+    assert len({tuple(out[v].tolist()) for v in merged}) == len(merged)
