@@ -32,6 +32,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -475,6 +476,29 @@ def _epoch_loader(train_graphs, sampler: EpochSampler, epoch: int, train_config:
                       generator=torch.Generator().manual_seed(epoch_seed))
 
 
+class _Start(NamedTuple):
+    """Where a run starts: the training state of its checkpoint, the epoch and the
+    step within it, and for a start mid-epoch the losses and random states so far."""
+
+    state: dict
+    epoch: int = 0
+    step: int = 0
+    losses: tuple[float, ...] = ()
+    rng_states: list | None = None
+
+
+def _resume(path, device, model_config, model, optimizer, lr_scheduler, scaler) -> _Start:
+    """Load ``path`` into the model, optimiser, scheduler and scaler; where it left off."""
+    payload = load_checkpoint(path, map_location=device)
+    state = restore_training_state(payload, model_config, model, optimizer, lr_scheduler,
+                                   scaler, path=path)
+    epoch, step = position_of(payload)
+    if not step:
+        return _Start(state, epoch)
+    return _Start(state, epoch, step, tuple(float(v) for v in payload["epoch_losses"]),
+                  payload.get("rng_states"))
+
+
 def train(
     model_config: ModelConfig,
     train_config: TrainConfig,
@@ -567,26 +591,20 @@ def train(
     steps_per_epoch = math.ceil(len(sampler) / local_batch)
     lr_scheduler = build_lr_scheduler(optimizer, train_config,
                                       train_config.epochs * steps_per_epoch)
-    state = {"epoch": -1, "history": [], "best_miou": -1.0, "best_epoch": -1}
-    start_epoch, start_step, resumed_losses, resumed_rng = 0, 0, [], None
+    start = _Start({"epoch": -1, "history": [], "best_miou": -1.0, "best_epoch": -1})
     if resume is not None:
-        payload = load_checkpoint(resume, map_location=device)
-        state = restore_training_state(payload, model_config, model, optimizer,
-                                       lr_scheduler, scaler, path=resume)
-        start_epoch, start_step = position_of(payload)
-        if start_epoch >= train_config.epochs:
+        start = _resume(resume, device, model_config, model, optimizer, lr_scheduler, scaler)
+        if start.epoch >= train_config.epochs:
             log(f"nothing to train: checkpoint {str(resume)!r} is already at epoch "
-                f"{start_epoch} of {train_config.epochs}")
-            return {"history": state["history"], "best_miou": state["best_miou"],
-                    "best_epoch": state["best_epoch"]}
-        if start_step:
-            resumed_losses = [float(v) for v in payload["epoch_losses"]]
-            resumed_rng = payload.get("rng_states")
-            log(f"resumed from {resume} in epoch {start_epoch + 1}, after step {start_step} "
+                f"{start.epoch} of {train_config.epochs}")
+            return {key: start.state[key] for key in ("history", "best_miou", "best_epoch")}
+        if start.step:
+            log(f"resumed from {resume} in epoch {start.epoch + 1}, after step {start.step} "
                 f"of {steps_per_epoch}")
         else:
-            log(f"resumed from {resume} after epoch {start_epoch}; training epochs "
-                f"{start_epoch + 1} to {train_config.epochs}")
+            log(f"resumed from {resume} after epoch {start.epoch}; training epochs "
+                f"{start.epoch + 1} to {train_config.epochs}")
+    state, start_epoch, start_step = start.state, start.epoch, start.step
     history = state["history"]
     best_miou, best_epoch = state["best_miou"], state["best_epoch"]
     net = model
@@ -638,9 +656,9 @@ def train(
         steps_done = start_step if epoch == start_epoch else 0
         loader = _epoch_loader(train_graphs, sampler, epoch, train_config, local_batch,
                                num_workers, steps_done)
-        losses = resumed_losses if steps_done else []
-        if steps_done and resumed_rng is not None and len(resumed_rng) == world:
-            set_rng_state(resumed_rng[rank], device)  # as the run drew, mid-epoch
+        losses = list(start.losses) if steps_done else []
+        if steps_done and start.rng_states is not None and len(start.rng_states) == world:
+            set_rng_state(start.rng_states[rank], device)  # as the run drew, mid-epoch
         try:
             loss = train_one_epoch(
                 net, optimizer, lr_scheduler, loader, device, epoch, scaler=scaler,
