@@ -133,6 +133,7 @@ def _worker(rank: int, world: int, port: int, graphs, setup: TrainBenchSetup, qu
     from torch_geometric.data import Batch
 
     from segmentation.data.datasets import SYNTHETIC_CLASSES
+    from segmentation.engine.distributed import cleanup
     from segmentation.engine.train import set_train_mode, training_step
     from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig
 
@@ -179,15 +180,16 @@ def _worker(rank: int, world: int, port: int, graphs, setup: TrainBenchSetup, qu
                 result.update({"graph_lstm": float("nan"), **times})
             queue.put(result)
     finally:
-        if world > 1:
-            dist.destroy_process_group()
+        cleanup()
 
 
 def _run_processes(n: int, args: tuple, queue, grace_s: float = 60.0) -> None:
     """``mp.spawn`` of the workers, joined; a worker's error is raised as by
     ``mp.spawn``. Once rank 0 has reported, a process that has not exited within
-    ``grace_s`` (seen once: finished, but held at exit by a leftover thread) is
-    terminated instead of holding up the benchmark."""
+    ``grace_s`` is terminated instead of holding up the benchmark (a safety net:
+    the workers leave the process group with
+    :func:`segmentation.engine.distributed.cleanup`, which avoids the known hang
+    at exit)."""
     import torch.multiprocessing as mp
 
     context = mp.spawn(_worker, args=args, nprocs=n, join=False)
@@ -199,7 +201,8 @@ def _run_processes(n: int, args: tuple, queue, grace_s: float = 60.0) -> None:
             for process in context.processes:
                 if process.is_alive():
                     process.terminate()
-            context.join(timeout=grace_s)
+            for process in context.processes:
+                process.join(timeout=grace_s)
             return
 
 

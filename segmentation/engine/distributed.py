@@ -18,6 +18,7 @@ process group), so library code needs no special case::
 from __future__ import annotations
 
 import os
+import time
 
 import torch
 import torch.distributed as dist
@@ -155,9 +156,23 @@ def _store_of_this_attempt(world_size: int):
     return dist.PrefixStore(f"graphlstm/attempt-{attempt}/default_pg", store)
 
 
+#: Seconds ``cleanup`` waits, without the GIL, before it destroys the process group.
+COLLECTIVES_SETTLE_S = 0.1
+
+
 def cleanup() -> None:
-    """Leave the process group, if any."""
+    """Leave the process group, if any.
+
+    Waits :data:`COLLECTIVES_SETTLE_S` first. A gloo worker thread lets go of a
+    collective only after its caller has the result, and when the collective
+    captured Python state that needs the GIL; the process group's destructor
+    joins those threads while holding the GIL. Destroyed at once after a last
+    collective, the group can deadlock the process at exit (one process in
+    four of a short two-process DDP run on this project's test machine); the
+    sleep releases the GIL, so the threads finish first.
+    """
     if is_dist_avail_and_initialized():
+        time.sleep(COLLECTIVES_SETTLE_S)
         dist.destroy_process_group()
 
 

@@ -141,3 +141,23 @@ def test_broadcast_buffers_gives_every_process_the_statistics_of_rank_0(tmp_path
     assert not torch.equal(before0[0], before1[0])  # the processes did differ
     for a0, b0, a1 in zip(after0, before0, after1, strict=True):
         assert torch.equal(a0, b0) and torch.equal(a1, b0)
+
+
+def test_cleanup_lets_collectives_settle_before_destroying_the_group(monkeypatch):
+    """gloo's threads release a finished collective only after its caller goes on,
+    and the group's destructor joins them holding the GIL: destroying the group
+    at once after a last collective hung one process in several at exit."""
+    import segmentation.engine.distributed as distributed
+
+    calls = []
+    monkeypatch.setattr(distributed, "is_dist_avail_and_initialized", lambda: True)
+    monkeypatch.setattr(distributed.time, "sleep", lambda s: calls.append(("sleep", s)))
+    monkeypatch.setattr(distributed.dist, "destroy_process_group",
+                        lambda: calls.append(("destroy", None)))
+    distributed.cleanup()
+    assert calls == [("sleep", distributed.COLLECTIVES_SETTLE_S), ("destroy", None)]
+    assert distributed.COLLECTIVES_SETTLE_S > 0
+    calls.clear()
+    monkeypatch.setattr(distributed, "is_dist_avail_and_initialized", lambda: False)
+    distributed.cleanup()
+    assert calls == []
