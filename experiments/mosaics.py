@@ -114,7 +114,10 @@ def main(argv=None) -> int:
     settings = {k: getattr(args, k) for k in ("train", "val", "test", "size", "epochs",
                                                "n_segments")}
     store = os.path.join(args.out, "results.json")
-    saved = json.load(open(store)) if os.path.exists(store) else {}
+    saved = {}
+    if os.path.exists(store):
+        with open(store) as handle:
+            saved = json.load(handle)
     results = saved.get("results", []) if saved.get("settings") == settings else []
     done = {(r["config"], r["seed"]) for r in results}
     todo = [(c, s) for c in args.configs for s in args.seeds if (c, s) not in done]

@@ -110,6 +110,23 @@ def _(src, dst, order):
 # --------------------------------------------------------------------------
 
 
+def _recurrence_reference(base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr,
+                          src, dst_local, per_node):
+    """The PyTorch reference of ``graphlstm::recurrence`` (the level bounds as lists)."""
+    return recurrence_reference_forward(base_z, base_m, weight, weight_n, edge_scale,
+                                        ptr.tolist(), visited_ptr.tolist(), src, dst_local,
+                                        per_node)
+
+
+def _recurrence_backward_reference(grad_state, state, gates, sums, weight, weight_n,
+                                   edge_scale, ptr, visited_ptr, src, dst_local, per_node,
+                                   need_weight, need_scale):
+    """The PyTorch reference of ``graphlstm::recurrence_backward``."""
+    return recurrence_reference_backward(grad_state, state, gates, sums, weight, weight_n,
+                                         edge_scale, ptr.tolist(), visited_ptr.tolist(), src,
+                                         dst_local, per_node, need_weight, need_scale)
+
+
 @torch.library.custom_op("graphlstm::recurrence", mutates_args=())
 def recurrence(
     base_z: Tensor,
@@ -135,9 +152,8 @@ def recurrence(
     runs each group in a program of its own; the other engines ignore it.
     Default implementation (every device): the PyTorch reference.
     """
-    return recurrence_reference_forward(base_z, base_m, weight, weight_n, edge_scale,
-                                        ptr.tolist(), visited_ptr.tolist(), src, dst_local,
-                                        per_node)
+    return _recurrence_reference(base_z, base_m, weight, weight_n, edge_scale, ptr,
+                                 visited_ptr, src, dst_local, per_node)
 
 
 @recurrence.register_kernel("cpu")
@@ -154,9 +170,8 @@ def _(base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_l
                                      visited_ptr, src, dst_local, per_node)
         except kernels.CompileError as error:
             backend.disable_after_failure(error)
-    return recurrence_reference_forward(base_z, base_m, weight, weight_n, edge_scale,
-                                        ptr.tolist(), visited_ptr.tolist(), src, dst_local,
-                                        per_node)
+    return _recurrence_reference(base_z, base_m, weight, weight_n, edge_scale, ptr,
+                                 visited_ptr, src, dst_local, per_node)
 
 
 def _recurrence_numba(kernels, base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr,
@@ -189,9 +204,8 @@ def _(base_z, base_m, weight, weight_n, edge_scale, ptr, visited_ptr, src, dst_l
                                src, dst_local, per_node, row_group)
     if state is not None:
         return state
-    return recurrence_reference_forward(base_z, base_m, weight, weight_n, edge_scale,
-                                        ptr.tolist(), visited_ptr.tolist(), src, dst_local,
-                                        per_node)
+    return _recurrence_reference(base_z, base_m, weight, weight_n, edge_scale, ptr,
+                                 visited_ptr, src, dst_local, per_node)
 
 
 def _recurrence_triton(*args):
@@ -237,9 +251,9 @@ def recurrence_backward(
     grad_m [N, H] (of base_m), grad_weight (of weight; [0, 2H] unless need_weight),
     grad_scale [E_v] (of edge_scale; [0] unless need_scale))``. Default implementation:
     the PyTorch reference."""
-    return recurrence_reference_backward(grad_state, state, gates, sums, weight, weight_n,
-                                         edge_scale, ptr.tolist(), visited_ptr.tolist(), src,
-                                         dst_local, per_node, need_weight, need_scale)
+    return _recurrence_backward_reference(grad_state, state, gates, sums, weight, weight_n,
+                                          edge_scale, ptr, visited_ptr, src, dst_local,
+                                          per_node, need_weight, need_scale)
 
 
 @recurrence_backward.register_kernel("cpu")
@@ -259,9 +273,9 @@ def _(grad_state, state, gates, sums, weight, weight_n, edge_scale, ptr, visited
                                               dst_local, per_node, need_weight, need_scale)
         except kernels.CompileError as error:
             backend.disable_after_failure(error)
-    return recurrence_reference_backward(grad_state, state, gates, sums, weight, weight_n,
-                                         edge_scale, ptr.tolist(), visited_ptr.tolist(), src,
-                                         dst_local, per_node, need_weight, need_scale)
+    return _recurrence_backward_reference(grad_state, state, gates, sums, weight, weight_n,
+                                          edge_scale, ptr, visited_ptr, src, dst_local,
+                                          per_node, need_weight, need_scale)
 
 
 def _recurrence_backward_numba(kernels, grad_state, state, gates, sums, weight, weight_n,
@@ -307,9 +321,9 @@ def _(grad_state, state, gates, sums, weight, weight_n, edge_scale, ptr, visited
                                         need_weight, need_scale, row_group)
     if grads is not None:
         return grads
-    return recurrence_reference_backward(grad_state, state, gates, sums, weight, weight_n,
-                                         edge_scale, ptr.tolist(), visited_ptr.tolist(), src,
-                                         dst_local, per_node, need_weight, need_scale)
+    return _recurrence_backward_reference(grad_state, state, gates, sums, weight, weight_n,
+                                          edge_scale, ptr, visited_ptr, src, dst_local,
+                                          per_node, need_weight, need_scale)
 
 
 def _recurrence_backward_triton(*args):

@@ -294,18 +294,17 @@ def triton_row_group(schedule: Schedule, *tensors) -> Tensor | None:
     return None if kernels is None else kernels.schedule_row_groups(schedule)
 
 
-def _gated_recurrence_torch(pre, from_h, h, m, weight_n, schedule, visited_scale,
-                            unvisited_scale, row_group=None) -> Tensor:
-    """:func:`graph_lstm_gated_recurrence` in PyTorch operations (the reference): the
-    projections permuted to the level-sorted layout and split, the unvisited neighbours
-    in one scatter, the visited ones through :func:`graph_lstm_recurrence` with per-edge
-    weights ``[1 ; g^f_ij]`` and the scales, and the state permuted back. Traceable:
-    no Python value depends on the graph, so a compiled model runs it too."""
+def gated_level_inputs(pre, from_h, h, m, weight_n, schedule,
+                       unvisited_scale) -> tuple[Tensor, Tensor, Tensor]:
+    """What the level loop of :func:`graph_lstm_gated_recurrence` needs, in
+    whole-graph operations: ``(base_z [N, 3H], base_m [N, H], weight [E_v, 2H])``
+    in the level-sorted layout. The projections are permuted and split, the
+    unvisited neighbours enter ``base_z`` and ``base_m`` in one scatter, and the
+    visited edges get the per-edge weights ``[1 ; g^f_ij]`` (their forget gates)."""
     n, hidden = pre.size(0), weight_n.size(1)
     h3, h4 = 3 * hidden, 4 * hidden
-    perm, offsets = schedule.perm, schedule.offsets
-    src, dst_local = schedule.visited_src_pos, schedule.visited_dst_local
-    pre, from_h, h, m = (t.index_select(0, perm) for t in (pre, from_h, h, m))
+    src = schedule.visited_src_pos
+    pre, from_h, h, m = (t.index_select(0, schedule.perm) for t in (pre, from_h, h, m))
     input_forget, neighbour_forget = pre[:, h3:], from_h[:, h4:]
     base_z = pre[:, :h3] + from_h[:, :h3]
     base_m = torch.sigmoid(input_forget + from_h[:, h3:h4]) * m
@@ -320,9 +319,21 @@ def _gated_recurrence_torch(pre, from_h, h, m, weight_n, schedule, visited_scale
     base_m = base_m + agg[:, hidden:]
     dst = schedule.visited_dst_pos
     gate = torch.sigmoid(input_forget.index_select(0, dst) + neighbour_forget.index_select(0, src))
-    weight = torch.cat([torch.ones_like(gate), gate], 1)
-    state = graph_lstm_recurrence(base_z, base_m, weight, weight_n, offsets[0], offsets[1], src,
-                                  dst_local, False, visited_scale, row_group)
+    return base_z, base_m, torch.cat([torch.ones_like(gate), gate], 1)
+
+
+def _gated_recurrence_torch(pre, from_h, h, m, weight_n, schedule, visited_scale,
+                            unvisited_scale, row_group=None) -> Tensor:
+    """:func:`graph_lstm_gated_recurrence` in PyTorch operations (the reference):
+    :func:`gated_level_inputs`, the visited neighbours through
+    :func:`graph_lstm_recurrence` with the scales, and the state permuted back.
+    Traceable: no Python value depends on the graph, so a compiled model runs it too."""
+    base_z, base_m, weight = gated_level_inputs(pre, from_h, h, m, weight_n, schedule,
+                                                unvisited_scale)
+    offsets = schedule.offsets
+    state = graph_lstm_recurrence(base_z, base_m, weight, weight_n, offsets[0], offsets[1],
+                                  schedule.visited_src_pos, schedule.visited_dst_local, False,
+                                  visited_scale, row_group)
     return state.index_select(0, schedule.pos)
 
 

@@ -184,3 +184,28 @@ def saved_figure(path, saved, fig=None):
     differing = (now != got).any(axis=2).mean()
     assert differing < 0.1, f"{path} was saved before the figure was finished ({differing:.0%})"
     return figure
+
+
+def recurrence_op_args(per_node, with_m, with_scale, seed=0) -> tuple:
+    """Arguments of ``torch.ops.graphlstm.recurrence`` on a random graph (float64,
+    the floating ones requiring gradients)."""
+    gen = torch.Generator().manual_seed(seed)
+    n, hidden = 25, 3
+    edge_index = torch.randint(0, n, (2, 70), generator=gen)
+    sched = build_schedule(edge_index, n, order=torch.randperm(n, generator=gen))
+    e_v = sched.visited_src_pos.numel()
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=DT).requires_grad_()
+
+    weight = rand(n if per_node else e_v, 2 * hidden)
+    return (rand(n, 3 * hidden), rand(n, hidden) if with_m else None, weight,
+            rand(3 * hidden, hidden), rand(e_v) if with_scale else None, sched.offsets[0],
+            sched.offsets[1], sched.visited_src_pos, sched.visited_dst_local, per_node)
+
+
+def gated_recurrence_op_args() -> tuple:
+    """Arguments of ``torch.ops.graphlstm.gated_recurrence`` for :func:`gated_case`."""
+    sched, t = gated_case(0, n=20, hidden=2)
+    return (*t.values(), sched.perm, sched.offsets[0], sched.offsets[1],
+            sched.visited_src_pos, sched.visited_dst_local, sched.unvisited_edge_index_pos)

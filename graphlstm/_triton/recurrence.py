@@ -61,6 +61,8 @@ import triton.language as tl
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from graphlstm.functional import gated_level_inputs
+
 __all__ = ["gated_recurrence", "recurrence", "row_groups", "schedule_row_groups"]
 
 #: Levels with at least this many rows send the layer to the per-level kernels:
@@ -668,25 +670,10 @@ def gated_recurrence(pre: Tensor, from_h: Tensor, h: Tensor, m: Tensor, weight_n
     operations (a fixed number of launches, whatever the number of levels), then
     :func:`recurrence` with per-edge weights ``[1 ; g^f_ij]`` and the scales, one
     program per group of graphs. Returns ``[h' | m']`` in node order, float32."""
-    n, hidden = pre.size(0), weight_n.size(1)
-    h3, h4 = 3 * hidden, 4 * hidden
-    perm, ptr, visited_ptr = schedule.perm, schedule.ptr, schedule.visited_ptr
-    src, dst_local = schedule.visited_src_pos, schedule.visited_dst_local
-    pre, from_h, h, m = (t.float().index_select(0, perm) for t in (pre, from_h, h, m))
-    input_forget, neighbour_forget = pre[:, h3:], from_h[:, h4:]
-    base_z = pre[:, :h3] + from_h[:, :h3]
-    base_m = torch.sigmoid(input_forget + from_h[:, h3:h4]) * m
-    unv_src, unv_dst = schedule.unvisited_edge_index_pos
-    gate = torch.sigmoid(input_forget.index_select(0, unv_dst)
-                         + neighbour_forget.index_select(0, unv_src))
-    message = torch.cat([h.index_select(0, unv_src), gate * m.index_select(0, unv_src)], 1)
-    agg = base_z.new_zeros(n, 2 * hidden).index_add(
-        0, unv_dst, message * unvisited_scale.float().unsqueeze(1))
-    base_z = base_z + agg[:, :hidden] @ weight_n.float().t()
-    base_m = base_m + agg[:, hidden:]
-    dst = schedule.visited_dst_pos
-    gate = torch.sigmoid(input_forget.index_select(0, dst) + neighbour_forget.index_select(0, src))
-    weight = torch.cat([torch.ones_like(gate), gate], 1)
-    state = recurrence(base_z, base_m, weight, weight_n, ptr, visited_ptr, src, dst_local,
-                       False, visited_scale, schedule_row_groups(schedule), per_level)
+    base_z, base_m, weight = gated_level_inputs(
+        pre.float(), from_h.float(), h.float(), m.float(), weight_n.float(), schedule,
+        unvisited_scale.float())
+    state = recurrence(base_z, base_m, weight, weight_n, schedule.ptr, schedule.visited_ptr,
+                       schedule.visited_src_pos, schedule.visited_dst_local, False,
+                       visited_scale, schedule_row_groups(schedule), per_level)
     return state.index_select(0, schedule.pos)

@@ -340,7 +340,8 @@ class EvolvingGraphLSTM(torch.nn.Module):
                 if stream is None:
                     stream = unpool(inputs, assignments[-1])
                 stream = stream + unpool(out, assignments[-1])
-                out = pool(stream, assignments[-1], inputs.size(0))
+                if len(assignments) == 1:  # nothing merged yet: the level's nodes are the inputs
+                    out = stream
             elif self.residual:  # a first layer that changes the size starts the stream
                 stream = unpool(out, assignments[-1])
             if level == self.num_layers - 1:

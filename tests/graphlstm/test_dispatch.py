@@ -10,34 +10,19 @@ from torch._dynamo.backends.common import aot_autograd
 import graphlstm  # noqa: F401  (registers the operators)
 from graphlstm import build_schedule, lattice_graph, use_backend
 from graphlstm._dispatch import call
-from tests.helpers import gated_case
+from tests.helpers import gated_recurrence_op_args, recurrence_op_args
 
 DT = torch.float64
 OPS = torch.ops.graphlstm
 
 
-def _recurrence_case(per_node, with_m, with_scale, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    n, hidden = 25, 3
-    edge_index = torch.randint(0, n, (2, 70), generator=gen)
-    sched = build_schedule(edge_index, n, order=torch.randperm(n, generator=gen))
-    e_v = sched.visited_src_pos.numel()
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=gen, dtype=DT).requires_grad_()
-
-    weight = rand(n if per_node else e_v, 2 * hidden)
-    args = (rand(n, 3 * hidden), rand(n, hidden) if with_m else None, weight,
-            rand(3 * hidden, hidden), rand(e_v) if with_scale else None, sched.offsets[0],
-            sched.offsets[1], sched.visited_src_pos, sched.visited_dst_local, per_node)
+def _recurrence_case(per_node, with_m, with_scale):
+    args = recurrence_op_args(per_node, with_m, with_scale)
     return OPS.recurrence, args, 1  # the state is the differentiable output
 
 
 def _gated_case():
-    sched, t = gated_case(0, n=20, hidden=2)
-    args = (*t.values(), sched.perm, sched.offsets[0], sched.offsets[1],
-            sched.visited_src_pos, sched.visited_dst_local, sched.unvisited_edge_index_pos)
-    return OPS.gated_recurrence, args, 1
+    return OPS.gated_recurrence, gated_recurrence_op_args(), 1
 
 
 def _typed_case(kind):

@@ -6,41 +6,23 @@ import torch
 
 import graphlstm  # noqa: F401  (registers the operators)
 from graphlstm import build_schedule, lattice_graph, use_backend
-from tests.helpers import gated_case
+from tests.helpers import gated_recurrence_op_args, recurrence_op_args
 
 DT = torch.float64
-
-
-def _recurrence_args(per_node, with_m, with_scale, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    n, hidden = 25, 3
-    edge_index = torch.randint(0, n, (2, 70), generator=gen)
-    sched = build_schedule(edge_index, n, order=torch.randperm(n, generator=gen))
-    e_v = sched.visited_src_pos.numel()
-
-    def rand(*shape):
-        return torch.randn(*shape, generator=gen, dtype=DT).requires_grad_()
-
-    weight = rand(n if per_node else e_v, 2 * hidden)
-    return (rand(n, 3 * hidden), rand(n, hidden) if with_m else None, weight,
-            rand(3 * hidden, hidden), rand(e_v) if with_scale else None, sched.offsets[0],
-            sched.offsets[1], sched.visited_src_pos, sched.visited_dst_local, per_node)
 
 
 @pytest.mark.parametrize("engine", ["compiled", "torch"])
 @pytest.mark.parametrize("per_node, with_m, with_scale",
                          [(True, False, True), (False, True, False), (False, True, True)])
 def test_recurrence_opcheck(engine, per_node, with_m, with_scale):
-    args = _recurrence_args(per_node, with_m, with_scale)
+    args = recurrence_op_args(per_node, with_m, with_scale)
     with use_backend(engine):
         torch.library.opcheck(torch.ops.graphlstm.recurrence.default, args)
 
 
 def test_gated_recurrence_opcheck():
-    sched, t = gated_case(0, n=20, hidden=2)
-    args = (*t.values(), sched.perm, sched.offsets[0], sched.offsets[1],
-            sched.visited_src_pos, sched.visited_dst_local, sched.unvisited_edge_index_pos)
-    torch.library.opcheck(torch.ops.graphlstm.gated_recurrence.default, args)
+    torch.library.opcheck(torch.ops.graphlstm.gated_recurrence.default,
+                          gated_recurrence_op_args())
 
 
 @pytest.mark.parametrize("kind", [0, 1, 2])  # LSTM, STABLE_LSTM, RNN_TANH
