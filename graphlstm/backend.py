@@ -65,12 +65,81 @@ def _check(name) -> str:
 
 _backend = _check(os.environ.get("GRAPHLSTM_BACKEND", "auto"))
 _lock = threading.Lock()
-_kernels: ModuleType | None = None
-_load_error: BaseException | None = None
-_warned = False
-_triton: ModuleType | None = None
-_triton_error: BaseException | None = None
-_triton_warned = False
+
+
+def _import_numba_kernels() -> ModuleType:
+    from graphlstm import _kernels
+
+    return _kernels
+
+
+def _import_triton_kernels() -> ModuleType:
+    from graphlstm._triton import recurrence
+
+    return recurrence
+
+
+class _LazyEngine:
+    """Kernels imported on first use, once (thread-safe), with the import error
+    kept, a one-time warning when ``"auto"`` falls back, and a way to give up
+    on kernels that failed to compile or launch. Tests swap ``load`` or the
+    recorded state to simulate a broken installation."""
+
+    def __init__(self, load, cannot_load: str, fallback: str) -> None:
+        self.load = load
+        self.cannot_load = cannot_load  # completes "... cannot be loaded (error); "
+        self.fallback = fallback  # completes "... are not available (error); "
+        self.module: ModuleType | None = None
+        self.error: BaseException | None = None
+        self.warned = False
+
+    def try_load(self) -> ModuleType | None:
+        if self.module is None and self.error is None:
+            with _lock:
+                if self.module is None and self.error is None:
+                    try:
+                        self.module = self.load()
+                    except Exception as error:  # ImportError, or a library failing to start
+                        self.error = error
+        return self.module
+
+    def require(self) -> ModuleType:
+        module = self.try_load()
+        if module is None:
+            raise RuntimeError(self.cannot_load.format(error=repr(self.error)))
+        return module
+
+    def disable(self, error: BaseException) -> None:
+        with _lock:
+            self.module, self.error = None, error
+        self.warn_once(stacklevel=4)
+
+    def warn_once(self, stacklevel: int = 3) -> None:
+        # stacklevel 3: the user's call into kernels_for / triton_for.
+        if not self.warned:
+            self.warned = True
+            warnings.warn(self.fallback.format(error=repr(self.error)), RuntimeWarning,
+                          stacklevel=stacklevel)
+
+
+_numba = _LazyEngine(
+    _import_numba_kernels,
+    cannot_load="the compiled graphlstm kernels cannot be loaded ({error}); install numba "
+                "(`pip install numba`) or use the 'torch' backend",
+    fallback="graphlstm: the compiled kernels are not available ({error}); using the "
+             "PyTorch path, which gives the same results more slowly. Install numba "
+             "(`pip install numba`) to enable them, or select the 'torch' backend to silence "
+             "this warning (graphlstm.backend.set_backend('torch')).",
+)
+_triton = _LazyEngine(
+    _import_triton_kernels,
+    cannot_load="the graphlstm Triton kernels cannot be loaded ({error}); install triton "
+                "(PyTorch's CUDA builds bring it) or use the 'torch' backend",
+    fallback="graphlstm: the Triton kernels are not available ({error}); the Graph LSTM on "
+             "CUDA uses the PyTorch path, which gives the same results more slowly. Select "
+             "the 'torch' backend to silence this warning "
+             "(graphlstm.backend.set_backend('torch')).",
+)
 
 
 def get_backend() -> str:
@@ -91,9 +160,9 @@ def set_backend(name: str) -> None:
     global _backend
     _check(name)
     if name == "compiled":
-        _require_kernels()
+        _numba.require()
     if name == "triton":
-        _require_triton()
+        _triton.require()
     _backend = name
 
 
@@ -108,38 +177,13 @@ def use_backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
-def _load() -> ModuleType:
-    # Separate so that tests can make loading fail.
-    from graphlstm import _kernels
-
-    return _kernels
-
-
-def _try_load() -> ModuleType | None:
-    global _kernels, _load_error
-    if _kernels is None and _load_error is None:
-        with _lock:
-            if _kernels is None and _load_error is None:
-                try:
-                    _kernels = _load()
-                except Exception as error:  # ImportError, or numba failing to initialise
-                    _load_error = error
-    return _kernels
-
-
 def _require_kernels() -> ModuleType:
-    kernels = _try_load()
-    if kernels is None:
-        raise RuntimeError(
-            f"the compiled graphlstm kernels cannot be loaded ({_load_error!r}); install numba "
-            f"(`pip install numba`) or use the 'torch' backend"
-        )
-    return kernels
+    return _numba.require()
 
 
 def compiled_available() -> bool:
     """Whether the compiled kernels load (importing numba on the first call)."""
-    return _try_load() is not None
+    return _numba.try_load() is not None
 
 
 def kernels_for(*tensors) -> ModuleType | None:
@@ -154,38 +198,21 @@ def kernels_for(*tensors) -> ModuleType | None:
         if t.device.type != "cpu" or (t.is_floating_point() and t.dtype not in _COMPILED_DTYPES):
             return None
     if _backend == "compiled":
-        return _require_kernels()
-    kernels = _try_load()
+        return _numba.require()
+    kernels = _numba.try_load()
     if kernels is None:
-        _warn_once()
+        _numba.warn_once()
     return kernels
 
 
 def disable_after_failure(error: BaseException) -> None:
     """Record that the kernels failed to compile: ``"auto"`` warns once and uses the
     PyTorch path from now on; ``"compiled"`` raises."""
-    global _kernels, _load_error
     if _backend == "compiled":
         raise RuntimeError(
             f"the compiled graphlstm kernels failed to compile: {error!r}"
         ) from error
-    with _lock:
-        _kernels, _load_error = None, error
-    _warn_once()
-
-
-def _warn_once() -> None:
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn(
-            f"graphlstm: the compiled kernels are not available ({_load_error!r}); using the "
-            f"PyTorch path, which gives the same results more slowly. Install numba "
-            f"(`pip install numba`) to enable them, or select the 'torch' backend to silence "
-            f"this warning (graphlstm.backend.set_backend('torch')).",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    _numba.disable(error)
 
 
 # ----------------------------------------------------------------------------
@@ -193,38 +220,9 @@ def _warn_once() -> None:
 # ----------------------------------------------------------------------------
 
 
-def _load_triton() -> ModuleType:
-    # Separate so that tests can make loading fail.
-    from graphlstm._triton import recurrence
-
-    return recurrence
-
-
-def _try_load_triton() -> ModuleType | None:
-    global _triton, _triton_error
-    if _triton is None and _triton_error is None:
-        with _lock:
-            if _triton is None and _triton_error is None:
-                try:
-                    _triton = _load_triton()
-                except Exception as error:  # ImportError, or triton failing to initialise
-                    _triton_error = error
-    return _triton
-
-
-def _require_triton() -> ModuleType:
-    module = _try_load_triton()
-    if module is None:
-        raise RuntimeError(
-            f"the graphlstm Triton kernels cannot be loaded ({_triton_error!r}); install "
-            f"triton (PyTorch's CUDA builds bring it) or use the 'torch' backend"
-        )
-    return module
-
-
 def triton_available() -> bool:
     """Whether the Triton kernels load (importing triton on the first call)."""
-    return _try_load_triton() is not None
+    return _triton.try_load() is not None
 
 
 def _interpreting() -> bool:
@@ -249,33 +247,16 @@ def triton_for(*tensors) -> ModuleType | None:
            for t in tensors):
         return None
     if _backend == "triton":
-        return _require_triton()
-    module = _try_load_triton()
+        return _triton.require()
+    module = _triton.try_load()
     if module is None:
-        _warn_triton_once()
+        _triton.warn_once()
     return module
 
 
 def disable_triton_after_failure(error: BaseException) -> None:
     """Record that the Triton kernels failed (to compile, or to launch): ``"auto"``
     warns once and uses the PyTorch path from now on; ``"triton"`` raises."""
-    global _triton, _triton_error
     if _backend == "triton":
         raise RuntimeError(f"the graphlstm Triton kernels failed: {error!r}") from error
-    with _lock:
-        _triton, _triton_error = None, error
-    _warn_triton_once()
-
-
-def _warn_triton_once() -> None:
-    global _triton_warned
-    if not _triton_warned:
-        _triton_warned = True
-        warnings.warn(
-            f"graphlstm: the Triton kernels are not available ({_triton_error!r}); the Graph "
-            f"LSTM on CUDA uses the PyTorch path, which gives the same results more slowly. "
-            f"Select the 'torch' backend to silence this warning "
-            f"(graphlstm.backend.set_backend('torch')).",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+    _triton.disable(error)

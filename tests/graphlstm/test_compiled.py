@@ -198,7 +198,7 @@ def test_gated_loop_with_and_without_the_blas_level_product_equals_reference(
         level_gemm, monkeypatch):
     # The level products W_n h_bar (and W_n^T dL/dz) go through MKL's GEMM where torch
     # has MKL, else through the kernels' dot products: both against the PyTorch path.
-    kernels = backend._try_load()
+    kernels = backend._numba.try_load()
     if level_gemm:
         assert (kernels.gemm_address(DT) != 0) == torch.backends.mkl.is_available()
         assert (kernels.gemm_address(torch.float32) != 0) == torch.backends.mkl.is_available()
@@ -215,7 +215,7 @@ def test_gated_loop_with_and_without_the_blas_level_product_equals_reference(
 def test_loop_with_and_without_the_blas_level_product_equals_reference(
         per_node, level_gemm, monkeypatch):
     if not level_gemm:
-        monkeypatch.setattr(backend._try_load(), "gemm_address", lambda dtype: 0)
+        monkeypatch.setattr(backend._numba.try_load(), "gemm_address", lambda dtype: 0)
     sched, tensors = recurrence_inputs(n=150, per_node=per_node, seed=4)
     grad_out = torch.randn(sched.num_nodes, 10, dtype=DT)
     assert_engines_agree(lambda: run_recurrence(sched, tensors, per_node), tensors, grad_out)
@@ -303,10 +303,10 @@ def kernels_fail_to_load(monkeypatch):
     def fail():
         raise ImportError("No module named 'numba'")
 
-    monkeypatch.setattr(backend, "_load", fail)
-    monkeypatch.setattr(backend, "_kernels", None)
-    monkeypatch.setattr(backend, "_load_error", None)
-    monkeypatch.setattr(backend, "_warned", False)
+    monkeypatch.setattr(backend._numba, "load", fail)
+    monkeypatch.setattr(backend._numba, "module", None)
+    monkeypatch.setattr(backend._numba, "error", None)
+    monkeypatch.setattr(backend._numba, "warned", False)
 
 
 def test_missing_kernels_warn_once_and_give_the_same_results(kernels_fail_to_load):
@@ -322,7 +322,7 @@ def test_missing_kernels_warn_once_and_give_the_same_results(kernels_fail_to_loa
         schedule = build_schedule(edge_index, n)
     assert len([w for w in record if issubclass(w.category, RuntimeWarning)]) == 1
     assert not backend.compiled_available()
-    assert isinstance(backend._load_error, ImportError)
+    assert isinstance(backend._numba.error, ImportError)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
         with use_backend("torch"):
@@ -339,10 +339,10 @@ def test_explicit_compiled_backend_raises_when_kernels_are_missing(kernels_fail_
 
 
 def test_kernels_that_fail_to_compile_fall_back_once(monkeypatch):
-    kernels = backend._try_load()
-    monkeypatch.setattr(backend, "_kernels", kernels)
-    monkeypatch.setattr(backend, "_load_error", None)
-    monkeypatch.setattr(backend, "_warned", False)
+    kernels = backend._numba.try_load()
+    monkeypatch.setattr(backend._numba, "module", kernels)
+    monkeypatch.setattr(backend._numba, "error", None)
+    monkeypatch.setattr(backend._numba, "warned", False)
 
     class BrokenKernels:
         CompileError = kernels.CompileError
@@ -350,7 +350,7 @@ def test_kernels_that_fail_to_compile_fall_back_once(monkeypatch):
         def schedule_layout(self, *args):
             raise kernels.CompileError("no target machine")
 
-    monkeypatch.setattr(backend, "_kernels", BrokenKernels())
+    monkeypatch.setattr(backend._numba, "module", BrokenKernels())
     edge_index = torch.tensor([[0, 1, 2], [1, 2, 0]])
     with pytest.warns(RuntimeWarning, match="no target machine"):
         compiled = build_schedule(edge_index, 3)
@@ -370,7 +370,7 @@ def _typed_case():
 def test_typed_cells_take_the_compiled_loop_and_grid_lstm_the_scan(monkeypatch):
     from graphlstm import GridLSTMCell, MDLSTMCell, MDRNNCell
 
-    kernels = backend._try_load()
+    kernels = backend._numba.try_load()
     calls = []
 
     def spy(name, fn):
@@ -406,7 +406,7 @@ def test_typed_loop_threaded_and_without_blas_equals_the_scan(threads, level_gem
     from graphlstm import MDLSTMCell, MDRNNCell
 
     if not level_gemm:
-        monkeypatch.setattr(backend._try_load(), "gemm_address", lambda dtype: 0)
+        monkeypatch.setattr(backend._numba.try_load(), "gemm_address", lambda dtype: 0)
     monkeypatch.setattr(kernel_threads, "_PARALLEL_FROM", 4)
     torch.set_num_threads(threads)  # conftest restores the thread count
     gen = torch.Generator().manual_seed(16)
@@ -432,10 +432,10 @@ def test_typed_loop_threaded_and_without_blas_equals_the_scan(threads, level_gem
 def test_typed_loop_that_fails_to_compile_falls_back_once(monkeypatch):
     from graphlstm import MDLSTMCell
 
-    kernels = backend._try_load()
-    monkeypatch.setattr(backend, "_kernels", kernels)
-    monkeypatch.setattr(backend, "_load_error", None)
-    monkeypatch.setattr(backend, "_warned", False)
+    kernels = backend._numba.try_load()
+    monkeypatch.setattr(backend._numba, "module", kernels)
+    monkeypatch.setattr(backend._numba, "error", None)
+    monkeypatch.setattr(backend._numba, "warned", False)
 
     def broken(*args):
         raise kernels.CompileError("no target machine")

@@ -352,14 +352,14 @@ def test_backend_choice():
 def test_failures_raise_when_asked_for_and_warn_once_under_auto(monkeypatch):
     from graphlstm import backend
 
-    monkeypatch.setattr(backend, "_triton", None)
-    monkeypatch.setattr(backend, "_triton_error", None)
-    monkeypatch.setattr(backend, "_triton_warned", False)
+    monkeypatch.setattr(backend._triton, "module", None)
+    monkeypatch.setattr(backend._triton, "error", None)
+    monkeypatch.setattr(backend._triton, "warned", False)
 
     def broken():
         raise ImportError("no triton here")
 
-    monkeypatch.setattr(backend, "_load_triton", broken)
+    monkeypatch.setattr(backend._triton, "load", broken)
     with pytest.raises(RuntimeError, match="Triton kernels cannot be loaded"):
         backend.set_backend("triton")
     assert backend.get_backend() != "triton"
