@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from segmentation.data.images import _integer_map
+
 __all__ = ["check_label_map", "hops_from", "region_adjacency"]
 
 # Above this many possible (u, v) keys a dense bincount would waste memory, so
@@ -36,17 +38,7 @@ def check_label_map(labels, *, name: str = "labels") -> tuple[np.ndarray, int]:
         If ``labels`` is not 2-D, is empty, has negative labels, or the labels
         are not contiguous (some label in ``0..N-1`` is absent).
     """
-    if isinstance(labels, torch.Tensor):
-        labels = labels.detach().cpu().numpy()
-    if not isinstance(labels, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array or tensor, got {type(labels).__name__}")
-    if not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"{name} must have an integer dtype, got {labels.dtype}")
-    if labels.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (H×W) label map, got shape {labels.shape}")
-    if labels.size == 0:
-        raise ValueError(f"{name} is empty (shape {labels.shape})")
-    labels = labels.astype(np.int64, copy=False)
+    labels = _integer_map(labels, name).astype(np.int64, copy=False)
     low = int(labels.min())
     if low < 0:
         raise ValueError(f"{name} must be non-negative, got the minimum {low}")

@@ -142,6 +142,22 @@ def check_image(
     return image
 
 
+def _integer_map(array, name: str) -> np.ndarray:
+    """What masks and superpixel label maps share: a non-empty 2-D integer numpy
+    array (a tensor is converted)."""
+    if _is_torch_tensor(array):
+        array = array.detach().cpu().numpy()
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array or tensor, got {type(array).__name__}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must have an integer dtype, got {array.dtype}")
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (H×W), got shape {array.shape}")
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {array.shape})")
+    return array
+
+
 def check_mask(mask: np.ndarray, *, name: str = "mask") -> np.ndarray:
     """Validate a label mask and return it as ``uint8``.
 
@@ -165,16 +181,7 @@ def check_mask(mask: np.ndarray, *, name: str = "mask") -> np.ndarray:
     ValueError
         If ``mask`` is not 2-D, is empty, or has values outside ``0..255``.
     """
-    if _is_torch_tensor(mask):
-        mask = mask.detach().cpu().numpy()
-    if not isinstance(mask, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(mask).__name__}")
-    if not np.issubdtype(mask.dtype, np.integer):
-        raise TypeError(f"{name} must have an integer dtype, got {mask.dtype}")
-    if mask.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (H×W), got shape {mask.shape}")
-    if mask.size == 0:
-        raise ValueError(f"{name} is empty (shape {mask.shape})")
+    mask = _integer_map(mask, name)
     if mask.dtype != np.uint8:
         low, high = int(mask.min()), int(mask.max())
         if low < 0 or high > 255:

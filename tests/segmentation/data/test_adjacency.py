@@ -126,7 +126,7 @@ def test_accepts_tensor_labels():
     ("labels", "kwargs", "error", "match"),
     [
         (QUADRANTS.astype(float), {}, TypeError, "labels must have an integer dtype"),
-        (QUADRANTS[None], {}, ValueError, "labels must be a 2-D"),
+        (QUADRANTS[None], {}, ValueError, "labels must be 2-D"),
         (np.zeros((0, 3), np.int64), {}, ValueError, "labels is empty"),
         (QUADRANTS - 1, {}, ValueError, "non-negative"),
         (QUADRANTS * 2, {}, ValueError, "contiguous"),
