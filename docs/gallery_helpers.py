@@ -45,6 +45,7 @@ ORDER = [
     "plot_reach.py",
     "plot_influence.py",
     "plot_segmentation.py",
+    "plot_evolving_hierarchy.py",
 ]
 
 
