@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch_geometric.data import Batch
 
+from graphlstm.coarsening import majority_label
 from segmentation import ModelConfig, SuperpixelGraph, pad_collate
 from segmentation.data.datasets import MOSAIC_CLASSES, generate_mosaic
 from segmentation.models.evolving import EvolvingSegmenter, model_loss, superpixel_labels
@@ -70,8 +71,7 @@ print(f"merge probability: {prob[same].mean():.2f} within a texture, "
       f"{prob[~same].mean():.2f} across textures")
 print("nodes per level:", " -> ".join(map(str, hierarchy.num_nodes)))
 region = hierarchy.assignments[-1]
-region_label = torch.zeros(hierarchy.num_nodes[-1], len(MOSAIC_CLASSES)).index_add_(
-    0, region, torch.nn.functional.one_hot(labels, len(MOSAIC_CLASSES)).float()).argmax(1)
+region_label = majority_label(labels, region, hierarchy.num_nodes[-1])
 print(f"superpixels in a region of their own texture: "
       f"{(region_label[region] == labels).float().mean():.0%}")
 figure = plot_hierarchy(image, graph.superpixels[0], hierarchy,

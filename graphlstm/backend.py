@@ -87,8 +87,8 @@ class _LazyEngine:
 
     def __init__(self, load, cannot_load: str, fallback: str) -> None:
         self.load = load
-        self.cannot_load = cannot_load  # completes "... cannot be loaded (error); "
-        self.fallback = fallback  # completes "... are not available (error); "
+        self.cannot_load = cannot_load  # the error of an explicit choice; "{error}" filled in
+        self.fallback = fallback  # the warning when "auto" falls back; "{error}" filled in
         self.module: ModuleType | None = None
         self.error: BaseException | None = None
         self.warned = False
