@@ -34,7 +34,7 @@ from segmentation.data.loading import RandomFlipScaleCrop, SuperpixelDataset, pa
 from segmentation.data.superpixels import relabel_contiguous, slic_superpixels
 from segmentation.data.transforms import SuperpixelData, SuperpixelGraph
 from segmentation.inference.predictor import Prediction, Segmenter, load_segmenter
-from segmentation.models.pooling import PAD_LABEL, pool, unpool
+from segmentation.models.pooling import PAD_LABEL, pool, soft_unpool, unpool
 from segmentation.models.segmenter import GraphLSTMSegmenter, ModelConfig
 
 _moved.install()
@@ -67,6 +67,7 @@ __all__ = [
     "region_adjacency",
     "relabel_contiguous",
     "slic_superpixels",
+    "soft_unpool",
     "superpixel_centroids",
     "superpixel_features",
     "unpool",

@@ -12,18 +12,29 @@ Pixels labelled :data:`PAD_LABEL` (``-1``) are padding (images of different
 sizes padded to one batch, see :func:`segmentation.data.loading.pad_collate`): they
 belong to no node, :func:`pool` skips them and :func:`unpool` paints them
 with zeros.
+
+:func:`soft_unpool` is the boundary-aware way back: a pixel near the edge of
+its superpixel takes a softmax-weighted mix of its own node and the nodes of
+the superpixels a short step away, weighted by how well its own features match
+each node (a learnt dot product), so that the pixels of a superpixel that
+straddles two regions need not all carry the same node value.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 
-__all__ = ["PAD_LABEL", "pool", "unpool"]
+__all__ = ["PAD_LABEL", "SOFT_UNPOOL_STEPS", "pool", "soft_unpool", "unpool"]
 
 #: Superpixel label of padding pixels: they belong to no node.
 PAD_LABEL = -1
+
+#: Where :func:`soft_unpool` looks for candidate nodes, in units of its radius
+#: ``(rows, columns)``: the pixel itself and one step up, down, left and right.
+SOFT_UNPOOL_STEPS = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
 
 
 def _check_superpixels(superpixels: torch.Tensor, name: str = "superpixels") -> torch.Tensor:
@@ -232,4 +243,143 @@ def unpool(
         node_values = torch.cat([node_values, node_values.new_zeros(1, node_values.shape[1])])
     pixels = node_values.index_select(0, index)
     channels = node_values.shape[1]
+    return pixels.view(batch_size, height, width, channels).permute(0, 3, 1, 2).contiguous()
+
+
+def soft_unpool(
+    node_values: torch.Tensor,
+    node_keys: torch.Tensor,
+    pixel_queries: torch.Tensor,
+    superpixels: torch.Tensor,
+    num_nodes: torch.Tensor | Sequence[int] | None = None,
+    radius: int | None = None,
+) -> torch.Tensor:
+    r"""Paint every pixel with an attention-weighted mix of its node and the nodes nearby.
+
+    Every pixel :math:`p` has five candidate nodes: the superpixels found at
+    :math:`p` and at the four points ``radius`` pixels above, below, left and
+    right of it (:data:`SOFT_UNPOOL_STEPS`, clamped to the image). Its value is
+
+    .. math::
+
+        \operatorname{out}_p = \sum_{k=1}^{5} a_{pk}\, v_{c_k(p)}, \qquad
+        a_{pk} = \operatorname{softmax}_k \frac{q_p^\top u_{c_k(p)}}{\sqrt{D}},
+
+    with :math:`q_p` the pixel's query, :math:`u_c` and :math:`v_c` the key and
+    value of node :math:`c`. A node found at several of the five points counts
+    once per point, so a pixel leans towards its own superpixel; a pixel whose
+    five points all lie in its own superpixel gets exactly its node's value, as
+    with :func:`unpool`. Candidates in padding are skipped; padding pixels get
+    zeros.
+
+    Parameters
+    ----------
+    node_values : Tensor, shape (sum_b N_b, C)
+        The value of every node, in PyG ``Batch`` order (see :func:`pool`).
+    node_keys : Tensor, shape (sum_b N_b, D)
+        The key of every node.
+    pixel_queries : Tensor, shape (B, D, H, W)
+        The query of every pixel.
+    superpixels : LongTensor, shape (B, H, W)
+        Label map of every image, as for :func:`unpool`.
+    num_nodes : Tensor or sequence of int, shape (B,), optional
+        Number of nodes ``N_b`` of every image; default: largest label + 1.
+    radius : int, optional
+        Distance in pixels of the four outer candidate points. Default: half
+        the mean spacing of the superpixels,
+        :math:`\max(1, \operatorname{round}(\tfrac12 \sqrt{BHW / \sum_b N_b}))`.
+
+    Returns
+    -------
+    pixel_values : Tensor, shape (B, C, H, W)
+
+    Raises
+    ------
+    TypeError
+        If an argument is not a tensor of the right kind, or the floating
+        dtypes of ``node_values``, ``node_keys`` and ``pixel_queries`` differ.
+    ValueError
+        If shapes or devices disagree, a label is out of range (see
+        :func:`unpool`), or ``radius`` is not a positive int.
+    """
+    for name, value, dims in (("node_values", node_values, 2), ("node_keys", node_keys, 2),
+                              ("pixel_queries", pixel_queries, 4)):
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if not value.dtype.is_floating_point:
+            raise TypeError(f"{name} must have a floating dtype, got {value.dtype}")
+        if value.dim() != dims:
+            shape = "[num_nodes, C]" if dims == 2 else "[B, D, H, W]"
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(value.shape)}")
+    if not node_values.dtype == node_keys.dtype == pixel_queries.dtype:
+        raise TypeError(
+            f"node_values, node_keys and pixel_queries must share one dtype, got "
+            f"{node_values.dtype}, {node_keys.dtype} and {pixel_queries.dtype}"
+        )
+    if node_keys.shape[0] != node_values.shape[0]:
+        raise ValueError(
+            f"node_keys has {node_keys.shape[0]} rows but node_values has "
+            f"{node_values.shape[0]}: one key per node"
+        )
+    if pixel_queries.shape[1] != node_keys.shape[1]:
+        raise ValueError(
+            f"pixel_queries has {pixel_queries.shape[1]} channels but node_keys has "
+            f"{node_keys.shape[1]}: queries and keys must have one size D"
+        )
+    superpixels = _check_superpixels(superpixels)
+    if superpixels.dim() != 3 or tuple(superpixels.shape) != (
+        pixel_queries.shape[0], *pixel_queries.shape[2:]
+    ):
+        raise ValueError(
+            f"superpixels must have shape [B, H, W] = "
+            f"{[pixel_queries.shape[0], *pixel_queries.shape[2:]]} (that of pixel_queries), "
+            f"got {list(superpixels.shape)}"
+        )
+    for name, value in (("node_values", node_values), ("node_keys", node_keys),
+                        ("pixel_queries", pixel_queries)):
+        if value.device != superpixels.device:
+            raise ValueError(
+                f"superpixels is on {superpixels.device} but {name} is on {value.device}"
+            )
+    batch_size, height, width = superpixels.shape
+    _, offsets, total, padded = _node_offsets(superpixels, num_nodes)
+    if node_values.shape[0] != total:
+        raise ValueError(
+            f"node_values has {node_values.shape[0]} rows but the superpixels define "
+            f"{total} nodes (sum of num_nodes)"
+        )
+    if radius is None:
+        radius = max(1, round(0.5 * math.sqrt(height * width * batch_size / max(total, 1))))
+    elif isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
+        raise ValueError(f"radius must be a positive int, got {radius!r}")
+
+    channels = node_values.shape[1]
+    index = _global_index(superpixels, offsets, total, padded).view(batch_size, height, width)
+    if padded:  # a zero row for padding (unpool paints padding with zeros)
+        node_values = torch.cat([node_values, node_values.new_zeros(1, channels)])
+        node_keys = torch.cat([node_keys, node_keys.new_zeros(1, node_keys.shape[1])])
+    rows = torch.arange(height, device=index.device)
+    cols = torch.arange(width, device=index.device)
+    candidates = torch.stack([
+        index[:, (rows + step_row * radius).clamp(0, height - 1)]
+        [:, :, (cols + step_col * radius).clamp(0, width - 1)].reshape(-1)
+        for step_row, step_col in SOFT_UNPOOL_STEPS
+    ])  # [5, P]
+    queries = pixel_queries.permute(0, 2, 3, 1).reshape(1, -1, pixel_queries.shape[1])
+    keys = node_keys.index_select(0, candidates.view(-1)).view(*candidates.shape, -1)
+    scores = (keys * queries).sum(dim=2) * (1.0 / math.sqrt(node_keys.shape[1]))
+    own_pad = candidates[0] == total
+    if padded:
+        # Padding is never a candidate of an image pixel (a padding pixel's own
+        # scores stay finite, so that no NaN arises; it gets zeros below).
+        scores = scores.masked_fill((candidates == total) & ~own_pad, float("-inf"))
+    weights = scores.softmax(dim=0)
+    values = node_values.index_select(0, candidates.view(-1)).view(*candidates.shape, channels)
+    pixels = (values * weights.unsqueeze(2)).sum(dim=0)
+    # Where all five candidates are the pixel's own node the mix is that node's
+    # value: taken as it is, so that such pixels agree exactly with unpool.
+    alone = (candidates == candidates[0]).all(dim=0)
+    pixels = torch.where(alone.unsqueeze(1), values[0], pixels)
+    if padded:
+        pixels = pixels.masked_fill(own_pad.unsqueeze(1), 0.0)
     return pixels.view(batch_size, height, width, channels).permute(0, 3, 1, 2).contiguous()
