@@ -71,6 +71,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--acceptance", choices=("clique", "graph"), default="clique",
                         help="one Metropolis-Hastings test per merged region (default) or per "
                         "image (--graph-model evolving)")
+    parser.add_argument("--unpool", choices=("hard", "soft"), default="hard",
+                        help="how node states return to the pixels: each pixel its "
+                        "superpixel's (hard), or a learnt mix with the superpixels next to it "
+                        "(soft: sharper at superpixels that straddle two regions)")
     parser.add_argument("--order", default="confidence",
                         choices=ORDER_KINDS,
                         help="update order of the superpixels")
@@ -205,7 +209,7 @@ def _train(args, device: str, resume, main: bool) -> int:
         num_classes=len(class_names), width=args.width, hidden=args.hidden,
         graph_layers=args.graph_layers, order=args.order, n_segments=args.n_segments,
         compactness=args.compactness, backbone=args.backbone, graph_model=args.graph_model,
-        merge_weight=args.merge_weight, acceptance=args.acceptance,
+        merge_weight=args.merge_weight, acceptance=args.acceptance, unpool=args.unpool,
     )
     train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                seed=args.seed, device=device, lr_schedule=args.lr_schedule,

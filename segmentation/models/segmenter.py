@@ -9,6 +9,8 @@
                      node inputs ──Graph LSTM──(+)──Graph LSTM──(+)──>   node confidence
                                      one graph, one order (most confident first)
                           node states ──unpool──> pixels ──concat F──1x1──> final logits
+                                        (or soft_unpool: pixels near a superpixel's edge
+                                         also read the nodes next to it)
 
 The confidence head is a per-pixel classifier; averaged over a superpixel, its
 class probabilities give the node's label (argmax) and confidence (the
@@ -32,6 +34,14 @@ linear per pixel, its node half is applied to the nodes before unpooling
 (``unpool(W_n nodes) = W_n unpool(nodes)``), so the hidden-size map of every
 pixel and the concatenation are never made: the same logits (to rounding) with
 less memory and arithmetic at full resolution.
+
+With ``unpool="soft"`` the node half comes back to the pixels through
+:func:`segmentation.models.pooling.soft_unpool` instead: every pixel mixes its
+own node with the nodes of the superpixels a short step away, weighted by a
+learnt match of its pixel features (query, ``unpool_query``) with their states
+(key, ``unpool_key``). Inside a superpixel this is the plain unpooling; at a
+superpixel that straddles two regions, each side can take the state of the
+region it belongs to.
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ from graphlstm import GraphLSTMStack, Schedule, build_schedule
 from segmentation._checks import check_int
 from segmentation.models.backbones import RESNETS, build_backbone
 from segmentation.models.orders import ORDER_KINDS, random_score, raster_score
-from segmentation.models.pooling import pool, unpool
+from segmentation.models.pooling import pool, soft_unpool, unpool
 
 __all__ = [
     "BACKBONES",
@@ -64,6 +74,9 @@ __all__ = [
 BACKBONES = ("small", *RESNETS)
 GRAPH_MODELS = ("stack", "evolving")
 ACCEPTANCES = ("graph", "clique")
+UNPOOLS = ("hard", "soft")
+#: Size of the queries and keys of ``unpool="soft"``.
+UNPOOL_KEY_CHANNELS = 16
 
 
 class NonFiniteScores(RuntimeError):
@@ -108,6 +121,11 @@ class ModelConfig:
         every proposed region on its own (default), or the whole image, which
         on graphs of a hundred superpixels or more rejects nearly every
         proposal in evaluation (see ``docs/evolving.md``).
+    unpool : {"hard", "soft"}
+        How the node states come back to the pixels: every pixel takes its
+        superpixel's state (``hard``), or a learnt mix of the states of its
+        superpixel and the superpixels next to it
+        (:func:`segmentation.models.pooling.soft_unpool`).
     """
 
     num_classes: int
@@ -122,6 +140,7 @@ class ModelConfig:
     graph_model: str = "stack"
     merge_weight: float = 1.0
     acceptance: str = "clique"
+    unpool: str = "hard"
 
     def __post_init__(self) -> None:
         for name in ("num_classes", "in_channels", "width", "hidden"):
@@ -152,6 +171,9 @@ class ModelConfig:
         if self.acceptance not in ACCEPTANCES:
             raise ValueError(f"'acceptance' must be one of {', '.join(ACCEPTANCES)}, "
                              f"got {self.acceptance!r}")
+        if self.unpool not in UNPOOLS:
+            raise ValueError(f"'unpool' must be one of {', '.join(UNPOOLS)}, "
+                             f"got {self.unpool!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -203,6 +225,10 @@ class GraphLSTMSegmenter(nn.Module):
         self.classifier = nn.Sequential(
             nn.Conv2d(c + config.hidden, c, 1), nn.ReLU(inplace=True), nn.Conv2d(c, k, 1)
         )
+        self.unpool_query = self.unpool_key = None
+        if config.unpool == "soft":
+            self.unpool_query = nn.Conv2d(c, UNPOOL_KEY_CHANNELS, 1)
+            self.unpool_key = nn.Linear(config.hidden, UNPOOL_KEY_CHANNELS)
         if self.graph_lstm is not None:
             # Layer 0 starts from a zero state: its state projections only multiply
             # zeros and can never learn. Frozen, they leave no trainable parameter
@@ -299,7 +325,12 @@ class GraphLSTMSegmenter(nn.Module):
         # bias follow on the pixels.
         with torch.autocast(feats.device.type, enabled=False):
             node_part = F.linear(nodes, fuse.weight[:, width:, 0, 0])
-            node_pixels = unpool(node_part, superpixels, num_nodes)
+            if self.unpool_query is None:
+                node_pixels = unpool(node_part, superpixels, num_nodes)
+            else:
+                queries = self.unpool_query(feats.to(nodes.dtype))
+                node_pixels = soft_unpool(node_part, self.unpool_key(nodes), queries,
+                                          superpixels, num_nodes)
         hidden = F.conv2d(feats, fuse.weight[:, :width], fuse.bias) + node_pixels.to(feats.dtype)
         return self.classifier[2](self.classifier[1](hidden))
 

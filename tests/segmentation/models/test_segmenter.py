@@ -80,6 +80,52 @@ def test_logits_are_the_classifier_on_features_and_unpooled_nodes(batch, layers)
     torch.testing.assert_close(out.logits, expected, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("model_class, layers", [("stack", 0), ("stack", 2), ("evolving", 2)])
+def test_soft_unpool_logits_are_the_classifier_on_features_and_mixed_nodes(batch, model_class,
+                                                                           layers):
+    # With unpool="soft" the node half reaches the pixels through soft_unpool:
+    # queries from the pixel features, keys from the final node states.
+    from segmentation.models.pooling import soft_unpool, unpool
+    from segmentation.models.segmenter import build_segmenter
+
+    torch.manual_seed(0)
+    model = build_segmenter(small(graph_layers=layers, graph_model=model_class,
+                                  unpool="soft")).double().eval()
+    seen = {}
+    model.backbone.register_forward_hook(lambda m, a, out: seen.update(feats=out))
+    last = model.graph_lstm if layers else model.node_in
+    last.register_forward_hook(
+        lambda m, a, out: seen.update(nodes=out[0] if isinstance(out, tuple) else out))
+    num_nodes = batch.ptr.diff()
+    out = model(batch.image.double(), batch.superpixels, batch.edge_index, num_nodes, batch.pos)
+    fuse = model.classifier[0]
+    width = seen["feats"].size(1)
+    node_half = torch.nn.functional.linear(seen["nodes"], fuse.weight[:, width:, 0, 0])
+    node_pixels = soft_unpool(node_half, model.unpool_key(seen["nodes"]),
+                              model.unpool_query(seen["feats"]), batch.superpixels, num_nodes)
+    hidden = torch.nn.functional.conv2d(seen["feats"], fuse.weight[:, :width], fuse.bias)
+    expected = model.classifier[2](model.classifier[1](hidden + node_pixels))
+    torch.testing.assert_close(out.logits, expected, atol=1e-12, rtol=0)
+    # Not the hard unpooling: at superpixel edges the pixels mix their neighbours in.
+    hard = model.classifier(torch.cat(
+        [seen["feats"], unpool(seen["nodes"], batch.superpixels, num_nodes)], dim=1))
+    assert not torch.allclose(out.logits, hard)
+
+
+def test_soft_unpool_trains_its_query_and_key_and_old_configs_load_hard(batch):
+    torch.manual_seed(0)
+    model = GraphLSTMSegmenter(small(unpool="soft"))
+    segmentation_loss(model.forward_batch(batch), batch.mask).backward()
+    for module in (model.unpool_query, model.unpool_key):
+        for p in module.parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0
+    # A checkpoint written before the option existed has no "unpool" key.
+    old = {k: v for k, v in small().to_dict().items() if k != "unpool"}
+    loaded = GraphLSTMSegmenter(ModelConfig.from_dict(old))
+    assert loaded.config.unpool == "hard" and loaded.unpool_query is None
+    assert not any(name.startswith("unpool_") for name in loaded.state_dict())
+
+
 def test_confidence_order_is_most_confident_superpixel_first(batch):
     torch.manual_seed(0)
     model = GraphLSTMSegmenter(small())
@@ -172,6 +218,7 @@ def test_pool_used_by_model_matches_mean(batch):
         (dict(num_classes=3, order="bfs"), "order"),
         (dict(num_classes=3, backbone="vgg"), "backbone"),
         (dict(num_classes=3, hidden=0), "hidden"),
+        (dict(num_classes=3, unpool="bilinear"), "'unpool' must be one of hard, soft"),
     ],
 )
 def test_bad_config(kwargs, match):
