@@ -43,8 +43,18 @@ CONFIGS: dict[str, list[str]] = {
                  "--acceptance", "clique"],
     "evolving-graph": ["--graph-model", "evolving", "--graph-layers", "2",
                        "--acceptance", "graph"],
+    "no-graph-lstm-soft": ["--graph-layers", "0", "--unpool", "soft"],
+    "graph-lstm-soft": ["--graph-layers", "2", "--unpool", "soft"],
+    "evolving-soft": ["--graph-model", "evolving", "--graph-layers", "2",
+                      "--acceptance", "clique", "--unpool", "soft"],
 }
 BASELINE = "no-graph-lstm"
+
+
+def baseline_of(config: str) -> str:
+    """The no-graph configuration a configuration is compared with: the one that
+    brings the node states back to the pixels the same way."""
+    return BASELINE + "-soft" if config.endswith("-soft") else BASELINE
 SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
 
 
@@ -66,7 +76,8 @@ def _train_and_test(data: str, run_dir: str, config: str, seed: int, args) -> di
 
 def _table(results: list[dict], configs: list[str], seeds: list[int]) -> str:
     by_key = {(r["config"], r["seed"]): r for r in results}
-    lines = ["| configuration | test mIoU (mean ± std) | per seed | paired Δ vs no graph |",
+    lines = ["| configuration | test mIoU (mean ± std) | per seed "
+             "| paired Δ vs no graph (same unpooling) |",
              "|---|---|---|---|"]
     for config in configs:
         values = [by_key[(config, s)]["miou"] for s in seeds if (config, s) in by_key]
@@ -74,10 +85,11 @@ def _table(results: list[dict], configs: list[str], seeds: list[int]) -> str:
             continue
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         per_seed = ", ".join(f"{v:.1f}" for v in values)
-        deltas = [by_key[(config, s)]["miou"] - by_key[(BASELINE, s)]["miou"]
-                  for s in seeds if (config, s) in by_key and (BASELINE, s) in by_key]
+        baseline = baseline_of(config)
+        deltas = [by_key[(config, s)]["miou"] - by_key[(baseline, s)]["miou"]
+                  for s in seeds if (config, s) in by_key and (baseline, s) in by_key]
         delta = (f"{statistics.mean(deltas):+.1f} (min {min(deltas):+.1f})"
-                 if deltas and config != BASELINE else "")
+                 if deltas and config != baseline else "")
         lines.append(f"| {config} | {statistics.mean(values):.1f} ± {spread:.1f} "
                      f"| {per_seed} | {delta} |")
     return "\n".join(lines)
@@ -101,8 +113,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if len(set(args.seeds)) != len(args.seeds):
         raise CLIError(f"--seeds repeats a seed: {args.seeds}")
-    if BASELINE not in args.configs:
-        args.configs.insert(0, BASELINE)
+    for baseline in dict.fromkeys(baseline_of(config) for config in list(args.configs)):
+        if baseline not in args.configs:
+            args.configs.insert(0, baseline)
 
     from segmentation.data.datasets.mosaics import write_mosaic_voc
 

@@ -24,6 +24,17 @@ def test_table_means_spreads_and_paired_differences():
     assert f"+{statistics.mean(deltas):.1f} (min +{min(deltas):.1f})" in row
 
 
+def test_soft_configurations_are_compared_with_the_soft_baseline():
+    values = {BASELINE: [90.0, 90.0], "no-graph-lstm-soft": [93.0, 94.0],
+              "graph-lstm-soft": [94.0, 94.5]}
+    results = [{"config": c, "seed": s, "miou": v}
+               for c, vals in values.items() for s, v in enumerate(vals)]
+    table = _table(results, list(values), [0, 1])
+    row = next(line for line in table.splitlines() if line.startswith("| graph-lstm-soft"))
+    assert "+0.8 (min +0.5)" in row  # against no-graph-lstm-soft, not against no-graph-lstm
+    assert CONFIGS["graph-lstm-soft"] == [*CONFIGS["graph-lstm"], "--unpool", "soft"]
+
+
 def test_tiny_run_writes_results_and_a_rerun_skips_them(tmp_path, capsys):
     argv = ["--out", str(tmp_path), "--configs", BASELINE, "--seeds", "0", "--train", "2",
             "--val", "1", "--test", "2", "--size", "32", "--epochs", "1", "--n-segments", "20"]
