@@ -111,3 +111,22 @@ def test_benchmark_train_bad_values_are_one_line(argv, code, needle, capsys):
     assert run("benchmark", argv) == code
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and needle in err
+
+
+def test_soft_unpool_trains_evaluates_and_is_recorded(data, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "run"
+    argv = ["--data", str(data), "--out", str(out), "--epochs", "1", *TINY, "--unpool", "soft",
+            "--amp"]
+    assert run("train", argv) == 0
+    payload = torch.load(out / "best.pt", weights_only=True)
+    assert payload["model_config"]["unpool"] == "soft"
+    assert any(key.startswith("unpool_query.") for key in payload["model_state"])
+    capsys.readouterr()
+    assert run("evaluate", ["--data", str(data), "--checkpoint", str(out / "best.pt"),
+                            "--threads", "1", "--json"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["miou"] == pytest.approx(payload["history"][0]["val_miou"], abs=1e-9)
+    # Resuming it as a model with hard unpooling is refused in one line.
+    hard = [a for a in argv if a not in ("--unpool", "soft")]
+    assert run("train", [*hard, "--epochs", "2", "--resume", str(out / "last.pt")]) == 1
+    assert "unpool 'soft' there, 'hard' here" in capsys.readouterr().err
