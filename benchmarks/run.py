@@ -76,6 +76,8 @@ def main(argv=None) -> int:
                        default="small")
     train.add_argument("--batch-size", type=positive_int, default=8, help="global batch")
     train.add_argument("--amp", action="store_true", help="mixed precision")
+    train.add_argument("--unpool", choices=("hard", "soft"), default="hard",
+                       help="how node states return to the pixels (ModelConfig.unpool)")
     seg = parser.add_argument_group("segment and segment-memory cases")
     seg.add_argument("--images", type=positive_int, metavar="N",
                      help="generated images (default: 16 for segment, 1000 for segment-memory)")
@@ -155,7 +157,8 @@ def main(argv=None) -> int:
 
             bench_train(processes=args.processes, steps=args.steps,
                         device=args.device, backbone=args.backbone,
-                        batch_size=args.batch_size, amp=args.amp, threads=args.threads)
+                        batch_size=args.batch_size, amp=args.amp, threads=args.threads,
+                        unpool=args.unpool)
         elif case == "segment":
             from benchmarks.segment.throughput import bench_segment_throughput
 

@@ -38,6 +38,7 @@ class TrainBenchSetup:
     device: str = "cpu"
     threads: int = 1
     find_unused_parameters: bool = False
+    unpool: str = "hard"
 
 
 def _free_port() -> int:
@@ -152,7 +153,7 @@ def _worker(rank: int, world: int, port: int, graphs, setup: TrainBenchSetup, qu
         torch.manual_seed(0)
         model = GraphLSTMSegmenter(ModelConfig(
             num_classes=len(SYNTHETIC_CLASSES), width=setup.width, hidden=setup.hidden,
-            n_segments=setup.n_segments, backbone=setup.backbone))
+            n_segments=setup.n_segments, backbone=setup.backbone, unpool=setup.unpool))
         if world > 1 and device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if setup.find_unused_parameters:  # the alternative to frozen unused parameters
@@ -231,7 +232,7 @@ def bench_train(processes=None, print_fn=print, **options) -> list[dict]:
         the number of GPUs). Default: 1 and 2 (on CUDA, 2 only with 2 GPUs).
     **options
         Fields of :class:`TrainBenchSetup` (size, n_segments, batch_size,
-        steps, backbone, width, hidden, amp, device, threads).
+        steps, backbone, width, hidden, amp, device, threads, unpool).
     """
     import torch.multiprocessing as mp
 
@@ -264,8 +265,8 @@ def bench_train(processes=None, print_fn=print, **options) -> list[dict]:
         if setup.amp else "float32"
     print_fn(f"\nTraining throughput: {setup.size}x{setup.size} scenes, ~{nodes:.0f} superpixels "
              f"per image, {setup.backbone} backbone (width {setup.width}, hidden {setup.hidden}), "
-             f"global batch {setup.batch_size}, {device.type}, {setup.threads} thread(s) per "
-             f"process, {precision}; median of {setup.steps} steps")
+             f"{setup.unpool} unpooling, global batch {setup.batch_size}, {device.type}, "
+             f"{setup.threads} thread(s) per process, {precision}; median of {setup.steps} steps")
     print_fn(f"  {'processes':>9s} {'s/step':>8s} {'images/s':>9s} {'speed-up':>9s}")
     for row in rows:
         print_fn(f"  {row['processes']:9d} {row['step_s']:8.3f} {row['images_per_s']:9.2f} "

@@ -135,6 +135,25 @@ def test_training_benchmark_reports_what_it_ran():
     assert any("backbone fwd+bwd" in line for line in lines)
 
 
+def test_training_benchmark_builds_the_unpooling_it_names(monkeypatch):
+    from benchmarks.training.throughput import bench_train
+    from segmentation.models import segmenter
+
+    built = []
+    init = segmenter.GraphLSTMSegmenter.__init__
+
+    def spy(self, config):
+        init(self, config)
+        built.append(self.unpool_query is not None)
+
+    monkeypatch.setattr(segmenter.GraphLSTMSegmenter, "__init__", spy)
+    lines = []
+    rows = bench_train(processes=(1,), print_fn=lines.append, size=40, n_segments=20,
+                       batch_size=2, steps=1, width=4, hidden=4, unpool="soft")
+    assert built == [True] and rows[0]["unpool"] == "soft"
+    assert any("soft unpooling" in line for line in lines)
+
+
 def test_segment_benchmarks_report_what_they_ran(tmp_path):
     from benchmarks.segment.throughput import bench_segment_memory, bench_segment_throughput
     from tests.segmentation.inference.test_files import make_checkpoint
