@@ -105,6 +105,20 @@ def _global_index(
     return index
 
 
+def _node_index_of_pixels(
+    superpixels: torch.Tensor, num_nodes, num_rows: int
+) -> tuple[torch.Tensor, int, bool]:
+    """The flat node index of every pixel for unpooling ``num_rows`` node values
+    (padding: ``total``), the number of nodes ``total`` and whether there is padding."""
+    _, offsets, total, padded = _node_offsets(superpixels, num_nodes)
+    if num_rows != total:
+        raise ValueError(
+            f"node_values has {num_rows} rows but the superpixels define "
+            f"{total} nodes (sum of num_nodes)"
+        )
+    return _global_index(superpixels, offsets, total, padded), total, padded
+
+
 def pool(
     features: torch.Tensor,
     superpixels: torch.Tensor,
@@ -232,13 +246,7 @@ def unpool(
                 )
         superpixels = superpixels.unsqueeze(0).expand(batch_size, -1, -1)
     batch_size, height, width = superpixels.shape
-    _, offsets, total, padded = _node_offsets(superpixels, num_nodes)
-    if node_values.shape[0] != total:
-        raise ValueError(
-            f"node_values has {node_values.shape[0]} rows but the superpixels define "
-            f"{total} nodes (sum of num_nodes)"
-        )
-    index = _global_index(superpixels, offsets, total, padded)
+    index, total, padded = _node_index_of_pixels(superpixels, num_nodes, node_values.shape[0])
     if padded:
         node_values = torch.cat([node_values, node_values.new_zeros(1, node_values.shape[1])])
     pixels = node_values.index_select(0, index)
@@ -342,19 +350,14 @@ def soft_unpool(
                 f"superpixels is on {superpixels.device} but {name} is on {value.device}"
             )
     batch_size, height, width = superpixels.shape
-    _, offsets, total, padded = _node_offsets(superpixels, num_nodes)
-    if node_values.shape[0] != total:
-        raise ValueError(
-            f"node_values has {node_values.shape[0]} rows but the superpixels define "
-            f"{total} nodes (sum of num_nodes)"
-        )
+    index, total, padded = _node_index_of_pixels(superpixels, num_nodes, node_values.shape[0])
     if radius is None:
         radius = max(1, round(0.5 * math.sqrt(height * width * batch_size / max(total, 1))))
     elif isinstance(radius, bool) or not isinstance(radius, int) or radius < 1:
         raise ValueError(f"radius must be a positive int, got {radius!r}")
 
     channels = node_values.shape[1]
-    index = _global_index(superpixels, offsets, total, padded).view(batch_size, height, width)
+    index = index.view(batch_size, height, width)
     if padded:  # a zero row for padding (unpool paints padding with zeros)
         node_values = torch.cat([node_values, node_values.new_zeros(1, channels)])
         node_keys = torch.cat([node_keys, node_keys.new_zeros(1, node_keys.shape[1])])

@@ -59,6 +59,19 @@ def test_graph_part_is_layers_with_state_carried_and_residuals(batch):
     assert torch.equal(seen["out"][0], nodes)
 
 
+def run_seeing_features_and_nodes(model, batch):
+    """The model's output on ``batch`` in float64, with the backbone's features and
+    the final node states it computed on the way (captured by hooks)."""
+    seen = {}
+    model.backbone.register_forward_hook(lambda m, a, out: seen.update(feats=out))
+    last = model.graph_lstm if model.graph_lstm is not None else model.node_in
+    last.register_forward_hook(
+        lambda m, a, out: seen.update(nodes=out[0] if isinstance(out, tuple) else out))
+    out = model(batch.image.double(), batch.superpixels, batch.edge_index, batch.ptr.diff(),
+                batch.pos)
+    return out, seen["feats"], seen["nodes"]
+
+
 @pytest.mark.parametrize("layers", [0, 2])
 def test_logits_are_the_classifier_on_features_and_unpooled_nodes(batch, layers):
     # The model applies the node half of the fusing 1x1 convolution before
@@ -67,16 +80,9 @@ def test_logits_are_the_classifier_on_features_and_unpooled_nodes(batch, layers)
 
     torch.manual_seed(0)
     model = GraphLSTMSegmenter(small(graph_layers=layers)).double().eval()
-    seen = {}
-    model.backbone.register_forward_hook(lambda m, a, out: seen.update(feats=out))
-    last = model.graph_lstm if layers else model.node_in
-    last.register_forward_hook(
-        lambda m, a, out: seen.update(nodes=out[0] if isinstance(out, tuple) else out))
-    image = batch.image.double()
-    num_nodes = batch.ptr.diff()
-    out = model(image, batch.superpixels, batch.edge_index, num_nodes, batch.pos)
-    node_pixels = unpool(seen["nodes"], batch.superpixels, num_nodes)
-    expected = model.classifier(torch.cat([seen["feats"], node_pixels], dim=1))
+    out, feats, nodes = run_seeing_features_and_nodes(model, batch)
+    node_pixels = unpool(nodes, batch.superpixels, batch.ptr.diff())
+    expected = model.classifier(torch.cat([feats, node_pixels], dim=1))
     torch.testing.assert_close(out.logits, expected, atol=1e-12, rtol=0)
 
 
@@ -91,24 +97,19 @@ def test_soft_unpool_logits_are_the_classifier_on_features_and_mixed_nodes(batch
     torch.manual_seed(0)
     model = build_segmenter(small(graph_layers=layers, graph_model=model_class,
                                   unpool="soft")).double().eval()
-    seen = {}
-    model.backbone.register_forward_hook(lambda m, a, out: seen.update(feats=out))
-    last = model.graph_lstm if layers else model.node_in
-    last.register_forward_hook(
-        lambda m, a, out: seen.update(nodes=out[0] if isinstance(out, tuple) else out))
+    out, feats, nodes = run_seeing_features_and_nodes(model, batch)
     num_nodes = batch.ptr.diff()
-    out = model(batch.image.double(), batch.superpixels, batch.edge_index, num_nodes, batch.pos)
     fuse = model.classifier[0]
-    width = seen["feats"].size(1)
-    node_half = torch.nn.functional.linear(seen["nodes"], fuse.weight[:, width:, 0, 0])
-    node_pixels = soft_unpool(node_half, model.unpool_key(seen["nodes"]),
-                              model.unpool_query(seen["feats"]), batch.superpixels, num_nodes)
-    hidden = torch.nn.functional.conv2d(seen["feats"], fuse.weight[:, :width], fuse.bias)
+    width = feats.size(1)
+    node_half = torch.nn.functional.linear(nodes, fuse.weight[:, width:, 0, 0])
+    node_pixels = soft_unpool(node_half, model.unpool_key(nodes), model.unpool_query(feats),
+                              batch.superpixels, num_nodes)
+    hidden = torch.nn.functional.conv2d(feats, fuse.weight[:, :width], fuse.bias)
     expected = model.classifier[2](model.classifier[1](hidden + node_pixels))
     torch.testing.assert_close(out.logits, expected, atol=1e-12, rtol=0)
     # Not the hard unpooling: at superpixel edges the pixels mix their neighbours in.
-    hard = model.classifier(torch.cat(
-        [seen["feats"], unpool(seen["nodes"], batch.superpixels, num_nodes)], dim=1))
+    hard = model.classifier(torch.cat([feats, unpool(nodes, batch.superpixels, num_nodes)],
+                                      dim=1))
     assert not torch.allclose(out.logits, hard)
 
 
