@@ -30,7 +30,7 @@ from segmentation.cli._common import (
     positive_int,
     run_main,
 )
-from segmentation.models.segmenter import BACKBONES
+from segmentation.models.segmenter import BACKBONES, UNPOOLS
 
 
 def process_counts(text: str) -> tuple[int, ...]:
@@ -76,7 +76,7 @@ def main(argv=None) -> int:
                        default="small")
     train.add_argument("--batch-size", type=positive_int, default=8, help="global batch")
     train.add_argument("--amp", action="store_true", help="mixed precision")
-    train.add_argument("--unpool", choices=("hard", "soft"), default="hard",
+    train.add_argument("--unpool", choices=UNPOOLS, default="hard",
                        help="how node states return to the pixels (ModelConfig.unpool)")
     seg = parser.add_argument_group("segment and segment-memory cases")
     seg.add_argument("--images", type=positive_int, metavar="N",

@@ -43,19 +43,18 @@ CONFIGS: dict[str, list[str]] = {
                  "--acceptance", "clique"],
     "evolving-graph": ["--graph-model", "evolving", "--graph-layers", "2",
                        "--acceptance", "graph"],
-    "no-graph-lstm-soft": ["--graph-layers", "0", "--unpool", "soft"],
-    "graph-lstm-soft": ["--graph-layers", "2", "--unpool", "soft"],
-    "evolving-soft": ["--graph-model", "evolving", "--graph-layers", "2",
-                      "--acceptance", "clique", "--unpool", "soft"],
 }
+# The same models with soft unpooling.
+CONFIGS.update({f"{name}-soft": [*CONFIGS[name], "--unpool", "soft"]
+                for name in ("no-graph-lstm", "graph-lstm", "evolving")})
 BASELINE = "no-graph-lstm"
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
 
 
 def baseline_of(config: str) -> str:
     """The no-graph configuration a configuration is compared with: the one that
     brings the node states back to the pixels the same way."""
     return BASELINE + "-soft" if config.endswith("-soft") else BASELINE
-SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
 
 
 def _train_and_test(data: str, run_dir: str, config: str, seed: int, args) -> dict:

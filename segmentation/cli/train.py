@@ -36,7 +36,7 @@ from segmentation.cli._common import (
 )
 from segmentation.engine.train import LR_SCHEDULES
 from segmentation.models.orders import ORDER_KINDS
-from segmentation.models.segmenter import BACKBONES
+from segmentation.models.segmenter import BACKBONES, UNPOOLS
 
 
 def build_parser() -> ArgumentParser:
@@ -71,7 +71,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--acceptance", choices=("clique", "graph"), default="clique",
                         help="one Metropolis-Hastings test per merged region (default) or per "
                         "image (--graph-model evolving)")
-    parser.add_argument("--unpool", choices=("hard", "soft"), default="hard",
+    parser.add_argument("--unpool", choices=UNPOOLS, default="hard",
                         help="how node states return to the pixels: each pixel its "
                         "superpixel's (hard), or a learnt mix with the superpixels next to it "
                         "(soft: sharper at superpixels that straddle two regions)")

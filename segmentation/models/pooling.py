@@ -371,8 +371,8 @@ def soft_unpool(
     queries = pixel_queries.permute(0, 2, 3, 1).reshape(1, -1, pixel_queries.shape[1])
     keys = node_keys.index_select(0, candidates.view(-1)).view(*candidates.shape, -1)
     scores = (keys * queries).sum(dim=2) * (1.0 / math.sqrt(node_keys.shape[1]))
-    own_pad = candidates[0] == total
     if padded:
+        own_pad = candidates[0] == total
         # Padding is never a candidate of an image pixel (a padding pixel's own
         # scores stay finite, so that no NaN arises; it gets zeros below).
         scores = scores.masked_fill((candidates == total) & ~own_pad, float("-inf"))

@@ -61,6 +61,7 @@ from segmentation.models.pooling import pool, soft_unpool, unpool
 
 __all__ = [
     "BACKBONES",
+    "UNPOOLS",
     "GraphLSTMSegmenter",
     "ModelConfig",
     "NonFiniteScores",
@@ -74,6 +75,7 @@ __all__ = [
 BACKBONES = ("small", *RESNETS)
 GRAPH_MODELS = ("stack", "evolving")
 ACCEPTANCES = ("graph", "clique")
+#: The ways node states return to the pixels (:attr:`ModelConfig.unpool`, ``train.py --unpool``).
 UNPOOLS = ("hard", "soft")
 #: Size of the queries and keys of ``unpool="soft"``.
 UNPOOL_KEY_CHANNELS = 16
