@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     parser.add_argument("--test", type=positive_int, default=64, help="held-out test mosaics")
     parser.add_argument("--size", type=positive_int, default=128, help="mosaic side in pixels")
     parser.add_argument("--epochs", type=positive_int, default=20)
-    parser.add_argument("--n-segments", type=positive_int, default=150)
+    parser.add_argument("--n-segments", type=positive_int, default=300,
+                        help="SLIC superpixels per image (train.py's default)")
     parser.add_argument("--threads", type=positive_int, default=1, help="per training")
     parser.add_argument("--jobs", type=positive_int, default=1, help="trainings at once")
     args = parser.parse_args(argv)

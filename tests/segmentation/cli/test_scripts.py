@@ -44,6 +44,31 @@ def test_train_writes_loadable_checkpoints(trained):
     assert payload["class_names"][0] == "background"
 
 
+@pytest.mark.parametrize("source", ["data", "synthetic"])
+def test_train_default_superpixels_depend_on_the_data(source, data, tmp_path):
+    from segmentation.cli.train import DATA_N_SEGMENTS, SYNTHETIC_N_SEGMENTS
+    from segmentation.data.loading import load_training_data
+
+    assert DATA_N_SEGMENTS != SYNTHETIC_N_SEGMENTS
+    argv = ["--data", str(data)] if source == "data" else ["--synthetic", "8"]
+    options = [a for a in TINY if a not in ("--n-segments", "12")]
+    assert run("train", [*argv, "--epochs", "1", "--out", str(tmp_path), *options]) == 0
+    expected = DATA_N_SEGMENTS if source == "data" else SYNTHETIC_N_SEGMENTS
+    payload = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert payload["model_config"]["n_segments"] == expected
+    # The graphs were built with that many superpixels (and the count matters here).
+    cached = sorted(int(torch.load(path, weights_only=True)["num_nodes"])
+                    for path in (tmp_path / "graph_cache").glob("*.pt"))
+    other = SYNTHETIC_N_SEGMENTS if source == "data" else DATA_N_SEGMENTS
+    node_counts = {}
+    for n_segments in (expected, other):
+        train_graphs, val_graphs, _ = load_training_data(
+            data=str(data) if source == "data" else None,
+            synthetic=8 if source == "synthetic" else None, n_segments=n_segments)
+        node_counts[n_segments] = sorted(g.num_nodes for g in [*train_graphs, *val_graphs])
+    assert cached == node_counts[expected] != node_counts[other]
+
+
 def test_evaluate_json_matches_the_table(data, trained, capsys):
     ckpt = str(trained / "best.pt")
     assert run("evaluate", ["--data", str(data), "--checkpoint", ckpt, "--json"]) == 0
