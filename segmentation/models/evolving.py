@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from graphlstm import EvolvingGraphLSTM, Schedule, build_schedule
+from graphlstm.coarsening import majority_label
 from graphlstm.nn.evolving_graph_lstm import Hierarchy
 from segmentation.models.pooling import pool
 from segmentation.models.segmenter import (
@@ -47,9 +48,11 @@ from segmentation.models.segmenter import (
 __all__ = [
     "EvolvingSegmenter",
     "EvolvingSegmenterOutput",
+    "MergeCounts",
     "evolving_cue_in_reach",
     "evolving_loss",
     "hierarchy_reach",
+    "merge_counts",
     "model_loss",
     "superpixel_labels",
 ]
@@ -201,6 +204,67 @@ def model_loss(output, mask: Tensor, ignore_index: int = 255, reduction: str = "
         weight = output.merge_weight if merge_weight is None else merge_weight
         return evolving_loss(output, mask, ignore_index, reduction, weight)
     return segmentation_loss(output, mask, ignore_index, reduction)
+
+
+class MergeCounts(NamedTuple):
+    """What the evolution steps merged, counted against the labels (:func:`merge_counts`).
+
+    Counts, so that the counts of several batches add up (``a + b`` does not:
+    use :meth:`add`).
+    """
+
+    superpixels: int  # input nodes
+    regions: int  # nodes of the last level
+    in_region_of_other_label: int  # labelled superpixels whose region's majority label differs
+    per_class: Tensor  # [K] labelled superpixels of each class
+    merged_per_class: Tensor  # [K] of those, the ones in a region of more than one superpixel
+
+    def add(self, other: MergeCounts) -> MergeCounts:
+        """The counts of both."""
+        return MergeCounts(self.superpixels + other.superpixels, self.regions + other.regions,
+                           self.in_region_of_other_label + other.in_region_of_other_label,
+                           self.per_class + other.per_class,
+                           self.merged_per_class + other.merged_per_class)
+
+
+def merge_counts(hierarchy: Hierarchy, labels: Tensor, num_classes: int,
+                 ignore_index: int = 255) -> MergeCounts:
+    """Count what the evolution steps merged: regions on the last level, labelled
+    superpixels per class and how many of them were merged, and how many ended
+    in a region whose majority label is another.
+
+    Parameters
+    ----------
+    hierarchy : Hierarchy
+        Of a forward call (one image or a batch: regions never span two images).
+    labels : LongTensor, shape (N,)
+        The label of every input node (:func:`superpixel_labels`), ``ignore_index`` for none.
+    num_classes : int
+        Number of classes ``K``.
+    ignore_index : int
+        The label of an unlabelled superpixel.
+    """
+    if not isinstance(hierarchy, Hierarchy):
+        raise TypeError(f"'hierarchy' must be the Hierarchy of a forward call, "
+                        f"got {type(hierarchy).__name__}")
+    region = hierarchy.assignments[-1]
+    size = hierarchy.num_nodes[-1]
+    if not isinstance(labels, Tensor) or labels.shape != region.shape:
+        raise ValueError(f"'labels' must be a tensor of one label per input node, shape "
+                         f"[{region.numel()}], got {getattr(labels, 'shape', type(labels))}")
+    labels = labels.to(region.device).long()
+    valid = labels != ignore_index
+    if bool(((labels[valid] < 0) | (labels[valid] >= num_classes)).any()):
+        raise ValueError(f"'labels' must lie in 0..{num_classes - 1} (or be {ignore_index})")
+    majority = majority_label(labels, region, size, ignore_index)[region]
+    merged = torch.bincount(region, minlength=size)[region] > 1
+    return MergeCounts(
+        superpixels=region.numel(),
+        regions=size,
+        in_region_of_other_label=int((valid & (majority != labels)).sum()),
+        per_class=torch.bincount(labels[valid], minlength=num_classes).cpu(),
+        merged_per_class=torch.bincount(labels[valid & merged], minlength=num_classes).cpu(),
+    )
 
 
 def hierarchy_reach(hierarchy: Hierarchy) -> Tensor:

@@ -161,3 +161,73 @@ def test_hierarchy_picture(batch, tmp_path):
     assert fig.axes[0].images[0].get_array().shape == (40, 48, 3)
     with pytest.raises(ValueError, match="assignments"):
         hierarchy_regions(superpixels, [torch.zeros(3, dtype=torch.long)])
+
+
+def _hierarchy(assignment, num_regions):
+    """A two-level hierarchy that only fixes the last level's assignment."""
+    from graphlstm.nn.evolving_graph_lstm import Hierarchy
+
+    assignment = torch.tensor(assignment)
+    identity = torch.arange(assignment.numel())
+    empty = torch.zeros(2, 0, dtype=torch.long)
+    return Hierarchy([assignment], [identity, assignment], [empty, empty],
+                     [assignment.numel(), num_regions], [], [], [None, None], [None, None])
+
+
+def test_merge_counts_by_hand():
+    from segmentation.models.evolving import merge_counts
+
+    # Regions: {0, 1} (labels 0, 0), {2, 3, 4} (0, 1, 1: majority 1), {5} (unlabelled),
+    # {6} (1) and {7, 8} (2, 0: a tie, majority 0).
+    hierarchy = _hierarchy([0, 0, 1, 1, 1, 2, 3, 4, 4], 5)
+    labels = torch.tensor([0, 0, 0, 1, 1, 255, 1, 2, 0])
+    counts = merge_counts(hierarchy, labels, num_classes=3)
+    assert (counts.superpixels, counts.regions) == (9, 5)
+    assert counts.in_region_of_other_label == 2  # node 2 (0 among 1s) and node 7 (2 in a tie)
+    assert counts.per_class.tolist() == [4, 3, 1]
+    assert counts.merged_per_class.tolist() == [4, 2, 1]  # node 6 stays alone
+    twice = counts.add(counts)
+    assert (twice.superpixels, twice.in_region_of_other_label) == (18, 4)
+    assert twice.merged_per_class.tolist() == [8, 4, 2]
+
+
+def test_merge_counts_of_a_batch_add_up_over_its_images(batch):
+    from segmentation.models.evolving import merge_counts
+
+    torch.manual_seed(0)
+    model = EvolvingSegmenter(small(graph_model="evolving")).eval()
+    for head in model.graph_lstm.merge_heads:  # p = 1/2 = the threshold: every edge proposed
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    assert model.graph_lstm.threshold == 0.5
+    graphs = batch.to_data_list()
+    with torch.no_grad():
+        out = model.forward_batch(batch)
+        labels = superpixel_labels(batch.mask, out.superpixels, out.num_nodes, 6)
+        whole = merge_counts(out.hierarchy, labels, 6)
+        parts = None
+        for graph in graphs:
+            one = Batch.from_data_list([graph])
+            single = model.forward_batch(one)
+            counts = merge_counts(single.hierarchy, superpixel_labels(
+                one.mask, single.superpixels, single.num_nodes, 6), 6)
+            parts = counts if parts is None else parts.add(counts)
+    assert whole.regions < whole.superpixels  # something merged
+    assert (whole.superpixels, whole.regions, whole.in_region_of_other_label) == (
+        parts.superpixels, parts.regions, parts.in_region_of_other_label)
+    assert torch.equal(whole.per_class, parts.per_class)
+    assert torch.equal(whole.merged_per_class, parts.merged_per_class)
+
+
+@pytest.mark.parametrize("labels, hierarchy, error, needle", [
+    (torch.tensor([0, 1]), None, ValueError, "one label per input node"),
+    (torch.tensor([0, 1, 3]), None, ValueError, "0..2"),
+    (torch.tensor([0, 1, -1]), None, ValueError, "0..2"),
+    (torch.tensor([0, 1, 1]), "not a hierarchy", TypeError, "hierarchy"),
+])
+def test_merge_counts_bad_input(labels, hierarchy, error, needle):
+    from segmentation.models.evolving import merge_counts
+
+    hierarchy = _hierarchy([0, 0, 1], 2) if hierarchy is None else hierarchy
+    with pytest.raises(error, match=needle):
+        merge_counts(hierarchy, labels, num_classes=3)
