@@ -368,21 +368,68 @@ def soft_unpool(
         [:, :, (cols + step_col * radius).clamp(0, width - 1)].reshape(-1)
         for step_row, step_col in SOFT_UNPOOL_STEPS
     ])  # [5, P]
-    queries = pixel_queries.permute(0, 2, 3, 1).reshape(1, -1, pixel_queries.shape[1])
-    keys = node_keys.index_select(0, candidates.view(-1)).view(*candidates.shape, -1)
-    scores = (keys * queries).sum(dim=2) * (1.0 / math.sqrt(node_keys.shape[1]))
+    queries = pixel_queries.permute(0, 2, 3, 1).reshape(-1, pixel_queries.shape[1])
+    # Where all five candidates are the pixel's own node the mix is that node's
+    # value: weight 1 on it, so that such pixels agree exactly with unpool.
+    alone = (candidates == candidates[0]).all(dim=0)
+    excluded = None
     if padded:
         own_pad = candidates[0] == total
         # Padding is never a candidate of an image pixel (a padding pixel's own
         # scores stay finite, so that no NaN arises; it gets zeros below).
-        scores = scores.masked_fill((candidates == total) & ~own_pad, float("-inf"))
-    weights = scores.softmax(dim=0)
-    values = node_values.index_select(0, candidates.view(-1)).view(*candidates.shape, channels)
-    pixels = (values * weights.unsqueeze(2)).sum(dim=0)
-    # Where all five candidates are the pixel's own node the mix is that node's
-    # value: taken as it is, so that such pixels agree exactly with unpool.
-    alone = (candidates == candidates[0]).all(dim=0)
-    pixels = torch.where(alone.unsqueeze(1), values[0], pixels)
+        excluded = (candidates == total) & ~own_pad
+    pixels = _CandidateMix.apply(node_values, node_keys, queries, candidates, alone, excluded,
+                                 1.0 / math.sqrt(node_keys.shape[1]))
     if padded:
         pixels = pixels.masked_fill(own_pad.unsqueeze(1), 0.0)
     return pixels.view(batch_size, height, width, channels).permute(0, 3, 1, 2).contiguous()
+
+
+class _CandidateMix(torch.autograd.Function):
+    r"""The mix of :func:`soft_unpool`, :math:`\operatorname{out}_p = \sum_k a_{pk}\,
+    v_{c_k(p)}` with :math:`a_{pk} = \operatorname{softmax}_k(s\, q_p^\top u_{c_k(p)})`,
+    one candidate at a time.
+
+    Written out with its backward so that no ``[5, P, C]`` tensor is made: autograd
+    through broadcast products would keep several, at full resolution. The tests
+    compare it with a per-pixel loop and gradcheck it.
+    Inputs: ``values`` ``[N, C]``, ``keys`` ``[N, D]``, ``queries`` ``[P, D]``,
+    ``candidates`` ``[K, P]``, ``alone`` ``[P]`` (every candidate is the first: weight 1
+    on it, no gradient to the scores), ``excluded`` ``[K, P]`` or ``None`` (weight 0),
+    ``scale``.
+    """
+
+    @staticmethod
+    def forward(ctx, values, keys, queries, candidates, alone, excluded, scale):
+        scores = torch.stack([(keys.index_select(0, c) * queries).sum(dim=1)
+                              for c in candidates])
+        scores = scores * scale
+        if excluded is not None:
+            scores = scores.masked_fill(excluded, float("-inf"))
+        weights = scores.softmax(dim=0)
+        weights = torch.where(alone, (torch.arange(len(candidates), device=alone.device)
+                                      == 0).to(weights.dtype).unsqueeze(1), weights)
+        pixels = values.index_select(0, candidates[0]) * weights[0].unsqueeze(1)
+        for k in range(1, len(candidates)):
+            pixels.addcmul_(values.index_select(0, candidates[k]), weights[k].unsqueeze(1))
+        ctx.save_for_backward(values, keys, queries, candidates, alone, weights)
+        ctx.scale = scale
+        return pixels
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_pixels):
+        values, keys, queries, candidates, alone, weights = ctx.saved_tensors
+        grad_values = torch.zeros_like(values)
+        grad_weights = torch.empty_like(weights)
+        for k, c in enumerate(candidates):
+            grad_values.index_add_(0, c, grad_pixels * weights[k].unsqueeze(1))
+            grad_weights[k] = (values.index_select(0, c) * grad_pixels).sum(dim=1)
+        grad_scores = weights * (grad_weights - (weights * grad_weights).sum(dim=0))
+        grad_scores = grad_scores.masked_fill(alone, 0.0) * ctx.scale
+        grad_keys = torch.zeros_like(keys)
+        grad_queries = torch.zeros_like(queries)
+        for k, c in enumerate(candidates):
+            grad_queries.addcmul_(keys.index_select(0, c), grad_scores[k].unsqueeze(1))
+            grad_keys.index_add_(0, c, queries * grad_scores[k].unsqueeze(1))
+        return grad_values, grad_keys, grad_queries, None, None, None, None

@@ -151,3 +151,29 @@ def test_rejects_bad_input(change, error, match):
     args.update(change)
     with pytest.raises(error, match=match):
         soft_unpool(**args)
+
+
+def test_gradcheck_with_padding_and_pixels_alone_in_their_superpixel():
+    labels = torch.tensor([[[0] * 4 + [1] * 2 + [PAD_LABEL] * 2] * 6,
+                           [[0] * 5 + [1] * 3] * 3 + [[2] * 8] * 3])
+    num_nodes = [2, 3]
+    alone = torch.zeros(2, 6, 8, dtype=torch.bool)  # all five points (radius 1) in one node
+    for b in range(2):
+        for y in range(6):
+            for x in range(8):
+                points = {int(labels[b, min(max(y + dy, 0), 5), min(max(x + dx, 0), 7)])
+                          for dy, dx in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))}
+                alone[b, y, x] = len(points) == 1 and labels[b, y, x] != PAD_LABEL
+    assert alone.any() and (~alone).any()
+    values = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+    keys = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    queries = torch.randn(2, 3, 6, 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda v, k, q: soft_unpool(v, k, q, labels, num_nodes=num_nodes, radius=1),
+        (values, keys, queries),
+    )
+    # A pixel alone in its superpixel takes its node's value and sends nothing to
+    # the scores: no gradient reaches its query.
+    soft_unpool(values, keys, queries, labels, num_nodes=num_nodes, radius=1).sum().backward()
+    assert torch.all(queries.grad.permute(0, 2, 3, 1)[alone] == 0)
+    assert torch.any(queries.grad.permute(0, 2, 3, 1)[~alone] != 0)
