@@ -87,6 +87,40 @@ def run_captured(capsys, name: str, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
+# Runs script files as the interpreter would, with ``--help``, one after the other
+# in one process (the imports, seconds each, are shared).
+_HELP_OF_SCRIPTS = """
+import contextlib, io, json, runpy, sys
+import segmentation.cli
+results = {"module": segmentation.cli.__file__}
+for script in sys.argv[1:]:
+    sys.argv = [script, "--help"]
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        try:
+            runpy.run_path(script, run_name="__main__")
+            code = None
+        except SystemExit as stop:
+            code = stop.code
+    results[script] = [code, stdout.getvalue()]
+print(json.dumps(results))
+"""
+
+
+def help_of_scripts(scripts, **options) -> dict:
+    """``{script: [exit code, stdout]}`` of every script file run with ``--help`` in one
+    fresh interpreter, plus ``"module"``: the file ``segmentation.cli`` came from.
+    ``options`` go to ``subprocess.run`` (``cwd``, ``env``)."""
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _HELP_OF_SCRIPTS, *map(str, scripts)],
+                            capture_output=True, text=True, timeout=600, **options)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
 # --------------------------------------------------------------------------- orders and levels
 
 

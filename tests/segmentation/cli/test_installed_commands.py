@@ -2,7 +2,6 @@
 console scripts exist, answer ``--help`` from any folder, and the distribution
 carries its licence."""
 
-import json
 import os
 import shutil
 import subprocess
@@ -10,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, help_of_scripts
 
 COMMANDS = ["graphlstm-demo", "graphlstm-evaluate", "graphlstm-segment",
             "graphlstm-show-order", "graphlstm-train"]
@@ -57,35 +56,11 @@ def installed_env(installed):
     return env
 
 
-# Runs every installed script file as the interpreter would, one after the other in
-# one process (the imports, seconds each, are shared), from the current folder.
-RUN_SCRIPTS = """
-import contextlib, io, json, runpy, sys
-import segmentation.cli
-results = {"module": segmentation.cli.__file__}
-for script in sys.argv[1:]:
-    sys.argv = [script, "--help"]
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        try:
-            runpy.run_path(script, run_name="__main__")
-            code = None
-        except SystemExit as stop:
-            code = stop.code
-    results[script] = [code, stdout.getvalue()]
-print(json.dumps(results))
-"""
-
-
 def test_help_of_every_installed_command_from_another_folder(installed, tmp_path):
     scripts = [installed / "bin" / command for command in COMMANDS]
     for script in scripts:
         assert script.is_file() and os.access(script, os.X_OK), script
-    result = subprocess.run([sys.executable, "-c", RUN_SCRIPTS, *map(str, scripts)],
-                            cwd=tmp_path, env=installed_env(installed), capture_output=True,
-                            text=True, timeout=600)
-    assert result.returncode == 0, result.stderr
-    results = json.loads(result.stdout.splitlines()[-1])
+    results = help_of_scripts(scripts, cwd=tmp_path, env=installed_env(installed))
     # The installed copy answered, not the checkout.
     assert results.pop("module").startswith(str(installed))
     for script, command in zip(scripts, COMMANDS, strict=True):

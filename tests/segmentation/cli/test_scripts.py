@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from segmentation.data.datasets import write_synthetic_voc
-from tests.helpers import SCRIPTS, run
+from tests.helpers import SCRIPTS, help_of_scripts, run
 
 TINY = ["--n-segments", "12", "--width", "4", "--hidden", "4", "--batch-size", "4",
         "--no-progress", "--threads", "1"]
@@ -207,33 +207,11 @@ def test_segment_corrupt_image_writes_nothing(data, trained, tmp_path, capsys):
     assert not out.exists() or not any(out.iterdir())
 
 
-# Every script file run as the interpreter runs it (``__main__``), one after the
-# other in one process: the imports, seconds each, are shared.
-RUN_SCRIPTS_HELP = """
-import contextlib, io, json, runpy, sys
-results = {}
-for script in sys.argv[1:]:
-    sys.argv = [script, "--help"]
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        try:
-            runpy.run_path(script, run_name="__main__")
-            code = None
-        except SystemExit as stop:
-            code = stop.code
-    results[script] = [code, stdout.getvalue()]
-print(json.dumps(results))
-"""
-
-
 def test_cli_subprocess_help_and_error():
     env = dict(os.environ, OMP_NUM_THREADS="1")
     scripts = [str(SCRIPTS / f"{name}.py")
                for name in ("train", "evaluate", "segment", "demo", "benchmark")]
-    done = subprocess.run([sys.executable, "-c", RUN_SCRIPTS_HELP, *scripts],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    results = json.loads(done.stdout.splitlines()[-1])
+    results = help_of_scripts(scripts, env=env)
     for script in scripts:
         code, text = results[script]
         assert code in (0, None) and text.startswith("usage: "), (script, code, text[:200])
