@@ -406,9 +406,8 @@ class _CandidateMix(torch.autograd.Function):
         scores = scores * scale
         if excluded is not None:
             scores = scores.masked_fill(excluded, float("-inf"))
-        weights = scores.softmax(dim=0)
-        weights = torch.where(alone, (torch.arange(len(candidates), device=alone.device)
-                                      == 0).to(weights.dtype).unsqueeze(1), weights)
+        weights = scores.softmax(dim=0).masked_fill(alone, 0.0)
+        weights[0].masked_fill_(alone, 1.0)
         pixels = values.index_select(0, candidates[0]) * weights[0].unsqueeze(1)
         for k in range(1, len(candidates)):
             pixels.addcmul_(values.index_select(0, candidates[k]), weights[k].unsqueeze(1))
